@@ -1,0 +1,1 @@
+"""Data sources, the SampleTable they all produce, and splits."""

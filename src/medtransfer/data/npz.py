@@ -1,0 +1,66 @@
+"""MedMNIST-style .npz files: {train,val,test}_{images,labels}, with their official splits."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.data.table import SPLITS, SampleTable
+from medtransfer.errors import UserError
+
+
+class ArrayReader:
+    """Reads rows of in-memory image arrays; picklable so DataLoader workers can use it."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+
+    def __call__(self, ref: object) -> np.ndarray:
+        split, index = str(ref).rsplit(":", 1)
+        return self.arrays[split][int(index)]
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_npz(path: Path) -> SampleTable:
+    """Load a MedMNIST .npz (grey or RGB, any size) keeping its official splits."""
+    try:
+        data = np.load(path, allow_pickle=False)
+        keys = set(data.files)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise UserError(str(path), f"cannot read as .npz ({exc})", "pass a MedMNIST .npz file") from None
+    present = [s for s in SPLITS if f"{s}_images" in keys]
+    if not present:
+        raise UserError(str(path), f"has keys {sorted(keys)}, none of train_images/val_images/test_images",
+                        "use the MedMNIST layout: <split>_images and <split>_labels")
+    arrays, rows = {}, []
+    for split in present:
+        if f"{split}_labels" not in keys:
+            raise UserError(str(path), f"has {split}_images but no {split}_labels", "add the labels array")
+        images, labels = data[f"{split}_images"], data[f"{split}_labels"]
+        if images.ndim not in (3, 4) or images.dtype != np.uint8:
+            raise UserError(str(path), f"{split}_images is {images.dtype}{images.shape}",
+                            "images must be uint8 (N,H,W) or (N,H,W,C)")
+        labels = labels.reshape(len(labels), -1)
+        if labels.shape[1] != 1:
+            raise UserError(str(path), f"{split}_labels has {labels.shape[1]} columns (multi-label)",
+                            "only single-label classification is supported")
+        if len(labels) != len(images):
+            raise UserError(str(path), f"{split} has {len(images)} images but {len(labels)} labels",
+                            "fix the file so they match")
+        arrays[split] = images
+        rows += [(f"{split}_{i:06d}", str(int(y)), None, split, f"{split}:{i}") for i, y in enumerate(labels[:, 0])]
+    frame = pd.DataFrame(rows, columns=["sample_id", "label", "group", "split", "ref"])
+    classes = sorted(frame["label"].unique(), key=int)
+    return SampleTable(frame, ArrayReader(arrays), str(path), file_sha256(path), classes)

@@ -1,0 +1,71 @@
+"""SampleTable: the one representation every data source turns into."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.errors import UserError
+
+SPLITS = ("train", "val", "test")
+COLUMNS = ("sample_id", "label", "group", "split", "ref")
+
+# A reader turns a row's `ref` into pixels: uint8, (H, W) grey or (H, W, C).
+PixelReader = Callable[[object], np.ndarray]
+
+
+@dataclass
+class SampleTable:
+    """One row per sample: id, label, optional group, optional predefined split, and a pixel reference."""
+
+    frame: pd.DataFrame
+    reader: PixelReader
+    source: str
+    fingerprint: str
+    classes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in COLUMNS if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"SampleTable frame lacks columns {missing}")
+        if not self.classes:
+            self.classes = sorted(self.frame["label"].astype(str).unique())
+        self.frame = self.frame.reset_index(drop=True)
+        self.frame["label"] = self.frame["label"].astype(str)
+        self.frame["target"] = self.frame["label"].map({c: i for i, c in enumerate(self.classes)})
+        if self.frame["sample_id"].duplicated().any():
+            dup = self.frame.loc[self.frame["sample_id"].duplicated(), "sample_id"].iloc[0]
+            raise UserError(self.source, f"sample id {dup!r} appears twice", "give every sample a unique id")
+        if len(self.frame) == 0:
+            raise UserError(self.source, "no samples found", "check the path and the expected layout")
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def has_groups(self) -> bool:
+        """Whether samples carry a patient or lesion id."""
+        return bool(self.frame["group"].notna().any())
+
+    def pixels(self, index: int) -> np.ndarray:
+        """Pixels of the sample at a row position."""
+        return self.reader(self.frame["ref"].iat[index])
+
+    def subset(self, split: str) -> pd.DataFrame:
+        """Rows of one split (after splitting)."""
+        return self.frame[self.frame["split"] == split]
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """Grey (H,W) or (H,W,1) and RGBA become (H,W,3) uint8, since every catalog backbone takes RGB."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image)

@@ -1,0 +1,21 @@
+"""The one exception type for bad user input: the CLI turns it into one stderr line and exit code 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input: names the input and the fix. Never carries a traceback to the user."""
+
+    def __init__(self, subject: str, problem: str, fix: str = "") -> None:
+        self.subject, self.problem, self.fix = subject, problem, fix
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        """One line: '<input>: <problem>. <fix>'."""
+        text = f"{self.subject}: {self.problem}"
+        if self.fix:
+            text += f" — {self.fix}"
+        return " ".join(text.split())
+
+    def __reduce__(self):  # keep the three fields across DataLoader worker processes
+        return (type(self), (self.subject, self.problem, self.fix))

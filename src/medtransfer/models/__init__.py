@@ -1,0 +1,1 @@
+"""Backbones: the catalog of short names, weight loading and feature pooling."""
