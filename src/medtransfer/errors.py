@@ -6,12 +6,14 @@ from __future__ import annotations
 class UserError(Exception):
     """Bad input: names the input and the fix. Never carries a traceback to the user."""
 
-    def __init__(self, subject: str, problem: str, fix: str = "") -> None:
+    def __init__(self, subject: str, problem: str = "", fix: str = "") -> None:
         self.subject, self.problem, self.fix = subject, problem, fix
         super().__init__(self.line())
 
     def line(self) -> str:
         """One line: '<input>: <problem>. <fix>'."""
+        if "Original Traceback" in self.subject:  # re-raised from a DataLoader worker: keep the original line
+            return self.subject.strip().splitlines()[-1].split("UserError: ", 1)[-1]
         text = f"{self.subject}: {self.problem}"
         if self.fix:
             text += f" — {self.fix}"

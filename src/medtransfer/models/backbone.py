@@ -27,6 +27,11 @@ class Preprocess:
     interpolation: str
     crop_pct: float
 
+    def as_dict(self) -> dict:
+        """Plain types only (YAML and JSON friendly)."""
+        return {"size": self.size, "mean": list(self.mean), "std": list(self.std),
+                "interpolation": self.interpolation, "crop_pct": self.crop_pct}
+
 
 class Backbone(nn.Module):
     """Image batch → one feature vector per image, pooled the way the family is probed."""

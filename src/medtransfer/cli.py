@@ -1,0 +1,144 @@
+"""The `medtransfer` command: a thin map from subcommands onto the typed functions that do the work."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from medtransfer.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Which pretrained backbone and transfer mode works best on your medical images.")
+
+Opt = typer.Option
+
+
+@app.command()
+def train(
+    data: Annotated[str, typer.Argument(help="DATA: a .npz (MedMNIST), a .csv manifest, an image folder, or synthetic:")],
+    backbone: Annotated[str, Opt(help="catalog name (resnet50, dinov2_vits14, …) or any timm model")] = "resnet50",
+    weights: Annotated[str, Opt(help="imagenet | none | PATH to .safetensors/.pth (timm, torchvision or DINOv2 keys)")] = "imagenet",
+    mode: Annotated[str, Opt(help="frozen (features cached once, head trained) | finetune (end to end)")] = "frozen",
+    head: Annotated[str, Opt(help="linear | mlp (the paper's Linear→256→ReLU→Linear)")] = "linear",
+    image_size: Annotated[int | None, Opt(help="input size; default from the backbone's pretrained config")] = None,
+    pooling: Annotated[str, Opt(help="auto | cls_mean | cls | mean (ViTs) | avg (CNNs)")] = "auto",
+    optimizer: Annotated[str, Opt(help="adam | adamw | sgd")] = "adam",
+    lr: Annotated[float | None, Opt(help="learning rate [frozen 1e-3, finetune 1e-4]")] = None,
+    weight_decay: Annotated[float, Opt()] = 0.0,
+    batch_size: Annotated[int | None, Opt(help="[frozen 256, finetune 32]")] = None,
+    epochs: Annotated[int | None, Opt(help="[frozen 100, finetune 20]")] = None,
+    schedule: Annotated[str, Opt(help="cosine | step | none")] = "cosine",
+    patience: Annotated[int | None, Opt(help="stop after this many epochs without val improvement")] = None,
+    select: Annotated[str, Opt(help="val_auroc | val_accuracy (paper protocol) | val_loss")] = "val_auroc",
+    class_weights: Annotated[bool, Opt("--class-weights", help="inverse-frequency class weights in the loss")] = False,
+    augment: Annotated[bool | None, Opt("--augment/--no-augment", help="flip + small rotation [finetune on]")] = None,
+    path_col: Annotated[str | None, Opt(help="CSV: image path column")] = None,
+    label_col: Annotated[str | None, Opt(help="CSV: label column")] = None,
+    group_col: Annotated[str | None, Opt(help="CSV: patient/lesion column (splits and bootstrap by group)")] = None,
+    split_col: Annotated[str | None, Opt(help="CSV: predefined split column (train/val/test)")] = None,
+    image_root: Annotated[str | None, Opt(help="CSV: folder the image paths are relative to")] = None,
+    skip_missing: Annotated[bool, Opt("--skip-missing", help="CSV: drop rows whose image is missing")] = False,
+    test_fraction: Annotated[float, Opt(help="test share when DATA has no test split")] = 0.2,
+    val_fraction: Annotated[float, Opt(help="val share of the training pool when DATA has no val split")] = 0.2,
+    train_fraction: Annotated[float, Opt(help="keep this stratified, grouped fraction of train")] = 1.0,
+    seed: Annotated[int, Opt(help="seeds the split, initialisation, training and bootstrap")] = 0,
+    bootstrap: Annotated[int, Opt(help="bootstrap resamples for the 95% CIs")] = 2000,
+    device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
+    workers: Annotated[int | None, Opt(help="DataLoader workers [half the cores]")] = None,
+    cache_dir: Annotated[str | None, Opt(help="feature cache [user cache folder]")] = None,
+    out: Annotated[str | None, Opt(help="run directory [runs/<data>-<backbone>-<mode>-s<seed>]")] = None,
+    quiet: Annotated[bool, Opt("--quiet", "-q", help="no progress output")] = False,
+) -> None:
+    """One run: one dataset, one backbone, one mode, one seed."""
+    values = {k: v for k, v in locals().items() if k != "quiet"}
+    from medtransfer.config import parse_config
+    from medtransfer.progress import Reporter
+    from medtransfer.report_table import print_metrics
+    from medtransfer.runner import train as run_train
+
+    cfg = parse_config(values, "medtransfer train")
+    reporter = Reporter(quiet)
+    outcome = run_train(cfg, reporter)
+    if not quiet:
+        print_metrics(reporter.console, outcome.metrics)
+    typer.echo(str(outcome.run_dir))
+
+
+@app.command()
+def inspect(
+    data: Annotated[str, typer.Argument(help="DATA, as for train")],
+    path_col: Annotated[str | None, Opt()] = None,
+    label_col: Annotated[str | None, Opt()] = None,
+    group_col: Annotated[str | None, Opt()] = None,
+    split_col: Annotated[str | None, Opt()] = None,
+    image_root: Annotated[str | None, Opt()] = None,
+    skip_missing: Annotated[bool, Opt("--skip-missing")] = False,
+    sample: Annotated[int, Opt(help="images to open for sizes and channels")] = 200,
+) -> None:
+    """Counts per split, class and group; image sizes and channels; problems found."""
+    from medtransfer.config import parse_config
+    from medtransfer.inspection import inspect_table, render
+    from medtransfer.runner import load_table
+
+    cfg = parse_config({"data": data, "path_col": path_col, "label_col": label_col, "group_col": group_col,
+                        "split_col": split_col, "image_root": image_root, "skip_missing": skip_missing},
+                       "medtransfer inspect")
+    typer.echo(render(inspect_table(load_table(cfg), sample)))
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
+    images: Annotated[list[Path], typer.Argument(help="image files")],
+    output: Annotated[Path | None, Opt("--output", "-o", help="write a CSV here instead of stdout")] = None,
+    device: Annotated[str, Opt()] = "auto",
+) -> None:
+    """Class probabilities for new images from a finished run."""
+    from medtransfer.predict import predict_images
+
+    frame = predict_images(run_dir, images, device)
+    if output:
+        frame.to_csv(output, index=False)
+        typer.echo(str(output))
+    else:
+        typer.echo(frame.to_csv(index=False), nl=False)
+
+
+@app.command()
+def backbones() -> None:
+    """The catalog, and whether each one's ImageNet/DINOv2 weights are available offline."""
+    from medtransfer.report_table import print_catalog
+
+    print_catalog()
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, Opt(help="where the demo runs go")] = Path("runs/demo"),
+    quiet: Annotated[bool, Opt("--quiet", "-q")] = False,
+) -> None:
+    """A small offline study on synthetic images (weights: none), ending in a results table."""
+    from medtransfer.demo import run_demo
+
+    run_demo(out, quiet)
+
+
+def main() -> None:
+    """Entry point: bad input → one stderr line and exit 2; unexpected errors keep their traceback."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"error: {exc.line()}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

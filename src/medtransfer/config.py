@@ -1,0 +1,79 @@
+"""The run configuration: validated once at the boundary (CLI or YAML), then trusted inside."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medtransfer.errors import UserError
+
+# Mode-dependent defaults, resolved into config.yaml so a run records what it really used.
+MODE_DEFAULTS = {
+    "frozen": {"lr": 1e-3, "epochs": 100, "batch_size": 256, "augment": False},
+    "finetune": {"lr": 1e-4, "epochs": 20, "batch_size": 32, "augment": True},
+}
+
+
+class TrainConfig(BaseModel):
+    """Every setting of one run: one dataset, one backbone, one mode, one seed."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    data: str
+    path_col: str | None = None
+    label_col: str | None = None
+    group_col: str | None = None
+    split_col: str | None = None
+    image_root: str | None = None
+    skip_missing: bool = False
+
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    train_fraction: float = Field(1.0, gt=0, le=1)
+
+    backbone: str = "resnet50"
+    weights: str = "imagenet"
+    image_size: int | None = Field(None, ge=8, le=2048)
+    pooling: Literal["auto", "cls_mean", "cls", "mean", "avg"] = "auto"
+
+    mode: Literal["frozen", "finetune"] = "frozen"
+    head: Literal["linear", "mlp"] = "linear"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    schedule: Literal["cosine", "step", "none"] = "cosine"
+    patience: int | None = Field(None, ge=1)
+    select: Literal["val_auroc", "val_accuracy", "val_loss"] = "val_auroc"
+    class_weights: bool = False
+    augment: bool | None = None
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int | None = Field(None, ge=0)
+    seed: int = 0
+    bootstrap: int = Field(2000, ge=100)
+    cache_dir: str | None = None
+    out: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> TrainConfig:
+        for name, value in MODE_DEFAULTS[self.mode].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        return self
+
+
+def parse_config(values: dict, origin: str = "options") -> TrainConfig:
+    """Validate settings, reporting every problem in one line (pydantic collects them all)."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            problems.append(f"{where}: {err['msg']}")
+        raise UserError(origin, "; ".join(problems), "fix these settings (see `medtransfer train --help`)") from None

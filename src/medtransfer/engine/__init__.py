@@ -1,0 +1,1 @@
+"""Training machinery: input pipelines, feature cache, probe heads, fine-tuning."""

@@ -1,0 +1,105 @@
+"""Probe heads on cached features, with the fit/predict contract so grids can clone and sweep them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from medtransfer.engine.optim import BestEpoch, build_optimizer, build_schedule
+from medtransfer.evaluation.metrics import compute_metrics
+
+HEADS = ("linear", "mlp")
+
+
+class HeadModule(nn.Module):
+    """Standardise features (train statistics), then a linear layer or the paper's Linear→256→ReLU→Linear."""
+
+    def __init__(self, dim: int, n_classes: int, kind: str = "linear", hidden: int = 256) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+        if kind == "mlp":
+            self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+        else:
+            self.net = nn.Linear(dim, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits."""
+        return self.net((x - self.mean) / self.scale)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, normalised to mean 1 over the classes present."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes, 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+@dataclass
+class ProbeHead:
+    """A head trained on fixed features; the best epoch is chosen on val (sklearn-style estimator)."""
+
+    kind: str = "linear"
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    optimizer: str = "adam"
+    schedule: str = "none"
+    select: str = "val_auroc"
+    patience: int | None = None
+    balance: bool = False
+    seed: int = 0
+
+    def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int) -> ProbeHead:
+        """Train on (x, y), evaluating on val each epoch; keep the best epoch's weights in `module_`."""
+        torch.manual_seed(self.seed)
+        xt, yt = torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(y, dtype=torch.long)
+        xv, yv = torch.as_tensor(np.asarray(x_val, dtype=np.float32)), torch.as_tensor(y_val, dtype=torch.long)
+        module = HeadModule(xt.shape[1], n_classes, self.kind)
+        module.mean.copy_(xt.mean(0))
+        module.scale.copy_(xt.std(0).clamp_min(1e-6))
+        weight = class_weights(y, n_classes) if self.balance else None
+        opt = build_optimizer(self.optimizer, module.parameters(), self.lr, self.weight_decay)
+        sched = build_schedule(self.schedule, opt, self.epochs)
+        tracker, self.history_ = BestEpoch(self.select, self.patience), []
+        generator = torch.Generator().manual_seed(self.seed)
+        for epoch in range(1, self.epochs + 1):
+            start, lr = time.perf_counter(), opt.param_groups[0]["lr"]
+            module.train()
+            order, total = torch.randperm(len(xt), generator=generator), 0.0
+            for batch in order.split(self.batch_size):
+                loss = F.cross_entropy(module(xt[batch]), yt[batch], weight=weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(batch)
+            sched.step()
+            val_loss, val_prob = self._evaluate(module, xv, yv)
+            val_metrics = compute_metrics(y_val, val_prob)
+            tracker.update(epoch, tracker.score(val_metrics, val_loss), module)
+            self.history_.append({"epoch": epoch, "train_loss": total / len(xt), "val_loss": val_loss,
+                                  "val_metric": val_metrics.get(self.select.removeprefix("val_"), -val_loss),
+                                  "lr": lr, "seconds": time.perf_counter() - start})
+            if tracker.should_stop():
+                break
+        module.load_state_dict(tracker.best_state)
+        self.module_, self.best_epoch_ = module.eval(), tracker.best_epoch
+        return self
+
+    @staticmethod
+    @torch.no_grad()
+    def _evaluate(module: HeadModule, x: torch.Tensor, y: torch.Tensor) -> tuple[float, np.ndarray]:
+        module.eval()
+        logits = module(x)
+        return F.cross_entropy(logits, y).item(), logits.softmax(1).numpy()
+
+    @torch.no_grad()
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, K) from the best epoch's weights."""
+        return self.module_(torch.as_tensor(np.asarray(x, dtype=np.float32))).softmax(1).numpy()

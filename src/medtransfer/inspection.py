@@ -1,0 +1,58 @@
+"""`medtransfer inspect`: what a data source holds, and the problems that would hurt a study."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from medtransfer.data.table import SampleTable
+
+
+def inspect_table(table: SampleTable, sample: int = 200) -> dict:
+    """Counts per split/class/group, sizes and channels of a sample of images, and problems found."""
+    frame = table.frame
+    split = frame["split"].fillna("(none: will be split)")
+    counts = frame.assign(split=split).groupby(["split", "label"]).size().unstack(fill_value=0)
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(frame), size=min(sample, len(frame)), replace=False)
+    sizes, channels = Counter(), Counter()
+    for i in picked:
+        pixels = table.pixels(int(i))
+        sizes[f"{pixels.shape[1]}x{pixels.shape[0]}"] += 1
+        channels[1 if pixels.ndim == 2 else pixels.shape[2]] += 1
+    problems = list(table.notes)
+    per_class = frame["label"].value_counts()
+    if per_class.min() < 10:
+        problems.append(f"class {per_class.idxmin()!r} has only {per_class.min()} samples: wide CIs ahead")
+    if per_class.max() > 10 * per_class.min():
+        problems.append(f"imbalance {per_class.max()}:{per_class.min()}: consider --class-weights and read balanced accuracy")
+    groups = None
+    if table.has_groups:
+        per_group = frame.groupby("group").size()
+        groups = {"groups": int(per_group.size), "samples_per_group_max": int(per_group.max()),
+                  "samples_per_group_mean": round(float(per_group.mean()), 2)}
+        mixed = frame.groupby("group")["label"].nunique()
+        if (mixed > 1).any():
+            problems.append(f"{int((mixed > 1).sum())} group(s) hold more than one label")
+    else:
+        problems.append("no group column: if several images come from one patient, pass --group-col to avoid leakage")
+    return {"source": table.source, "samples": len(frame), "classes": table.classes, "counts": counts,
+            "groups": groups, "sizes": dict(sizes.most_common(5)), "channels": dict(channels),
+            "sampled": len(picked), "problems": problems}
+
+
+def render(report: dict) -> str:
+    """Plain-text rendering of an inspection report."""
+    lines = [f"{report['source']}: {report['samples']} samples, {len(report['classes'])} classes",
+             "", report["counts"].to_string(), ""]
+    if report["groups"]:
+        g = report["groups"]
+        lines.append(f"groups: {g['groups']} (images per group: mean {g['samples_per_group_mean']}, "
+                     f"max {g['samples_per_group_max']})")
+    lines.append(f"image sizes (WxH, of {report['sampled']} sampled): "
+                 + ", ".join(f"{k} ×{v}" for k, v in report["sizes"].items()))
+    lines.append("channels: " + ", ".join(f"{k} ×{v}" for k, v in report["channels"].items()))
+    lines.append("problems: " + ("none found" if not report["problems"] else ""))
+    lines += [f"  - {p}" for p in report["problems"]]
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""`medtransfer predict`: class probabilities for new images from a finished run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+from medtransfer.config import TrainConfig
+from medtransfer.data.images import read_image
+from medtransfer.data.table import to_rgb
+from medtransfer.engine.device import pick_device
+from medtransfer.engine.finetune import Classifier
+from medtransfer.engine.heads import HeadModule
+from medtransfer.engine.pipeline import build_transform
+from medtransfer.errors import UserError
+from medtransfer.models.backbone import build_backbone
+from medtransfer.models.weights import weights_identity
+from medtransfer.rundir import is_complete
+
+
+def load_model(run_dir: Path) -> tuple[torch.nn.Module, TrainConfig, list[str]]:
+    """Rebuild a finished run's model: the fine-tuned weights, or the backbone's weights plus the trained head."""
+    if not is_complete(run_dir):
+        raise UserError(str(run_dir), "is not a finished run (no DONE)", "pass a run directory that completed")
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    classes = json.loads((run_dir / "metrics.json").read_text())["classes"]
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.model_fields})
+    if cfg.mode == "finetune":  # every weight is in model.safetensors: no need for the original source
+        model = Classifier(build_backbone(cfg.backbone, "none", cfg.image_size, cfg.pooling, cfg.seed),
+                           len(classes), cfg.head)
+        model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+        return model.eval(), cfg, classes
+    backbone = build_backbone(cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.seed)
+    if weights_identity(cfg.weights, backbone.timm_name, cfg.seed) != saved.get("weights_identity"):
+        raise UserError(cfg.weights, "differs from the backbone weights this run was trained on",
+                        "restore the original checkpoint file")
+    head = HeadModule(backbone.num_features, len(classes), cfg.head)
+    head.load_state_dict(load_file(str(run_dir / "head.safetensors")))
+    return torch.nn.Sequential(backbone, head).eval(), cfg, classes
+
+
+@torch.inference_mode()
+def predict_images(run_dir: Path, images: list[Path], device_name: str = "auto", batch_size: int = 32) -> pd.DataFrame:
+    """One row per image: path, predicted class, and prob_<class> columns."""
+    model, cfg, classes = load_model(Path(run_dir))
+    device = pick_device(device_name)
+    model.to(device)
+    preprocess = model.backbone.preprocess if isinstance(model, Classifier) else model[0].preprocess
+    transform = build_transform(preprocess)
+    probs = []
+    for start in range(0, len(images), batch_size):
+        batch = torch.stack([transform(Image.fromarray(to_rgb(read_image(p)))) for p in images[start:start + batch_size]])
+        probs.append(model(batch.to(device)).float().softmax(1).cpu().numpy())
+    prob = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
+    frame = pd.DataFrame({"image": [str(p) for p in images], "predicted": [classes[k] for k in prob.argmax(1)]})
+    for k, name in enumerate(classes):
+        frame[f"prob_{name}"] = prob[:, k]
+    return frame

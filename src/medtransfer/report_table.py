@@ -1,0 +1,38 @@
+"""Terminal tables: one run's metrics, and the backbone catalog."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from medtransfer.evaluation.metrics import METRICS
+
+
+def cell(entry: dict) -> str:
+    """`value [low, high]` in percent, the paper's cell format."""
+    return f"{100 * entry['value']:.1f} [{100 * entry['low']:.1f}, {100 * entry['high']:.1f}]"
+
+
+def print_metrics(console: Console, metrics: dict) -> None:
+    """Val and test metrics of one run with their 95% CIs."""
+    unit = metrics["bootstrap"]["unit"]
+    table = Table(title=f"95% CI: percentile bootstrap over {unit}s, {metrics['bootstrap']['n']} resamples")
+    table.add_column("metric")
+    for split in ("val", "test"):
+        table.add_column(f"{split} (n={metrics[f'n_{split}']})")
+    for name in METRICS:
+        table.add_row(name, cell(metrics["val"][name]), cell(metrics["test"][name]))
+    console.print(table)
+
+
+def print_catalog() -> None:
+    """Every catalog backbone with its timm name and whether its weights are cached locally."""
+    from medtransfer.models.catalog import CATALOG
+    from medtransfer.models.weights import hub_cached
+
+    table = Table(title="medtransfer backbones (any other timm model name works too)")
+    for column in ("name", "timm model", "weights", "offline"):
+        table.add_column(column)
+    for entry in CATALOG.values():
+        table.add_row(entry.name, entry.timm_name, entry.note, "cached" if hub_cached(entry.timm_name) else "not cached")
+    Console().print(table)

@@ -1,0 +1,164 @@
+"""One run end to end: source → SampleTable → split → (cached features → head | fine-tune) → metrics → run dir."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from medtransfer.config import TrainConfig
+from medtransfer.data.manifest import ManifestColumns
+from medtransfer.data.sources import load_source
+from medtransfer.data.splits import SplitPlan, assign_splits
+from medtransfer.data.table import SampleTable
+from medtransfer.engine.device import pick_device, seed_everything
+from medtransfer.engine.features import FeatureCache, cached_features, default_cache_dir, extract, feature_key
+from medtransfer.engine.finetune import Classifier, FinetuneSettings, finetune, predict_rows
+from medtransfer.engine.heads import ProbeHead
+from medtransfer.engine.pipeline import default_workers
+from medtransfer.evaluation.bootstrap import BootstrapSpec, bootstrap_ci
+from medtransfer.evaluation.metrics import confusion
+from medtransfer.models.backbone import Backbone, build_backbone
+from medtransfer.models.weights import check_weights_arg, weights_identity
+from medtransfer.progress import Reporter
+from medtransfer.rundir import RunWriter, fresh_run_dir
+
+EVAL_SPLITS = ("val", "test")
+
+
+@dataclass
+class Outcome:
+    """What a finished run produced, beside its files."""
+
+    run_dir: Path
+    metrics: dict
+
+
+def load_table(cfg: TrainConfig) -> SampleTable:
+    """The configured source as a SampleTable (manifest columns only when given)."""
+    given = {k: v for k, v in {"path": cfg.path_col, "label": cfg.label_col, "group": cfg.group_col,
+                               "split": cfg.split_col}.items() if v is not None}
+    return load_source(cfg.data, ManifestColumns(**given), cfg.image_root, cfg.skip_missing)
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    """runs/<dataset>-<backbone>-<mode>-s<seed>, made unique."""
+    stem = Path(cfg.data.removeprefix("synthetic:") or "synthetic").stem or "synthetic"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{cfg.backbone}-{cfg.mode}-s{cfg.seed}")
+    return fresh_run_dir(Path("runs"), name)
+
+
+def _split_rows(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {s: np.flatnonzero(frame["split"].to_numpy() == s) for s in ("train", *EVAL_SPLITS)}
+
+
+def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
+            device: torch.device, reporter: Reporter) -> tuple[dict[str, np.ndarray], list[dict], int, dict, dict]:
+    cache = FeatureCache(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
+    key = feature_key(backbone, weights_identity(cfg.weights, backbone.timm_name, cfg.seed), table)
+
+    def compute() -> np.ndarray:
+        with reporter.task(f"extract {backbone.timm_name}", len(table)) as advance:
+            return extract(backbone, table, device, max(cfg.batch_size, 64), cfg.workers, advance)
+
+    features, timing = cached_features(cache, key, compute)
+    reporter.log(f"features: {'cache hit' if timing['cache_hit'] else 'extracted'} ({timing['cache_entry']})")
+    y = table.frame["target"].to_numpy()
+    head = ProbeHead(kind=cfg.head, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                     batch_size=cfg.batch_size, optimizer=cfg.optimizer, schedule=cfg.schedule, select=cfg.select,
+                     patience=cfg.patience, balance=cfg.class_weights, seed=cfg.seed)
+    start = time.perf_counter()
+    head.fit(features[rows["train"]], y[rows["train"]], features[rows["val"]], y[rows["val"]], len(table.classes))
+    timing["train_seconds"] = round(time.perf_counter() - start, 3)
+    probs = {s: head.predict_proba(features[rows[s]]) for s in EVAL_SPLITS}
+    return probs, head.history_, head.best_epoch_, {"head.safetensors": head.module_.state_dict()}, timing
+
+
+def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
+              device: torch.device, reporter: Reporter) -> tuple[dict[str, np.ndarray], list[dict], int, dict, dict]:
+    model = Classifier(backbone, len(table.classes), cfg.head)
+    settings = FinetuneSettings(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.optimizer, cfg.schedule,
+                                cfg.select, cfg.patience, cfg.class_weights, cfg.augment, cfg.workers, cfg.seed)
+    start = time.perf_counter()
+    with reporter.task("fine-tune epochs", cfg.epochs) as advance:
+        history, best = finetune(model, table, rows["train"], rows["val"], settings, device, lambda _: advance(1))
+    timing = {"train_seconds": round(time.perf_counter() - start, 3)}
+    probs = {s: predict_rows(model, table, rows[s], device, cfg.batch_size, cfg.workers)[0] for s in EVAL_SPLITS}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return probs, history, best, {"model.safetensors": state}, timing
+
+
+def _evaluate(cfg: TrainConfig, table: SampleTable, frame: pd.DataFrame, rows: dict[str, np.ndarray],
+              probs: dict[str, np.ndarray], reporter: Reporter) -> dict:
+    spec = BootstrapSpec(n=cfg.bootstrap, seed=cfg.seed)
+    y = frame["target"].to_numpy()
+    grouped = table.has_groups
+    out: dict = {}
+    for split in EVAL_SPLITS:
+        groups = frame["group"].to_numpy()[rows[split]] if grouped else None
+        with reporter.task(f"bootstrap {split}", spec.n) as advance:
+            out[split] = bootstrap_ci(y[rows[split]], probs[split], spec, groups, advance)
+    out["confusion"] = {s: confusion(y[rows[s]], probs[s]) for s in EVAL_SPLITS}
+    out["bootstrap"] = {"n": spec.n, "level": spec.level, "unit": "group" if grouped else "sample", "seed": spec.seed}
+    return out
+
+
+def _predictions(table: SampleTable, frame: pd.DataFrame, rows: dict[str, np.ndarray],
+                 probs: dict[str, np.ndarray]) -> pd.DataFrame:
+    parts = []
+    for split in EVAL_SPLITS:
+        part = frame.iloc[rows[split]]
+        block = pd.DataFrame({"sample_id": part["sample_id"].values, "group": part["group"].values,
+                              "split": split, "label": part["label"].values,
+                              "predicted": [table.classes[k] for k in probs[split].argmax(1)]})
+        for k, name in enumerate(table.classes):
+            block[f"prob_{name}"] = probs[split][:, k]
+        parts.append(block)
+    return pd.concat(parts, ignore_index=True)
+
+
+def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
+    """Run one configuration and write its run directory; bad input raises UserError before anything is kept."""
+    reporter = reporter or Reporter(quiet=True)
+    started = time.perf_counter()
+    check_weights_arg(cfg.weights)
+    cfg = cfg.model_copy(update={"workers": default_workers() if cfg.workers is None else cfg.workers})
+    out = Path(cfg.out) if cfg.out else default_out(cfg)
+    with RunWriter(out) as writer:  # validates --out before the long work
+        table = load_table(cfg)
+        for note in table.notes:
+            reporter.log(f"note: {note}")
+        frame = assign_splits(table, SplitPlan(cfg.test_fraction, cfg.val_fraction, cfg.train_fraction, cfg.seed))
+        rows = _split_rows(frame)
+        seed_everything(cfg.seed)
+        device = pick_device(cfg.device)
+        backbone = build_backbone(cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.seed)
+        cfg = cfg.model_copy(update={"image_size": backbone.preprocess.size})
+        reporter.log(f"{table.source}: {len(table)} samples, {len(table.classes)} classes; "
+                     + ", ".join(f"{s} {len(r)}" for s, r in rows.items()) + f"; {backbone.timm_name} on {device}")
+        run_mode = _frozen if cfg.mode == "frozen" else _finetune
+        probs, history, best_epoch, tensors, timing = run_mode(cfg, backbone, table, rows, device, reporter)
+        eval_start = time.perf_counter()
+        metrics = _evaluate(cfg, table, frame, rows, probs, reporter)
+        timing["eval_seconds"] = round(time.perf_counter() - eval_start, 3)
+        timing["total_seconds"] = round(time.perf_counter() - started, 3)
+        metrics.update({"n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])),
+                        "n_test": int(len(rows["test"])), "classes": table.classes, "best_epoch": best_epoch,
+                        "notes": table.notes, "timing": timing})
+        resolved = cfg.model_dump() | {"out": str(out), "timm_name": backbone.timm_name,
+                                       "preprocess": backbone.preprocess.as_dict(), "pooling_resolved": backbone.pooling,
+                                       "weights_identity": weights_identity(cfg.weights, backbone.timm_name, cfg.seed)}
+        writer.yaml("config.yaml", resolved)
+        writer.json("metrics.json", metrics)
+        writer.csv("predictions.csv", _predictions(table, frame, rows, probs))
+        writer.csv("history.csv", pd.DataFrame(history))
+        for name, state in tensors.items():
+            save_file(state, str(writer.path(name)))
+        run_dir = writer.commit()
+    return Outcome(run_dir, metrics)
