@@ -86,8 +86,13 @@ def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: di
     settings = FinetuneSettings(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.optimizer, cfg.schedule,
                                 cfg.select, cfg.patience, cfg.class_weights, cfg.augment, cfg.workers, cfg.seed)
     start = time.perf_counter()
+    def on_epoch(row: dict) -> None:
+        advance(1)
+        reporter.log(f"epoch {row['epoch']}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss "
+                     f"{row['val_loss']:.4f}, {cfg.select} {row['val_metric']:.4f} ({row['seconds']:.0f} s)")
+
     with reporter.task("fine-tune epochs", cfg.epochs) as advance:
-        history, best = finetune(model, table, rows["train"], rows["val"], settings, device, lambda _: advance(1))
+        history, best = finetune(model, table, rows["train"], rows["val"], settings, device, on_epoch)
     timing = {"train_seconds": round(time.perf_counter() - start, 3)}
     probs = {s: predict_rows(model, table, rows[s], device, cfg.batch_size, cfg.workers)[0] for s in EVAL_SPLITS}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

@@ -1,0 +1,5 @@
+"""`python -m medtransfer` runs the CLI."""
+
+from medtransfer.cli import main
+
+main()

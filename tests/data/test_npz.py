@@ -1,0 +1,182 @@
+"""MedMNIST-style .npz files: official splits, labels, pixels, and bad files as one-line UserErrors."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medtransfer.data.npz import load_npz
+from medtransfer.errors import UserError
+
+SPLIT_SIZES = {"train": 7, "val": 3, "test": 4}
+
+
+def _arrays(shape: tuple[int, ...], seed: int = 0, classes: int = 2) -> dict[str, np.ndarray]:
+    """{split}_images / {split}_labels with MedMNIST dtypes: uint8 images, uint8 (N,1) labels."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in SPLIT_SIZES.items():
+        out[f"{split}_images"] = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+        out[f"{split}_labels"] = (np.arange(n) % classes).astype(np.uint8).reshape(n, 1)
+    return out
+
+
+def _write(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (6, 5, 3)], ids=["grey", "rgb"])
+def test_official_splits_labels_and_pixels_are_kept(tmp_path, shape):
+    arrays = _arrays(shape, classes=3)
+    table = load_npz(_write(tmp_path / "tiny.npz", arrays))
+
+    assert len(table) == sum(SPLIT_SIZES.values())
+    assert table.frame["split"].value_counts().to_dict() == SPLIT_SIZES
+    assert table.classes == ["0", "1", "2"]
+    assert not table.has_groups
+    for split, n in SPLIT_SIZES.items():
+        rows = table.frame.index[table.frame["split"] == split]
+        assert len(rows) == n
+        labels = [str(int(v)) for v in arrays[f"{split}_labels"][:, 0]]
+        assert table.frame.loc[rows, "label"].tolist() == labels
+        for k, row in enumerate(rows):
+            pixels = table.pixels(int(row))
+            assert pixels.dtype == np.uint8 and pixels.shape == shape
+            np.testing.assert_array_equal(pixels, arrays[f"{split}_images"][k])
+    assert table.frame["target"].tolist() == [int(x) for x in table.frame["label"]]
+
+
+def test_classes_sort_numerically_not_as_text(tmp_path):
+    arrays = _arrays((4, 4))
+    arrays["train_labels"] = np.array([[0], [2], [10], [1], [2], [10], [0]], dtype=np.uint8)
+    table = load_npz(_write(tmp_path / "many.npz", arrays))
+    assert table.classes[:4] == ["0", "1", "2", "10"]
+
+
+def test_file_with_only_some_splits_loads_those(tmp_path):
+    arrays = {k: v for k, v in _arrays((4, 4)).items() if not k.startswith("val_")}
+    table = load_npz(_write(tmp_path / "noval.npz", arrays))
+    assert set(table.frame["split"]) == {"train", "test"}
+
+
+def test_fingerprint_follows_file_content(tmp_path):
+    a = load_npz(_write(tmp_path / "a.npz", _arrays((4, 4), seed=0)))
+    b = load_npz(_write(tmp_path / "b.npz", _arrays((4, 4), seed=0)))
+    c = load_npz(_write(tmp_path / "c.npz", _arrays((4, 4), seed=1)))
+    assert a.fingerprint == b.fingerprint
+    assert a.fingerprint != c.fingerprint
+
+
+def _missing_labels(tmp_path: Path) -> Path:
+    arrays = _arrays((4, 4))
+    del arrays["val_labels"]
+    return _write(tmp_path / "bad.npz", arrays)
+
+
+def _wrong_dtype(tmp_path: Path) -> Path:
+    arrays = _arrays((4, 4))
+    arrays["train_images"] = arrays["train_images"].astype(np.float32) / 255
+    return _write(tmp_path / "bad.npz", arrays)
+
+
+def _wrong_ndim(tmp_path: Path) -> Path:
+    arrays = _arrays((4, 4))
+    arrays["test_images"] = arrays["test_images"].reshape(len(arrays["test_images"]), -1)
+    return _write(tmp_path / "bad.npz", arrays)
+
+
+def _not_a_zip(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.npz"
+    path.write_bytes(os.urandom(256))
+    return path
+
+
+def _no_image_keys(tmp_path: Path) -> Path:
+    return _write(tmp_path / "bad.npz", {"x": np.zeros(3), "y": np.ones(3)})
+
+
+def _count_mismatch(tmp_path: Path) -> Path:
+    arrays = _arrays((4, 4))
+    arrays["train_labels"] = arrays["train_labels"][:-1]
+    return _write(tmp_path / "bad.npz", arrays)
+
+
+def _multi_label(tmp_path: Path) -> Path:
+    arrays = _arrays((4, 4))
+    arrays["train_labels"] = np.zeros((SPLIT_SIZES["train"], 3), dtype=np.uint8)
+    return _write(tmp_path / "bad.npz", arrays)
+
+
+@pytest.mark.parametrize("make", [_missing_labels, _wrong_dtype, _wrong_ndim, _not_a_zip, _no_image_keys,
+                                  _count_mismatch, _multi_label])
+def test_bad_files_raise_user_error_naming_the_file(tmp_path, make):
+    path = make(tmp_path)
+    with pytest.raises(UserError) as info:
+        load_npz(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in info.value.line()
+
+
+def test_missing_labels_error_names_the_split(tmp_path):
+    with pytest.raises(UserError, match="val_labels"):
+        load_npz(_missing_labels(tmp_path))
+
+
+# Files a user may well pass by mistake. Each must be a UserError (one stderr line), not a traceback.
+
+def _empty_file(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.npz"
+    path.write_bytes(b"")
+    return path
+
+
+def _npy_named_npz(tmp_path: Path) -> Path:
+    path = tmp_path / "array.npz"
+    with open(path, "wb") as handle:
+        np.save(handle, np.zeros((3, 4, 4), dtype=np.uint8))
+    return path
+
+
+def _object_array_member(tmp_path: Path) -> Path:
+    arrays = _arrays((4, 4))
+    ragged = np.empty(2, dtype=object)
+    ragged[0], ragged[1] = np.zeros((2, 2), np.uint8), np.zeros((3, 3), np.uint8)
+    arrays["train_images"], arrays["train_labels"] = ragged, np.zeros((2, 1), np.uint8)
+    return _write(tmp_path / "ragged.npz", arrays)
+
+
+def _corrupt_member(tmp_path: Path) -> Path:
+    path = _write(tmp_path / "corrupt.npz", _arrays((16, 16)))
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("train_images.npy")
+    data = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + 128  # inside the member's array bytes
+    data[start:start + 64] = bytes(255 - b for b in data[start:start + 64])
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("make", [_empty_file, _npy_named_npz, _object_array_member, _corrupt_member])
+def test_unreadable_npz_variants_raise_user_error(tmp_path, make):
+    path = make(tmp_path)
+    with pytest.raises(UserError) as info:
+        load_npz(path)
+    assert str(path) in str(info.value)
+
+
+def test_real_breastmnist_keeps_official_split_counts(shared_data):
+    table = load_npz(shared_data / "medmnist" / "breastmnist.npz")
+    counts = table.frame["split"].value_counts().to_dict()
+    assert counts == {"train": 546, "val": 78, "test": 156}  # documented in ../shared/data/README.md
+    assert table.classes == ["0", "1"]
+    first = table.pixels(0)
+    assert first.dtype == np.uint8 and first.shape == (28, 28)
+    with np.load(shared_data / "medmnist" / "breastmnist.npz") as raw:
+        test_rows = table.frame.index[table.frame["split"] == "test"]
+        np.testing.assert_array_equal(table.pixels(int(test_rows[-1])), raw["test_images"][-1])
+        assert table.frame.loc[test_rows, "label"].tolist() == [str(int(v)) for v in raw["test_labels"][:, 0]]

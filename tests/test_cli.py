@@ -1,0 +1,129 @@
+"""Bad input anywhere: one line on stderr naming the input and the fix, exit 2, and no run directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_cli, write_class_folder
+
+FAST = ["--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--epochs", "2", "--bootstrap", "100",
+        "-q"]
+
+
+def assert_bad_input(args: list[str], out: Path, monkeypatch, capsys, mention: str) -> str:
+    code, stdout, stderr = run_cli([*args, "--out", str(out)], monkeypatch, capsys)
+    assert code == 2, (stdout, stderr)
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    assert mention.lower() in lines[0].lower()
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.partial")]
+    return lines[0]
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    return tmp_path / "runs" / "run1"
+
+
+def test_missing_data_path(tmp_path, out, monkeypatch, capsys):
+    assert_bad_input(["train", str(tmp_path / "nope.npz"), *FAST], out, monkeypatch, capsys, "nope.npz")
+
+
+def test_corrupt_image_in_the_middle_of_a_folder(tmp_path, out, monkeypatch, capsys):
+    root = write_class_folder(tmp_path / "imgs", {"a": 12, "b": 12})
+    (root / "b" / "img_005.png").write_bytes(b"\x89PNG not really an image")
+    line = assert_bad_input(["train", str(root), *FAST], out, monkeypatch, capsys, "img_005.png")
+    assert "replace or remove" in line
+
+
+def test_unknown_csv_column(tmp_path, out, monkeypatch, capsys):
+    root = write_class_folder(tmp_path / "imgs", {"a": 4})
+    csv = tmp_path / "m.csv"
+    csv.write_text("path,label\n" + "".join(f"a/img_{i:03d}.png,a\n" for i in range(4)))
+    assert_bad_input(["train", str(csv), "--label-col", "diagnosis", *FAST], out, monkeypatch, capsys, "diagnosis")
+
+
+def test_label_missing_from_csv(tmp_path, out, monkeypatch, capsys):
+    root = write_class_folder(tmp_path / "imgs", {"a": 4})
+    csv = root / "m.csv"
+    csv.write_text("path,label\na/img_000.png,a\na/img_001.png,\na/img_002.png,b\n")
+    assert_bad_input(["train", str(csv), *FAST], out, monkeypatch, capsys, "line 3")
+
+
+def test_single_class_split(tmp_path, out, monkeypatch, capsys):
+    root = tmp_path / "imgs"
+    write_class_folder(root, {"a": 6, "b": 6}, splits=("train",))
+    write_class_folder(root, {"a": 4}, splits=("test",))
+    assert_bad_input(["train", str(root), *FAST], out, monkeypatch, capsys, "one class")
+
+
+def test_unknown_backbone(out, monkeypatch, capsys):
+    line = assert_bad_input(["train", "synthetic:n=60", "--backbone", "resnet5", "--weights", "none", "-q"],
+                            out, monkeypatch, capsys, "resnet5")
+    assert "did you mean" in line
+
+
+def test_missing_weights_offline(tmp_path, out, monkeypatch, capsys):
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    line = assert_bad_input(["train", "synthetic:n=60", "--backbone", "resnet18", "--weights", "imagenet", "-q"],
+                            out, monkeypatch, capsys, "resnet18")
+    assert "--weights PATH" in line and "HF_HOME" in line
+
+
+def test_mismatched_checkpoint(tmp_path, out, monkeypatch, capsys):
+    import timm
+
+    ckpt = tmp_path / "resnet34.pth"
+    torch.save(timm.create_model("resnet34", num_classes=0).state_dict(), ckpt)
+    line = assert_bad_input(["train", "synthetic:n=60", "--backbone", "resnet18", "--weights", str(ckpt), "-q"],
+                            out, monkeypatch, capsys, "resnet34.pth")
+    assert "layer1.2" in line or "unexpected" in line
+
+
+def test_missing_checkpoint_file(tmp_path, out, monkeypatch, capsys):
+    assert_bad_input(["train", "synthetic:n=60", "--weights", str(tmp_path / "w.safetensors"), "-q"],
+                     out, monkeypatch, capsys, "w.safetensors")
+
+
+def test_bad_option_values_are_all_reported(out, monkeypatch, capsys):
+    line = assert_bad_input(["train", "synthetic:n=60", "--mode", "probe", "--lr", "-1", "-q"],
+                            out, monkeypatch, capsys, "mode")
+    assert "lr" in line
+
+
+def test_finished_run_is_never_overwritten(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["train", "synthetic:n=80,size=16,groups=40", *FAST, "--mode", "frozen", "--cache-dir", str(tmp_path / "c")]
+    code, stdout, stderr = run_cli([*args, "--out", str(out)], monkeypatch, capsys)
+    assert code == 0, stderr
+    before = (out / "metrics.json").read_bytes()
+    code, _, stderr = run_cli([*args, "--out", str(out)], monkeypatch, capsys)
+    assert code == 2 and "already holds a finished run" in stderr
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_console_script_runs_as_a_process(tmp_path):
+    npz = tmp_path / "tiny.npz"
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 40), ("val", 16), ("test", 16)):
+        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 16, 16), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % 2).reshape(-1, 1).astype(np.uint8)
+    np.savez(npz, **arrays)
+    done = subprocess.run([sys.executable, "-m", "medtransfer", "inspect", str(npz)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "40" in done.stdout and "train" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "medtransfer", "inspect", str(tmp_path / "missing.npz")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.npz" in bad.stderr

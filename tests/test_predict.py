@@ -1,0 +1,47 @@
+"""`predict` rebuilds a finished run's model and reproduces its own test-set probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import run_cli, write_class_folder
+
+from medtransfer.config import parse_config
+from medtransfer.errors import UserError
+from medtransfer.predict import predict_images
+from medtransfer.runner import train
+
+
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_predict_matches_the_runs_own_predictions(tmp_path, mode):
+    root = write_class_folder(tmp_path / "imgs", {"benign": 20, "malignant": 20})
+    cfg = parse_config({"data": str(root), "backbone": "resnet18", "weights": "none", "image_size": 32, "mode": mode,
+                        "epochs": 2, "bootstrap": 100, "workers": 0, "out": str(tmp_path / "run"),
+                        "cache_dir": str(tmp_path / "cache")})
+    run_dir = train(cfg).run_dir
+    saved = pd.read_csv(run_dir / "predictions.csv")
+    test = saved[saved.split == "test"].head(5)
+    images = [root / sid for sid in test["sample_id"]]
+    fresh = predict_images(run_dir, images, "cpu")
+    assert list(fresh.columns) == ["image", "predicted", "prob_benign", "prob_malignant"]
+    assert np.allclose(fresh[["prob_benign", "prob_malignant"]].to_numpy(),
+                       test[["prob_benign", "prob_malignant"]].to_numpy(), atol=2e-3)
+    assert list(fresh["predicted"]) == list(test["predicted"])
+
+
+def test_predict_cli_writes_csv_and_refuses_unfinished_runs(tmp_path, monkeypatch, capsys):
+    root = write_class_folder(tmp_path / "imgs", {"a": 12, "b": 12})
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", str(root), "--backbone", "resnet18", "--weights", "none", "--image-size", "32",
+                            "--epochs", "2", "--bootstrap", "100", "--cache-dir", str(tmp_path / "c"), "--out",
+                            str(run_dir), "-q"], monkeypatch, capsys)
+    assert code == 0, err
+    out_csv = tmp_path / "p.csv"
+    code, _, err = run_cli(["predict", str(run_dir), str(root / "a" / "img_000.png"), "-o", str(out_csv)],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(out_csv)) == 1
+    (run_dir / "DONE").unlink()
+    with pytest.raises(UserError, match="not a finished run"):
+        predict_images(run_dir, [root / "a" / "img_000.png"])
