@@ -23,7 +23,8 @@ def assert_bad_input(args: list[str], out: Path, monkeypatch, capsys, mention: s
     assert "Traceback" not in stderr
     assert mention.lower() in lines[0].lower()
     assert not out.exists()
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.partial")]
+    leftovers = list(out.parent.glob(f".{out.name}.partial*")) if out.parent.exists() else []
+    assert not leftovers
     return lines[0]
 
 

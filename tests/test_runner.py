@@ -39,7 +39,7 @@ def test_frozen_run_writes_the_contract(tmp_path):
     assert list(preds.columns) == ["sample_id", "group", "split", "label", "predicted",
                                    "prob_class0", "prob_class1", "prob_class2"]
     assert len(preds[preds.split == "test"]) == m["n_test"]
-    assert np.allclose(preds.filter(like="prob_").sum(1), 1, atol=1e-4)
+    assert np.allclose(preds.filter(like="prob_").sum(axis=1), 1, atol=1e-4)
     hist = pd.read_csv(d / "history.csv")
     assert list(hist.columns) == ["epoch", "train_loss", "val_loss", "val_metric", "lr", "seconds"]
     assert len(hist) == 5

@@ -14,6 +14,7 @@ def inspect_table(table: SampleTable, sample: int = 200) -> dict:
     frame = table.frame
     split = frame["split"].fillna("(none: will be split)")
     counts = frame.assign(split=split).groupby(["split", "label"]).size().unstack(fill_value=0)
+    counts["total"] = counts.sum(axis=1)
     rng = np.random.default_rng(0)
     picked = rng.choice(len(frame), size=min(sample, len(frame)), replace=False)
     sizes, channels = Counter(), Counter()

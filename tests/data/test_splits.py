@@ -60,7 +60,7 @@ def tables(draw, min_groups_per_class: int = 3, max_groups: int = 60):
     return make_table(groups, grouped=grouped)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, report_multiple_bugs=False)
 @given(table=tables(), seed=st.integers(0, 2**32 - 1))
 def test_random_tables_split_without_leaks(table, seed):
     plan = SplitPlan(seed=seed)
@@ -81,7 +81,7 @@ def test_random_tables_split_without_leaks(table, seed):
     pd.testing.assert_frame_equal(table.frame, before)  # the table itself is left alone
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, report_multiple_bugs=False)
 @given(table=tables(min_groups_per_class=19, max_groups=90), seed=st.integers(0, 2**32 - 1))
 def test_tables_with_enough_groups_always_split(table, seed):
     """With >= 19 groups of <= 5 samples per class, test and val each get a group of every class."""

@@ -379,8 +379,9 @@ def test_pickled_objects_are_refused(tmp_path) -> None:
     state = timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict()
     path = tmp_path / "objects.pth"
     torch.save({**state, "extra": object()}, path)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError) as info:
         read_state_dict(path)
+    assert "cannot read checkpoint" in str(info.value)  # refused while unpickling, not after
 
 
 class _Payload:
