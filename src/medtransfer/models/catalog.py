@@ -43,6 +43,6 @@ def resolve(name: str) -> CatalogEntry:
     base = name.split(".", 1)[0]
     if timm.is_model(base):
         return CatalogEntry(name, name, "timm model")
-    near = difflib.get_close_matches(name, list(CATALOG) + timm.list_models(), n=3, cutoff=0.6)
+    near = difflib.get_close_matches(name, list(dict.fromkeys([*CATALOG, *timm.list_models()])), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(near)}?" if near else "see `medtransfer backbones` or timm.list_models()"
     raise UserError(f"--backbone {name}", "unknown backbone", hint)

@@ -75,7 +75,7 @@ def offline_message(timm_name: str) -> str:
 
 def create_imagenet(timm_name: str, **kwargs) -> nn.Module:
     """timm's pretrained weights through huggingface_hub; a clear user error when they cannot be had."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")  # as huggingface_hub
     if offline and not hub_cached(timm_name):
         raise UserError(f"{timm_name} imagenet weights", "not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
                         offline_message(timm_name))
@@ -136,7 +136,8 @@ def load_checkpoint(model: nn.Module, path: Path, classifier: str | tuple[str, .
     heads = (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
     heads += ("head", "fc", "classifier", "head.fc")
     unexpected = [k for k in state if k not in expected and not any(k.startswith(h + ".") for h in heads)]
-    missing = [k for k in expected if k not in state]
+    # torchvision's published files predate BatchNorm's num_batches_tracked; it does not affect the features.
+    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
     shapes = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
               if k in state and state[k].shape != v.shape]
     problems = []
@@ -146,4 +147,4 @@ def load_checkpoint(model: nn.Module, path: Path, classifier: str | tuple[str, .
     if problems:
         raise UserError(str(path), f"does not fit {model.__class__.__name__}: {'; '.join(problems)}",
                         "pass a checkpoint of the same architecture (timm, torchvision or DINOv2 layout)")
-    model.load_state_dict({k: state[k] for k in expected}, strict=True)
+    model.load_state_dict({k: state.get(k, v) for k, v in expected.items()}, strict=True)
