@@ -32,8 +32,10 @@ def test_real_ham_subset_report(ham_report):
     assert len(report["classes"]) == 7
     assert report["groups"]["groups"] == raw["lesion_id"].nunique() == 123
     assert report["groups"]["samples_per_group_max"] == raw["lesion_id"].value_counts().max()
-    counts = report["counts"].sum(axis=0)
-    assert counts.to_dict() == raw["dx"].value_counts().to_dict()
+    counts = report["counts"]
+    assert counts[report["classes"]].sum(axis=0).to_dict() == raw["dx"].value_counts().to_dict()
+    assert (counts["total"] == counts[report["classes"]].sum(axis=1)).all()
+    assert counts["total"].sum() == 124
     assert report["sampled"] == 30 and sum(report["sizes"].values()) == 30
     assert report["channels"] == {3: 30}
     assert set(report["sizes"]) == {"600x450"}  # README: 600x450 RGB JPEGs (WxH)
@@ -87,6 +89,8 @@ def test_counts_per_predefined_split():
     table = load_synthetic("synthetic:n=40,size=8,classes=2,groups=10")
     report = inspect_table(table, sample=5)
     assert report["sampled"] == 5
-    assert report["counts"].loc["(none: will be split)"].to_dict() == {"class0": 20, "class1": 20}
+    row = report["counts"].loc["(none: will be split)"]
+    assert row[table.classes].to_dict() == {"class0": 20, "class1": 20}
+    assert row["total"] == 40
     assert report["groups"]["groups"] == 10
     assert report["groups"]["samples_per_group_max"] == 4

@@ -157,7 +157,8 @@ def test_bare_file_names_are_found_in_subfolders(tmp_path):
     _image(tmp_path / "batch2" / "deep" / "b.png", 2)
     csv_path = _csv(tmp_path / "m.csv", ["path", "label"], [["a.png", "x"], ["b.png", "y"]])
     table = load_manifest(csv_path, ManifestColumns(), None, skip_missing=False)
-    assert [Path(p) for p in table.frame["ref"]] == [tmp_path / "batch1" / "a.png", tmp_path / "batch2" / "deep" / "b.png"]
+    expected = [tmp_path / "batch1" / "a.png", tmp_path / "batch2" / "deep" / "b.png"]
+    assert [Path(p) for p in table.frame["ref"]] == expected
     assert [int(table.pixels(k)[0, 0]) for k in range(2)] == [1, 2]
 
 

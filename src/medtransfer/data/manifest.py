@@ -100,6 +100,8 @@ def _resolve_paths(names: pd.Series, root: Path, search: bool) -> pd.Series:
         candidate = root / name
         if candidate.is_file():
             return candidate
-        return index.get(Path(name).name) or index.get(name)
+        if Path(name).parent != Path("."):  # a path that names a folder must match it, never a namesake elsewhere
+            return None
+        return index.get(name)
 
     return names.map(find)

@@ -37,9 +37,11 @@ def load_npz(path: Path) -> SampleTable:
     """Load a MedMNIST .npz (grey or RGB, any size) keeping its official splits."""
     try:
         data = np.load(path, allow_pickle=False)
-        keys = set(data.files)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(str(path), f"cannot read as .npz ({exc})", "pass a MedMNIST .npz file") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise UserError(str(path), "holds a single array, not an .npz archive", "pass a MedMNIST .npz file")
+    keys = set(data.files)
     present = [s for s in SPLITS if f"{s}_images" in keys]
     if not present:
         raise UserError(str(path), f"has keys {sorted(keys)}, none of train_images/val_images/test_images",
@@ -48,7 +50,10 @@ def load_npz(path: Path) -> SampleTable:
     for split in present:
         if f"{split}_labels" not in keys:
             raise UserError(str(path), f"has {split}_images but no {split}_labels", "add the labels array")
-        images, labels = data[f"{split}_images"], data[f"{split}_labels"]
+        try:
+            images, labels = data[f"{split}_images"], data[f"{split}_labels"]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise UserError(str(path), f"{split} arrays are unreadable ({exc})", "re-download the file") from None
         if images.ndim not in (3, 4) or images.dtype != np.uint8:
             raise UserError(str(path), f"{split}_images is {images.dtype}{images.shape}",
                             "images must be uint8 (N,H,W) or (N,H,W,C)")

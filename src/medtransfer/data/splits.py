@@ -35,15 +35,20 @@ def carve(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> pd.
     with one group entirely out of the remainder; here every class keeps at least one group behind.
     """
     keys = group_keys(frame)
-    sizes = keys.value_counts()
-    majority = frame.groupby(keys)["label"].agg(lambda s: s.value_counts().index[0])
-    chosen: set = set()
-    for _, groups in majority.groupby(majority):
-        order = rng.permutation(groups.index.to_numpy())
-        counts = sizes.loc[order].to_numpy(dtype=float)
-        midpoints = (np.cumsum(counts) - counts / 2) / counts.sum()
-        picked = order[midpoints < fraction][: max(len(order) - 1, 0)]  # leave one group behind
-        chosen.update(picked.tolist())
+    pairs = pd.DataFrame({"key": keys.to_numpy(), "label": frame["label"].to_numpy()})
+    counts = pairs.groupby(["key", "label"], sort=True).size().rename("n").reset_index()
+    sizes = counts.groupby("key")["n"].sum()
+    majority = counts.sort_values("n", ascending=False, kind="stable").drop_duplicates("key").set_index("key")["label"]
+    chosen: list = []
+    for label in sorted(majority.unique()):
+        groups = np.sort(majority.index[majority.to_numpy() == label].to_numpy())
+        order = rng.permutation(groups)
+        sized = sizes.loc[order].to_numpy()
+        target, taken = fraction * sized.sum(), 0
+        for group, size in zip(order[:-1], sized[:-1], strict=True):  # the last group always stays behind
+            if abs(taken + size - target) < abs(taken - target):  # take it when it brings us closer
+                chosen.append(group)
+                taken += size
     return keys.isin(chosen)
 
 

@@ -40,9 +40,10 @@ class SyntheticSpec:
             except ValueError:
                 raise UserError(spec, f"{key}={value!r} is not a number", "e.g. synthetic:n=600,size=64") from None
         made = cls(**fields)
-        if made.n < 2 * made.classes or made.classes < 2 or made.size < 8 or made.channels not in (1, 3):
-            raise UserError(spec, "needs classes >= 2, n >= 2*classes, size >= 8, channels 1 or 3",
-                            "e.g. synthetic:n=600,size=64,classes=2")
+        if (made.n < 2 * made.classes or made.classes < 2 or made.size < 8 or made.channels not in (1, 3)
+                or made.seed < 0 or made.noise < 0 or (made.groups != 0 and made.groups < made.classes)):
+            raise UserError(spec, "needs classes >= 2, n >= 2*classes, size >= 8, channels 1 or 3, seed >= 0, "
+                            "noise >= 0, and groups 0 or >= classes", "e.g. synthetic:n=600,size=64,classes=2")
         return made
 
 
