@@ -46,7 +46,7 @@ def test_corrupt_image_in_the_middle_of_a_folder(tmp_path, out, monkeypatch, cap
 
 def test_unknown_csv_column(tmp_path, out, monkeypatch, capsys):
     root = write_class_folder(tmp_path / "imgs", {"a": 4})
-    csv = tmp_path / "m.csv"
+    csv = root / "m.csv"
     csv.write_text("path,label\n" + "".join(f"a/img_{i:03d}.png,a\n" for i in range(4)))
     assert_bad_input(["train", str(csv), "--label-col", "diagnosis", *FAST], out, monkeypatch, capsys, "diagnosis")
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 
 from medtransfer.data.synthetic import load_synthetic
 from medtransfer.engine.features import FeatureCache, cached_features, extract, feature_key, key_digest
 from medtransfer.models.backbone import build_backbone
-
-import torch
 
 
 def test_extract_matches_a_direct_forward_and_cache_round_trips(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pandas as pd
 
 from medtransfer.data.table import SPLITS, SampleTable
 from medtransfer.errors import UserError
+from medtransfer.hashing import file_sha256
 
 
 class ArrayReader:
@@ -22,15 +22,6 @@ class ArrayReader:
     def __call__(self, ref: object) -> np.ndarray:
         split, index = str(ref).rsplit(":", 1)
         return self.arrays[split][int(index)]
-
-
-def file_sha256(path: Path) -> str:
-    """Content hash of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_npz(path: Path) -> SampleTable:

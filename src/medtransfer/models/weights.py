@@ -6,7 +6,6 @@ translate them, then every key and shape must match: a checkpoint never loads pa
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from medtransfer.errors import UserError
+from medtransfer.hashing import file_sha256
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 # Containers that training frameworks wrap state dicts in, and prefixes that DDP or wrappers add.
@@ -28,16 +28,7 @@ def weights_identity(weights: str, timm_name: str, seed: int) -> str:
         return f"imagenet:{timm_name}"
     if weights == "none":
         return f"none:seed={seed}"
-    return f"file:{file_digest(Path(weights))}"
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a checkpoint file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return f"file:{file_sha256(Path(weights))}"
 
 
 def check_weights_arg(weights: str) -> None:
