@@ -128,3 +128,12 @@ def test_console_script_runs_as_a_process(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "medtransfer", "inspect", str(tmp_path / "missing.npz")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.npz" in bad.stderr
+
+
+def test_backbones_lists_the_catalog(monkeypatch, capsys):
+    from medtransfer.models.catalog import CATALOG
+
+    code, stdout, _ = run_cli(["backbones"], monkeypatch, capsys)
+    assert code == 0
+    for name, entry in CATALOG.items():
+        assert name in stdout and entry.timm_name in stdout

@@ -29,21 +29,25 @@ def demo_configs(out: Path) -> list[TrainConfig]:
 def run_demo(out: Path, quiet: bool = False) -> list[Path]:
     """Run the demo study (finished runs are reused) and print the results table."""
     reporter = Reporter(quiet)
-    runs, started = [], time.perf_counter()
+    runs, reused, started = [], 0, time.perf_counter()
     for cfg in demo_configs(out):
         run_dir = Path(cfg.out)
+        reused += is_complete(run_dir)
         if not is_complete(run_dir):
-            reporter.log(f"[bold]run[/bold] {cfg.backbone} {cfg.mode}")
+            reporter.log(f"run {cfg.backbone} {cfg.mode}")
             train(cfg, reporter)
         runs.append(run_dir)
-    table = Table(title=f"medtransfer demo: {DEMO_DATA} (test split, 95% CI over patients)")
-    for column in ("backbone", "mode", "test AUROC", "test accuracy", "run directory"):
-        table.add_column(column)
+    table = Table(title=f"medtransfer demo: {DEMO_DATA}\ntest split, % with 95% CI (bootstrap over patients)")
+    for column in ("backbone", "mode", "test AUROC", "test accuracy", "best epoch"):
+        table.add_column(column, no_wrap=True)
 
     for cfg, run_dir in zip(demo_configs(out), runs, strict=True):
-        test = json.loads((run_dir / "metrics.json").read_text())["test"]
-        table.add_row(cfg.backbone, cfg.mode, cell(test["auroc"]), cell(test["accuracy"]), str(run_dir))
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        test = metrics["test"]
+        table.add_row(cfg.backbone, cfg.mode, cell(test["auroc"]), cell(test["accuracy"]), str(metrics["best_epoch"]))
     reporter.console.print(table)
-    reporter.console.print(f"results in {out} ({time.perf_counter() - started:.0f} s); weights were random "
-                           "(`none`): with `--weights imagenet` frozen features become useful")
+    reporter.console.print(f"results in {out}/<backbone>-<mode>/ ({time.perf_counter() - started:.0f} s, {reused} finished "
+                           f"run(s) reused). Weights "
+                           "were random (`none`, offline); with `--weights imagenet` frozen features become useful.",
+                           markup=False, highlight=False)
     return runs

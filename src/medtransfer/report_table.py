@@ -29,10 +29,11 @@ def print_catalog() -> None:
     """Every catalog backbone with its timm name and whether its weights are cached locally."""
     from medtransfer.models.catalog import CATALOG
     from medtransfer.models.weights import hub_cached
+    from medtransfer.progress import make_console
 
     table = Table(title="medtransfer backbones (any other timm model name works too)")
     for column in ("name", "timm model", "weights", "offline"):
         table.add_column(column)
     for entry in CATALOG.values():
         table.add_row(entry.name, entry.timm_name, entry.note, "cached" if hub_cached(entry.timm_name) else "not cached")
-    Console().print(table)
+    make_console().print(table)
