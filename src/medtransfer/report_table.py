@@ -33,7 +33,7 @@ def print_catalog() -> None:
 
     table = Table(title="medtransfer backbones (any other timm model name works too)")
     for column in ("name", "timm model", "weights", "offline"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "weights")
     for entry in CATALOG.values():
         table.add_row(entry.name, entry.timm_name, entry.note, "cached" if hub_cached(entry.timm_name) else "not cached")
     make_console().print(table)
