@@ -137,3 +137,13 @@ def test_backbones_lists_the_catalog(monkeypatch, capsys):
     assert code == 0
     for name, entry in CATALOG.items():
         assert name in stdout and entry.timm_name in stdout
+
+
+def test_truncated_image_decoded_in_a_worker_is_one_line(tmp_path, out, monkeypatch, capsys):
+    """A file whose header parses but whose pixels are cut off fails inside a DataLoader worker process."""
+    root = write_class_folder(tmp_path / "imgs", {"a": 10, "b": 10}, size=64)
+    victim = root / "a" / "img_004.png"
+    victim.write_bytes(victim.read_bytes()[:120])
+    line = assert_bad_input(["train", str(root), *FAST, "--workers", "1", "--cache-dir", str(tmp_path / "c")],
+                            out, monkeypatch, capsys, "img_004.png")
+    assert "Original Traceback" not in line and "unreadable image" in line

@@ -18,7 +18,7 @@ MODE_DEFAULTS = {
 class TrainConfig(BaseModel):
     """Every setting of one run: one dataset, one backbone, one mode, one seed."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+    model_config = ConfigDict(extra="forbid")
 
     data: str
     path_col: str | None = None

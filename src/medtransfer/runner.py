@@ -33,6 +33,17 @@ EVAL_SPLITS = ("val", "test")
 
 
 @dataclass
+class Fitted:
+    """What a mode hands to evaluation: val/test probabilities, the training record and the weights to save."""
+
+    probs: dict[str, np.ndarray]
+    history: list[dict]
+    best_epoch: int
+    tensors: dict[str, dict[str, torch.Tensor]]
+    timing: dict
+
+
+@dataclass
 class Outcome:
     """What a finished run produced, beside its files."""
 
@@ -59,7 +70,7 @@ def _split_rows(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
-            device: torch.device, reporter: Reporter) -> tuple[dict[str, np.ndarray], list[dict], int, dict, dict]:
+            device: torch.device, reporter: Reporter) -> Fitted:
     cache = FeatureCache(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
     key = feature_key(backbone, weights_identity(cfg.weights, backbone.timm_name, cfg.seed), table)
 
@@ -77,11 +88,11 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     head.fit(features[rows["train"]], y[rows["train"]], features[rows["val"]], y[rows["val"]], len(table.classes))
     timing["train_seconds"] = round(time.perf_counter() - start, 3)
     probs = {s: head.predict_proba(features[rows[s]]) for s in EVAL_SPLITS}
-    return probs, head.history_, head.best_epoch_, {"head.safetensors": head.module_.state_dict()}, timing
+    return Fitted(probs, head.history_, head.best_epoch_, {"head.safetensors": head.module_.state_dict()}, timing)
 
 
 def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
-              device: torch.device, reporter: Reporter) -> tuple[dict[str, np.ndarray], list[dict], int, dict, dict]:
+              device: torch.device, reporter: Reporter) -> Fitted:
     model = Classifier(backbone, len(table.classes), cfg.head)
     settings = FinetuneSettings(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.optimizer, cfg.schedule,
                                 cfg.select, cfg.patience, cfg.class_weights, cfg.augment, cfg.workers, cfg.seed)
@@ -96,7 +107,7 @@ def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: di
     timing = {"train_seconds": round(time.perf_counter() - start, 3)}
     probs = {s: predict_rows(model, table, rows[s], device, cfg.batch_size, cfg.workers)[0] for s in EVAL_SPLITS}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return probs, history, best, {"model.safetensors": state}, timing
+    return Fitted(probs, history, best, {"model.safetensors": state}, timing)
 
 
 def _evaluate(cfg: TrainConfig, table: SampleTable, frame: pd.DataFrame, rows: dict[str, np.ndarray],
@@ -148,22 +159,23 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
         reporter.log(f"{table.source}: {len(table)} samples, {len(table.classes)} classes; "
                      + ", ".join(f"{s} {len(r)}" for s, r in rows.items()) + f"; {backbone.timm_name} on {device}")
         run_mode = _frozen if cfg.mode == "frozen" else _finetune
-        probs, history, best_epoch, tensors, timing = run_mode(cfg, backbone, table, rows, device, reporter)
+        fitted = run_mode(cfg, backbone, table, rows, device, reporter)
+        timing = fitted.timing
         eval_start = time.perf_counter()
-        metrics = _evaluate(cfg, table, frame, rows, probs, reporter)
+        metrics = _evaluate(cfg, table, frame, rows, fitted.probs, reporter)
         timing["eval_seconds"] = round(time.perf_counter() - eval_start, 3)
         timing["total_seconds"] = round(time.perf_counter() - started, 3)
         metrics.update({"n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])),
-                        "n_test": int(len(rows["test"])), "classes": table.classes, "best_epoch": best_epoch,
+                        "n_test": int(len(rows["test"])), "classes": table.classes, "best_epoch": fitted.best_epoch,
                         "notes": table.notes, "timing": timing})
         resolved = cfg.model_dump() | {"out": str(out), "timm_name": backbone.timm_name,
                                        "preprocess": backbone.preprocess.as_dict(), "pooling_resolved": backbone.pooling,
                                        "weights_identity": weights_identity(cfg.weights, backbone.timm_name, cfg.seed)}
         writer.yaml("config.yaml", resolved)
         writer.json("metrics.json", metrics)
-        writer.csv("predictions.csv", _predictions(table, frame, rows, probs))
-        writer.csv("history.csv", pd.DataFrame(history))
-        for name, state in tensors.items():
+        writer.csv("predictions.csv", _predictions(table, frame, rows, fitted.probs))
+        writer.csv("history.csv", pd.DataFrame(fitted.history))
+        for name, state in fitted.tensors.items():
             save_file(state, str(writer.path(name)))
         run_dir = writer.commit()
     return Outcome(run_dir, metrics)
