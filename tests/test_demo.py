@@ -1,4 +1,4 @@
-"""`medtransfer demo` runs the embedded study offline and reports every run."""
+"""`medtransfer demo` runs the shipped demo study offline and ends in a report."""
 
 from __future__ import annotations
 
@@ -7,24 +7,30 @@ import json
 import pytest
 from helpers import run_cli
 
-from medtransfer.demo import DEMO_BACKBONES, DEMO_MODES, demo_configs
+from medtransfer.demo import demo_study
+from medtransfer.study.grid import expand
+from medtransfer.study.schema import load_study
 
 
-def test_demo_study_is_offline_and_complete():
-    configs = demo_configs(__import__("pathlib").Path("x"))
-    assert len(configs) == len(DEMO_BACKBONES) * len(DEMO_MODES)
-    assert all(cfg.weights == "none" and cfg.data.startswith("synthetic:") for cfg in configs)
+def test_demo_study_is_offline_and_complete(tmp_path):
+    specs = expand(load_study(demo_study()), tmp_path)
+    assert len(specs) == 4
+    assert all(s.config.weights == "none" and s.config.data.startswith("synthetic:") for s in specs)
+    assert {(s.config.backbone, s.config.mode) for s in specs} == {
+        ("resnet18", "frozen"), ("resnet18", "finetune"), ("dinov2_vits14", "frozen"), ("dinov2_vits14", "finetune")}
 
 
 @pytest.mark.slow
-def test_demo_runs_and_prints_every_run(tmp_path, monkeypatch, capsys):
+def test_demo_runs_and_ends_in_a_report(tmp_path, monkeypatch, capsys):
     out = tmp_path / "demo"
     code, stdout, stderr = run_cli(["demo", "--out", str(out)], monkeypatch, capsys)
     assert code == 0, stderr
-    for cfg in demo_configs(out):
-        metrics = json.loads((out / f"{cfg.backbone}-{cfg.mode}" / "metrics.json").read_text())
+    specs = expand(load_study(demo_study()), out)
+    for spec in specs:
+        metrics = json.loads((__import__("pathlib").Path(spec.config.out) / "metrics.json").read_text())
         assert metrics["bootstrap"]["unit"] == "group"
-        assert cfg.backbone in stdout + stderr
-    # The finetuned CNN learns the synthetic class signal.
-    tuned = json.loads((out / "resnet18-finetune" / "metrics.json").read_text())["test"]["auroc"]
-    assert tuned["value"] > 0.8
+        assert spec.config.backbone in stdout + stderr
+    assert (out / "report" / "report.html").is_file()
+    tuned = [s for s in specs if s.config.backbone == "resnet18" and s.config.mode == "finetune"][0]
+    auroc = json.loads((__import__("pathlib").Path(tuned.config.out) / "metrics.json").read_text())["test"]["auroc"]
+    assert auroc["value"] > 0.8  # the fine-tuned CNN learns the synthetic class signal

@@ -69,6 +69,35 @@ def train(
 
 
 @app.command()
+def run(
+    study: Annotated[Path, typer.Argument(help="study YAML (see studies/)")],
+    out: Annotated[Path | None, Opt(help="study folder [runs/<study name>]")] = None,
+    resume: Annotated[bool, Opt("--resume", help="skip finished runs (DONE), redo the rest")] = False,
+    executor: Annotated[str, Opt(help="local | ray")] = "local",
+    address: Annotated[str | None, Opt(help="Ray cluster address (default: RAY_ADDRESS or a local instance)")] = None,
+    dry_run: Annotated[bool, Opt("--dry-run", help="print the grid and its estimated cost, run nothing")] = False,
+    quiet: Annotated[bool, Opt("--quiet", "-q")] = False,
+) -> None:
+    """A grid of runs from one YAML file, resumable, ending in the report."""
+    from medtransfer.progress import Reporter
+    from medtransfer.study.run import run_study
+
+    outcome = run_study(study, out, resume, executor, address, dry_run, Reporter(quiet))
+    typer.echo(str(outcome.report or outcome.out))
+
+
+@app.command()
+def report(
+    runs_dir: Annotated[Path, typer.Argument(help="a study folder or any folder of run directories")],
+    metric: Annotated[str, Opt(help="metric of the bar charts")] = "auroc",
+) -> None:
+    """Tables (Markdown, LaTeX, CSV), figures (PNG) and report.html, in RUNS_DIR/report/."""
+    from medtransfer.report.build import build_report
+
+    typer.echo(str(build_report(runs_dir, metric)))
+
+
+@app.command()
 def inspect(
     data: Annotated[str, typer.Argument(help="DATA, as for train")],
     path_col: Annotated[str | None, Opt()] = None,

@@ -21,6 +21,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data: str
+    task: str | None = None  # a name for reports; defaults to the data's file stem
     path_col: str | None = None
     label_col: str | None = None
     group_col: str | None = None
@@ -31,6 +32,8 @@ class TrainConfig(BaseModel):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     train_fraction: float = Field(1.0, gt=0, le=1)
+    folds: int = Field(0, ge=0)  # k-fold cross-validation when >= 2: `fold` is held out
+    fold: int = Field(0, ge=0)
 
     backbone: str = "resnet50"
     weights: str = "imagenet"
@@ -62,6 +65,8 @@ class TrainConfig(BaseModel):
         for name, value in MODE_DEFAULTS[self.mode].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        if self.folds == 1 or (self.folds and self.fold >= self.folds):
+            raise ValueError(f"fold must be below folds, and folds 0 or >= 2 (got fold {self.fold} of {self.folds})")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
         return self

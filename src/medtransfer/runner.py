@@ -58,11 +58,29 @@ def load_table(cfg: TrainConfig) -> SampleTable:
     return load_source(cfg.data, ManifestColumns(**given), cfg.image_root, cfg.skip_missing)
 
 
+def task_name(cfg: TrainConfig) -> str:
+    """The task's name for reports: `task`, else the data's file stem."""
+    return cfg.task or Path(cfg.data.removeprefix("synthetic:") or "synthetic").stem or "synthetic"
+
+
 def default_out(cfg: TrainConfig) -> Path:
-    """runs/<dataset>-<backbone>-<mode>-s<seed>, made unique."""
-    stem = Path(cfg.data.removeprefix("synthetic:") or "synthetic").stem or "synthetic"
+    """runs/<task>-<backbone>-<mode>-s<seed>, made unique."""
+    stem = task_name(cfg)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{cfg.backbone}-{cfg.mode}-s{cfg.seed}")
     return fresh_run_dir(Path("runs"), name)
+
+
+def resource_use(backbone: Backbone, device: torch.device) -> dict:
+    """Parameters, and peak memory: CUDA allocator peak on GPU, else the process's peak resident set."""
+    n_params = sum(p.numel() for p in backbone.parameters())
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    # Float reductions depend on the thread count: recorded so a reproduction can match it.
+    return {"n_params": int(n_params), "peak_memory_mb": round(peak, 1), "threads": torch.get_num_threads()}
 
 
 def _split_rows(frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -79,6 +97,8 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
             return extract(backbone, table, device, max(cfg.batch_size, 64), cfg.workers, advance)
 
     features, timing = cached_features(cache, key, compute)
+    if not timing["cache_hit"]:
+        timing["images_per_second"] = round(len(table) / max(timing["extract_seconds"], 1e-9), 2)
     reporter.log(f"features: {'cache hit' if timing['cache_hit'] else 'extracted'} ({timing['cache_entry']})")
     y = table.frame["target"].to_numpy()
     head = ProbeHead(kind=cfg.head, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -104,7 +124,9 @@ def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: di
 
     with reporter.task("fine-tune epochs", cfg.epochs) as advance:
         history, best = finetune(model, table, rows["train"], rows["val"], settings, device, on_epoch)
-    timing = {"train_seconds": round(time.perf_counter() - start, 3)}
+    seconds = time.perf_counter() - start
+    seen = len(rows["train"]) * len(history) + len(rows["val"]) * len(history)
+    timing = {"train_seconds": round(seconds, 3), "images_per_second": round(seen / max(seconds, 1e-9), 2)}
     probs = {s: predict_rows(model, table, rows[s], device, cfg.batch_size, cfg.workers)[0] for s in EVAL_SPLITS}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return Fitted(probs, history, best, {"model.safetensors": state}, timing)
@@ -150,7 +172,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
         table = load_table(cfg)
         for note in table.notes:
             reporter.log(f"note: {note}")
-        frame = assign_splits(table, SplitPlan(cfg.test_fraction, cfg.val_fraction, cfg.train_fraction, cfg.seed))
+        frame = assign_splits(table, SplitPlan(cfg.test_fraction, cfg.val_fraction, cfg.train_fraction, cfg.seed,
+                                                 cfg.folds, cfg.fold))
         rows = _split_rows(frame)
         seed_everything(cfg.seed)
         device = pick_device(cfg.device)
@@ -165,10 +188,11 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
         metrics = _evaluate(cfg, table, frame, rows, fitted.probs, reporter)
         timing["eval_seconds"] = round(time.perf_counter() - eval_start, 3)
         timing["total_seconds"] = round(time.perf_counter() - started, 3)
+        timing.update(resource_use(backbone, device))
         metrics.update({"n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])),
                         "n_test": int(len(rows["test"])), "classes": table.classes, "best_epoch": fitted.best_epoch,
                         "notes": table.notes, "timing": timing})
-        resolved = cfg.model_dump() | {"out": str(out), "timm_name": backbone.timm_name,
+        resolved = cfg.model_dump() | {"task": task_name(cfg), "out": str(out), "timm_name": backbone.timm_name,
                                        "preprocess": backbone.preprocess.as_dict(), "pooling_resolved": backbone.pooling,
                                        "weights_identity": weights_identity(cfg.weights, backbone.timm_name, cfg.seed)}
         writer.yaml("config.yaml", resolved)

@@ -21,6 +21,8 @@ class SplitPlan:
     val_fraction: float = 0.2
     train_fraction: float = 1.0
     seed: int = 0
+    folds: int = 0  # >= 2: k-fold cross-validation with `fold` held out
+    fold: int = 0
 
 
 def group_keys(frame: pd.DataFrame) -> pd.Series:
@@ -63,6 +65,8 @@ def assign_splits(table: SampleTable, plan: SplitPlan) -> pd.DataFrame:
     _check_predefined_groups(frame, table.source)
     if not given.any():
         frame["split"] = "train"
+    if plan.folds >= 2:
+        _hold_out_fold(frame, plan, table.source)
     if not (frame["split"] == "test").any():
         pool = frame["split"] == "train"
         frame.loc[pool[pool].index[carve(frame[pool], plan.test_fraction, rng).to_numpy()], "split"] = "test"
@@ -75,6 +79,22 @@ def assign_splits(table: SampleTable, plan: SplitPlan) -> pd.DataFrame:
         frame.loc[pool[pool].index[drop], "split"] = UNUSED
     _check_result(frame, table)
     return frame
+
+
+def _hold_out_fold(frame: pd.DataFrame, plan: SplitPlan, source: str) -> None:
+    """Cross-validation: fold `fold` of k stratified, grouped folds becomes test (or val, when test is given)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    held = "val" if (frame["split"] == "test").any() else "test"
+    pool = frame.index[frame["split"].isin(["train", "val"])] if held == "val" else frame.index
+    part = frame.loc[pool]
+    folds = StratifiedGroupKFold(n_splits=plan.folds, shuffle=True, random_state=plan.seed)
+    try:
+        _, held_rows = list(folds.split(part, part["label"], group_keys(part)))[plan.fold]
+    except ValueError as exc:
+        raise UserError(source, f"cannot make {plan.folds} folds ({exc})", "use fewer folds") from None
+    frame.loc[pool, "split"] = "train"
+    frame.loc[pool[held_rows], "split"] = held
 
 
 def _check_predefined_groups(frame: pd.DataFrame, source: str) -> None:

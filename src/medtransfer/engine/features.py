@@ -66,8 +66,12 @@ class FeatureCache:
         staging.mkdir()
         np.save(staging / "features.npy", features.astype(np.float16))
         (staging / "manifest.json").write_text(json.dumps({"key": key, "shape": list(features.shape)}, indent=1))
-        shutil.rmtree(final, ignore_errors=True)  # a stale entry under the same digest is replaced, never reused
-        os.replace(staging, final)
+        if self.load(key) is None:  # absent or stale: replace it; a stale entry is never reused
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.replace(staging, final)
+        except OSError:  # a concurrent worker stored the same features first: keep theirs
+            shutil.rmtree(staging, ignore_errors=True)
         return self.load(key)
 
 

@@ -1,0 +1,63 @@
+"""`medtransfer report RUNS_DIR`: tables, figures and report.html in RUNS_DIR/report, replaced whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from medtransfer.errors import UserError
+from medtransfer.report.aggregate import aggregate_seeds, pairwise_comparisons
+from medtransfer.report.collect import REPORT_DIR, RunIndex, collect_runs
+from medtransfer.report.figures import write_figures
+from medtransfer.report.html import ReportParts, write_html
+from medtransfer.report.tables import cost_table, main_table, pairwise_table, write_standalone, write_table
+
+
+def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
+    agg = aggregate_seeds(index)
+    tables = {"main_table": ("Main results", main_table(agg)),
+              "pairwise": ("Pairwise comparisons", pairwise_table(pairwise_comparisons(index))),
+              "cost": ("Cost per run", cost_table(index.runs))}
+    table_dir = folder / "tables"
+    for name, (_, table) in tables.items():
+        write_table(table, table_dir, name)
+    write_standalone(tables["main_table"][1], table_dir, "main_table")
+    agg.to_csv(table_dir / "aggregate.csv", index=False)  # every metric, not only the paper's five
+    index.runs.to_csv(table_dir / "runs.csv", index=False)
+    index.skipped.to_csv(table_dir / "skipped_runs.csv", index=False)
+    figures = write_figures(index.runs, agg, folder / "figures", metric)
+    tasks = sorted(index.runs["task"].unique())
+    parts = ReportParts(runs_dir, len(index.runs), tasks, dict(tables.values()), figures, index.skipped)
+    write_html(parts, folder / "report.html")
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Put the finished staging folder in place of `final`; an old report is moved aside first, then deleted."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def build_report(runs_dir: Path, metric: str = "auroc") -> Path:
+    """Collect the runs under `runs_dir` and write RUNS_DIR/report (tables/, figures/, report.html); returns it."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise UserError(str(runs_dir), "is not a folder", "pass the folder that holds your run directories")
+    index = collect_runs(runs_dir)
+    if not len(index.runs):
+        raise UserError(str(runs_dir), "holds no finished runs", "run `medtransfer run STUDY.yaml` or `medtransfer train` first")
+    if metric not in index.metrics:
+        raise UserError(f"--metric {metric}", "is not a metric of these runs", f"use one of {', '.join(index.metrics)}")
+    # Built beside the final folder (same file system) so the last step is a rename, never a half-written report.
+    staging = runs_dir / f".{REPORT_DIR}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir()
+        _write(index, runs_dir, staging, metric)
+        _swap_in(staging, runs_dir / REPORT_DIR)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return runs_dir / REPORT_DIR

@@ -1,0 +1,66 @@
+"""Shared figure conventions: names, colours, file names and saving (no pyplot, so no global state)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+DPI = 120
+METRIC_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "auroc": "AUROC",
+                "precision_weighted": "Precision (weighted)", "recall_weighted": "Recall (weighted)",
+                "f1_weighted": "F1 (weighted)", "f1_macro": "F1 (macro)", "kappa": "Cohen's kappa", "ece": "ECE",
+                "val_auroc": "Val AUROC", "val_accuracy": "Val accuracy", "val_loss": "Val loss"}
+MODE_COLOURS = {"frozen": "#1f77b4", "finetune": "#ff7f0e"}
+
+
+def metric_name(metric: str) -> str:
+    """A metric's display name."""
+    return METRIC_NAMES.get(metric, metric)
+
+
+def mode_colour(mode_label: str) -> str:
+    """Frozen blue, fine-tuned orange; other probe heads get their own colours."""
+    if mode_label in MODE_COLOURS:
+        return MODE_COLOURS[mode_label]
+    others = colormaps["tab10"].colors[2:]
+    return others[sum(map(ord, mode_label)) % len(others)]
+
+
+def setup_colours(setups: list[str]) -> dict[str, tuple]:
+    """A distinct colour per setup, stable for a given list."""
+    cmap = colormaps["tab10"]
+    return {name: cmap(k % 10) for k, name in enumerate(sorted(setups))}
+
+
+def slugs(tasks: list[str]) -> dict[str, str]:
+    """A file-name-safe, unique slug per task name."""
+    out: dict[str, str] = {}
+    for task in sorted(tasks):
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", task).strip("._") or "task"
+        slug, k = base, 2
+        while slug in out.values():
+            slug, k = f"{base}-{k}", k + 1
+        out[task] = slug
+    return out
+
+
+def representative_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """One run per setup for per-run figures: the task's largest train fraction, then the lowest seed."""
+    full = runs[runs["train_fraction"] == runs["train_fraction"].max()]
+    return full.sort_values(["setup", "seed"]).groupby("setup", sort=True).head(1).reset_index(drop=True)
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure with readable default font sizes."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write a PNG at the report's resolution."""
+    fig.savefig(path, dpi=DPI, format="png")
+    return path

@@ -1,0 +1,109 @@
+"""Executors run a list of RunSpecs: `local` in this process, `ray` as one task per run on a Ray cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from medtransfer.config import TrainConfig
+from medtransfer.errors import UserError
+from medtransfer.progress import Reporter
+from medtransfer.runner import train
+from medtransfer.study.grid import RunSpec
+from medtransfer.study.schema import Resources
+
+EXECUTORS = ("local", "ray")
+
+
+def cache_group(cfg: TrainConfig) -> tuple | None:
+    """Frozen runs that read the same feature-cache entry (None: the run extracts nothing shared)."""
+    if cfg.mode != "frozen":
+        return None
+    return (cfg.data, cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.seed if cfg.weights == "none" else 0)
+
+
+def run_local(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSpec], None]) -> None:
+    """One run after another in this process (specs come ordered so cache-sharing runs are adjacent)."""
+    for i, spec in enumerate(specs, 1):
+        reporter.log(f"[{i}/{len(specs)}] {spec.label}")
+        train(spec.config, reporter)
+        on_done(spec)
+
+
+def _run_one(values: dict, *_after: object) -> str:
+    """A Ray task: one run from its configuration (extra arguments only order it after a cache filler)."""
+    return str(train(TrainConfig(**values)).run_dir)
+
+
+def run_ray(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSpec], None], resources: Resources,
+            address: str | None) -> None:
+    """One Ray task per run; a task whose worker dies is retried; cache-sharing runs wait for the first."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray", "Ray is not installed", "pip install 'medtransfer[ray]'") from None
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"--address {address}", f"cannot reach a Ray cluster ({exc})",
+                        "start one with `ray start --head` or pass its address") from None
+    task = ray.remote(_run_one).options(num_cpus=resources.num_cpus, num_gpus=resources.num_gpus,
+                                        max_retries=resources.max_retries)
+    first_of_group: dict[tuple, object] = {}
+    pending: dict[object, RunSpec] = {}
+    for spec in specs:
+        group = cache_group(spec.config)
+        after = [first_of_group[group]] if group in first_of_group else []
+        ref = task.remote(spec.config.model_dump(), *after)  # Ray resolves `after` first: one extraction per cache
+        if group is not None:
+            first_of_group.setdefault(group, ref)
+        pending[ref] = spec
+    done_count = 0
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            spec = pending.pop(ready[0])
+            _get(ray, ready[0])
+            done_count += 1
+            reporter.log(f"[{done_count}/{len(specs)}] done {spec.label}")
+            on_done(spec)
+    finally:
+        ray.shutdown()
+
+
+def _get(ray, ref: object) -> None:
+    """ray.get, turning a UserError raised inside the task back into itself (one clean line for the user)."""
+    try:
+        ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+
+
+def execute(name: str, specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSpec], None],
+            resources: Resources, address: str | None = None) -> None:
+    """Dispatch to the chosen executor."""
+    if name == "local":
+        run_local(specs, reporter, on_done)
+    elif name == "ray":
+        run_ray(specs, reporter, on_done, resources, address)
+    else:
+        raise UserError(f"--executor {name}", "unknown executor", f"use one of {', '.join(EXECUTORS)}")
+
+
+def stale_staging(runs_dir: Path) -> list[Path]:
+    """Staging folders of runs whose process is gone (killed mid-run): safe to delete."""
+    import os
+
+    stale = []
+    for path in runs_dir.glob(".*.partial-*"):
+        pid = int(path.name.rsplit("-", 1)[-1]) if path.name.rsplit("-", 1)[-1].isdigit() else -1
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, ValueError, OverflowError):
+            stale.append(path)
+        except PermissionError:
+            continue
+    return stale

@@ -1,0 +1,137 @@
+"""`medtransfer run STUDY.yaml`: expand the grid, skip finished runs, execute the rest, then build the report."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from rich.table import Table
+
+from medtransfer.data.splits import SplitPlan, assign_splits
+from medtransfer.errors import UserError
+from medtransfer.models.catalog import resolve
+from medtransfer.models.weights import check_weights_arg
+from medtransfer.progress import Reporter
+from medtransfer.rundir import is_complete
+from medtransfer.runner import load_table
+from medtransfer.study.executors import cache_group, execute, stale_staging
+from medtransfer.study.grid import RunSpec, expand
+from medtransfer.study.schema import Study, load_study
+
+
+@dataclass
+class StudyOutcome:
+    """What a study run did."""
+
+    out: Path
+    specs: list[RunSpec]
+    skipped: int
+    ran: int
+    report: Path | None
+
+
+def _split_counts(study: Study, specs: list[RunSpec]) -> dict[str, dict[str, int]]:
+    """Load every dataset once (this is also the preflight check of paths and columns) and count its splits."""
+    counts = {}
+    for spec in specs:
+        task = spec.config.task
+        if task in counts:
+            continue
+        cfg = spec.config
+        table = load_table(cfg)
+        frame = assign_splits(table, SplitPlan(cfg.test_fraction, cfg.val_fraction, 1.0, cfg.seed, cfg.folds, cfg.fold))
+        counts[task] = {s: int((frame["split"] == s).sum()) for s in ("train", "val", "test")}
+    return counts
+
+
+def preflight(study: Study, specs: list[RunSpec]) -> dict[str, dict[str, int]]:
+    """Fail before any work on anything that would fail later: names, weights files, data sources."""
+    for backbone in study.backbones:
+        resolve(backbone.name)
+    for weights in {spec.config.weights for spec in specs}:
+        check_weights_arg(weights)
+    return _split_counts(study, specs)
+
+
+def print_plan(specs: list[RunSpec], done: set[str], counts: dict[str, dict[str, int]], reporter: Reporter) -> None:
+    """The grid with each run's status and estimated cost (from FLOPs), and the total."""
+    from medtransfer.study.cost import measured_flops_per_second, run_cost
+
+    speed = measured_flops_per_second()
+    table = Table(title=f"{len(specs)} runs ({len(done)} finished); cost from backbone FLOPs at "
+                        f"{speed / 1e9:.0f} GFLOP/s measured here")
+    for column in ("run", "status", "TFLOP", "est. time"):
+        table.add_column(column, no_wrap=True)
+    seen_groups, total = set(), 0.0
+    for spec in specs:
+        group = cache_group(spec.config)
+        flops = run_cost(spec, counts[spec.config.task], group not in seen_groups)
+        seen_groups.add(group)
+        status = "done" if spec.run_id in done else "to run"
+        total += flops if status == "to run" else 0.0
+        table.add_row(spec.label, status, f"{flops / 1e12:.2f}", _duration(flops / speed))
+    reporter.console.print(table)
+    reporter.console.print(f"remaining: {total / 1e12:.1f} TFLOP ≈ {_duration(total / speed)} on this machine "
+                           "(a GPU is typically 50–500× faster)", markup=False)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def run_study(path: Path, out: Path | None = None, resume: bool = False, executor: str = "local",
+              address: str | None = None, dry_run: bool = False, reporter: Reporter | None = None) -> StudyOutcome:
+    """Run (or resume) every run of a study, then write the report."""
+    reporter = reporter or Reporter(quiet=True)
+    study = load_study(path)
+    out = Path(out) if out else Path("runs") / study.name
+    specs = expand(study, out)
+    done = {s.run_id for s in specs if is_complete(Path(s.config.out))}
+    if done and not resume and not dry_run:
+        raise UserError(str(out), f"already holds {len(done)} finished run(s) of this study",
+                        "pass --resume to continue it, or choose another --out")
+    counts = preflight(study, specs)
+    if dry_run:
+        print_plan(specs, done, counts, reporter)
+        return StudyOutcome(out, specs, len(done), 0, None)
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    _clean(runs_dir)
+    shutil.copyfile(path, out / "study.yaml")
+    pending = [s for s in specs if s.run_id not in done]
+    reporter.log(f"{study.name}: {len(specs)} runs, {len(done)} already finished, {len(pending)} to run")
+    _write_grid(out, specs)
+    execute(executor, pending, reporter, lambda _: _write_grid(out, specs), study.resources, address)
+    _clean(runs_dir)  # a retried Ray task leaves its dead attempt's staging folder
+    report = _report(out, reporter)
+    return StudyOutcome(out, specs, len(done), len(pending), report)
+
+
+def _clean(runs_dir: Path) -> None:
+    """Delete staging folders of runs killed mid-way (their DONE was never written)."""
+    for leftover in stale_staging(runs_dir):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _write_grid(out: Path, specs: list[RunSpec]) -> None:
+    """grid.csv: every run of the study with its id, directory and status (rewritten as runs finish)."""
+    frame = pd.DataFrame([{"run_id": s.run_id, "label": s.label, "run_dir": s.config.out,
+                           "status": "done" if is_complete(Path(s.config.out)) else "pending"} for s in specs])
+    tmp = out / ".grid.csv.tmp"
+    frame.to_csv(tmp, index=False)
+    tmp.replace(out / "grid.csv")
+
+
+def _report(out: Path, reporter: Reporter) -> Path | None:
+    """Build the report over the study's runs."""
+    from medtransfer.report.build import build_report
+
+    report = build_report(out)
+    reporter.log(f"report: {report}")
+    return report

@@ -1,0 +1,52 @@
+"""A small real study for the report tests: run directories written by the real runner (a few seconds each on CPU)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+TASKS = {"binary_lesion": "synthetic:n=160,size=24,groups=80",
+         "three-class": "synthetic:n=150,size=24,classes=3,seed=1"}
+BACKBONES = {"resnet18": 32, "dinov2_vits14": 28}
+MODES = {"frozen": 5, "finetune": 2}
+SEEDS = (0, 1)
+
+
+def _train(out: Path, cache: Path, data: str, task: str, backbone: str, mode: str, seed: int,
+           fraction: float = 1.0) -> Path:
+    from medtransfer.config import parse_config
+    from medtransfer.runner import train
+
+    cfg = parse_config({"data": data, "task": task, "backbone": backbone, "weights": "none",
+                        "image_size": BACKBONES[backbone], "mode": mode, "epochs": MODES[mode], "bootstrap": 200,
+                        "workers": 0, "seed": seed, "train_fraction": fraction, "out": str(out),
+                        "cache_dir": str(cache), "device": "cpu"})
+    return train(cfg).run_dir
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runs/<task>/<backbone>-<mode>-s<seed>: 2 tasks × 2 backbones × 2 modes × 2 seeds, one half-data run, one crash."""
+    root = tmp_path_factory.mktemp("study")
+    runs, cache = root / "runs", root / "cache"
+    for task, data in TASKS.items():
+        for backbone in BACKBONES:
+            for mode in MODES:
+                for seed in SEEDS:
+                    _train(runs / task / f"{backbone}-{mode}-s{seed}", cache, data, task, backbone, mode, seed)
+    _train(runs / "binary_lesion" / "resnet18-frozen-s0-half", cache, TASKS["binary_lesion"], "binary_lesion",
+           "resnet18", "frozen", 0, fraction=0.5)
+    crashed = runs / "binary_lesion" / "crashed-copy"
+    shutil.copytree(runs / "binary_lesion" / "resnet18-frozen-s0", crashed)
+    (crashed / "DONE").unlink()
+    return runs
+
+
+@pytest.fixture(scope="session")
+def report_dir(study: Path) -> Path:
+    """The report built once on the study."""
+    from medtransfer.report import build_report
+
+    return build_report(study)

@@ -1,0 +1,56 @@
+"""Figures: every PNG is real and legible-sized; ROC points follow sklearn; scarcity only with several fractions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.metrics import auc, roc_auc_score, roc_curve
+
+from medtransfer.report.diagnostics import roc_points
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+KINDS = ("bars", "roc", "confusion", "learning", "reliability")
+
+
+def test_every_figure_is_a_real_png(report_dir: Path) -> None:
+    pngs = sorted((report_dir / "figures").glob("*.png"))
+    assert len(pngs) == 2 * len(KINDS) + 1
+    for png in pngs:
+        assert png.read_bytes()[:8] == PNG_SIGNATURE, png.name
+        assert png.stat().st_size > 10_000, png.name
+        with Image.open(png) as image:
+            image.verify()
+        with Image.open(png) as image:
+            width, height = image.size
+            assert width >= 500 and height >= 400, (png.name, image.size)
+            pixels = np.asarray(image.convert("L"))
+            assert pixels.std() > 10, f"{png.name} looks blank"
+
+
+def test_each_task_has_each_kind(report_dir: Path) -> None:
+    names = {p.name for p in (report_dir / "figures").glob("*.png")}
+    for task in ("binary_lesion", "three-class"):
+        assert {f"{kind}_{task}.png" for kind in KINDS} <= names
+    assert "scarcity_binary_lesion.png" in names  # resnet18 frozen ran at 50% and 100% of the training data
+    assert "scarcity_three-class.png" not in names
+
+
+def test_binary_roc_uses_the_positive_class() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 50)
+    p1 = np.clip(0.3 * y + rng.uniform(0, 0.7, 50), 0, 1)
+    fpr, tpr = roc_points(y, np.column_stack([1 - p1, p1]))
+    ref_fpr, ref_tpr, _ = roc_curve(y, p1)
+    np.testing.assert_allclose(fpr, ref_fpr)
+    np.testing.assert_allclose(tpr, ref_tpr)
+
+
+def test_multiclass_roc_is_micro_averaged() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 60)
+    prob = rng.dirichlet(np.ones(3), 60) + 0.5 * np.eye(3)[y]
+    prob /= prob.sum(1, keepdims=True)
+    fpr, tpr = roc_points(y, prob)
+    assert auc(fpr, tpr) == np.float64(roc_auc_score(np.eye(3)[y], prob, average="micro"))

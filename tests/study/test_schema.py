@@ -1,0 +1,99 @@
+"""Study files: validated once, every problem listed; every shipped preset is valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medtransfer.errors import UserError
+from medtransfer.study.grid import expand, run_id
+from medtransfer.study.schema import load_study
+
+STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"))
+MINIMAL = """
+datasets: {a: {data: "synthetic:n=40"}}
+backbones: [resnet18]
+modes: {frozen: {}}
+"""
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=[p.stem for p in STUDIES])
+def test_every_shipped_study_is_valid(path, tmp_path):
+    specs = expand(load_study(path), tmp_path)
+    assert specs and len({s.run_id for s in specs}) == len(specs)
+
+
+def test_huang2024_preset_follows_the_paper():
+    study = load_study(Path(__file__).resolve().parents[2] / "studies" / "huang2024.yaml")
+    names = [b.name for b in study.backbones]
+    assert names[:6] == ["vgg16", "resnet50", "densenet121", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14"]
+    assert "dinov2_vitg14" in names and study.modes["frozen"].heads == ["mlp"]
+    t = study.train
+    assert (t.optimizer, t.lr, t.batch_size, t.epochs, t.select, t.image_size, t.weights) == (
+        "adam", 1e-4, 32, 100, "val_accuracy", 224, "imagenet")
+    assert all(d.val_fraction == 0.2 for d in study.datasets.values())
+
+
+def test_every_problem_in_one_line(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("""
+datasets: {a: {data: "synthetic:", colour: red}}
+backbones: [resnet18]
+modes: {probe: {}}
+seeds: "zero"
+learning_rate: 3
+""")
+    with pytest.raises(UserError) as err:
+        load_study(path)
+    line = err.value.line()
+    for word in ("colour", "modes", "seeds", "learning_rate"):
+        assert word in line
+    assert "\n" not in line
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: [unclosed")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_study(bad)
+    with pytest.raises(UserError, match="cannot read"):
+        load_study(tmp_path / "none.yaml")
+
+
+def test_overrides_layer_shared_dataset_mode_backbone(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("""
+datasets: {a: {data: "synthetic:n=40", epochs: 7, lr: 0.1}}
+backbones: [{name: resnet18, lr: 0.3}, dinov2_vits14]
+modes: {frozen: {heads: [linear, mlp], lr: 0.2}, finetune: {}}
+train: {epochs: 3, lr: 0.01, batch_size: 8}
+seeds: [0, 1]
+train_fractions: [0.5, 1.0]
+""")
+    specs = expand(load_study(path), tmp_path / "out")
+    assert len(specs) == 2 * (2 + 1) * 2 * 2
+    by = {(s.config.backbone, s.config.mode, s.config.head, s.config.seed, s.config.train_fraction): s.config
+          for s in specs}
+    assert by[("resnet18", "frozen", "mlp", 0, 1.0)].lr == 0.3  # backbone beats mode beats dataset beats shared
+    assert by[("dinov2_vits14", "frozen", "linear", 0, 1.0)].lr == 0.2
+    assert by[("dinov2_vits14", "finetune", "linear", 1, 0.5)].lr == 0.1
+    assert all(c.epochs == 7 and c.batch_size == 8 for c in by.values())
+
+
+def test_run_id_is_stable_and_ignores_where_a_run_computes(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(MINIMAL)
+    a = expand(load_study(path), tmp_path / "x")[0]
+    b = expand(load_study(path), tmp_path / "y")[0]
+    assert a.run_id == b.run_id
+    moved = a.config.model_copy(update={"workers": 3, "device": "cpu", "cache_dir": "/elsewhere"})
+    assert run_id(moved) == a.run_id
+    assert run_id(a.config.model_copy(update={"lr": 0.5})) != a.run_id
+
+
+def test_invalid_combination_is_reported(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(MINIMAL.replace("modes: {frozen: {}}", "modes: {frozen: {lr: -1}}"))
+    with pytest.raises(UserError, match="lr"):
+        expand(load_study(path), tmp_path)

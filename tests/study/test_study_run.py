@@ -1,0 +1,108 @@
+"""Running a study: shared feature cache, resume after SIGKILL without redoing finished runs, dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+from safetensors.torch import save_file
+
+from medtransfer.errors import UserError
+from medtransfer.rundir import is_complete
+from medtransfer.study.run import run_study
+
+STUDY = """
+name: tiny
+datasets:
+  syn: {{data: "synthetic:n=120,size=24,groups=60,classes=2"}}
+backbones:
+  - {{name: resnet18, image_size: 32, weights: {ckpt}}}
+modes:
+  frozen: {{heads: [linear, mlp], epochs: 8}}
+  finetune: {{epochs: 1, batch_size: 16, lr: 0.001}}
+seeds: {seeds}
+train: {{bootstrap: 200, workers: 0, cache_dir: {cache}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "resnet18.safetensors"
+    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), str(path))
+    return path
+
+
+def write_study(folder: Path, checkpoint: Path, seeds: list[int], cache: str = "cache") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"study-{cache}.yaml"
+    path.write_text(STUDY.format(ckpt=checkpoint, seeds=seeds, cache=folder / cache))
+    return path
+
+
+def results(out: Path) -> dict[str, dict]:
+    """Each run's metrics without the timing block (seconds differ between any two executions)."""
+    found = {}
+    for metrics in sorted((out / "runs").glob("*/metrics.json")):
+        data = json.loads(metrics.read_text())
+        data.pop("timing")
+        found[metrics.parent.name] = data
+    return found
+
+
+def test_frozen_grid_extracts_once_per_backbone(tmp_path, checkpoint):
+    """3 seeds x 2 heads of one frozen backbone: one extraction, five cache hits (finetune runs excluded)."""
+    study = write_study(tmp_path, checkpoint, [0, 1, 2]).read_text().replace(
+        "  finetune: {epochs: 1, batch_size: 16, lr: 0.001}\n", "")
+    path = tmp_path / "frozen.yaml"
+    path.write_text(study)
+    outcome = run_study(path, tmp_path / "out")
+    timings = [json.loads((Path(s.config.out) / "metrics.json").read_text())["timing"] for s in outcome.specs]
+    assert len(timings) == 6
+    assert [t["cache_hit"] for t in timings].count(False) == 1
+    assert sum(t["extract_seconds"] > 0 for t in timings) == 1
+    assert (tmp_path / "out" / "report" / "report.html").is_file()
+
+
+def test_kill_and_resume_loses_nothing_and_redoes_nothing(tmp_path, checkpoint):
+    reference = run_study(write_study(tmp_path / "a", checkpoint, [0, 1]), tmp_path / "a" / "out")
+    assert reference.ran == 6
+
+    out = tmp_path / "b" / "out"
+    study = write_study(tmp_path / "b", checkpoint, [0, 1])
+    proc = subprocess.Popen([sys.executable, "-m", "medtransfer", "run", str(study), "--out", str(out), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "runs").glob("*/DONE")):
+        assert proc.poll() is None, "the study ended before it could be killed"
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*/DONE")}
+    assert 1 <= len(finished) < 6
+
+    with pytest.raises(UserError, match="--resume"):
+        run_study(study, out)
+    resumed = run_study(study, out, resume=True)
+    assert resumed.skipped == len(finished) and resumed.ran == 6 - len(finished)
+    assert {name: (out / "runs" / name / "DONE").stat().st_mtime_ns for name in finished} == finished
+    assert all(is_complete(Path(s.config.out)) for s in resumed.specs)
+    assert not list((out / "runs").glob(".*partial*"))
+    assert results(out) == results(tmp_path / "a" / "out")
+
+
+def test_dry_run_prints_the_grid_and_runs_nothing(tmp_path, checkpoint, capsys):
+    from medtransfer.progress import Reporter
+
+    outcome = run_study(write_study(tmp_path, checkpoint, [0]), tmp_path / "out", dry_run=True, reporter=Reporter())
+    printed = capsys.readouterr().err
+    assert "3 runs" in printed and "TFLOP" in printed and "remaining" in printed
+    for spec in outcome.specs:
+        assert spec.label in printed
+    assert not (tmp_path / "out" / "runs").exists()
