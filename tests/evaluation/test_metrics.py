@@ -17,6 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from medtransfer.evaluation.calibration import expected_calibration_error
 from medtransfer.evaluation.metrics import METRICS, auroc, compute_metrics, confusion
 
 
@@ -56,6 +57,8 @@ def sklearn_reference(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
             "f1_weighted": f1_score(y, pred, labels=labels, average="weighted", zero_division=0),
             "f1_macro": f1_score(y, pred, labels=labels, average="macro", zero_division=0),
             "kappa": cohen_kappa_score(y, pred, labels=labels, weights="quadratic"),
+            # sklearn has no ECE; test_calibration.py checks it against an independent per-bin loop
+            "ece": expected_calibration_error(y, prob),
         }
 
 
@@ -139,7 +142,9 @@ def test_perfect_classifier_scores_one_everywhere(k: int) -> None:
     prob[np.arange(60), y] = 0.9
     got = compute_metrics(y, prob)
     for name in METRICS:
-        assert got[name] == pytest.approx(1.0), name
+        if name != "ece":
+            assert got[name] == pytest.approx(1.0), name
+    assert got["ece"] == pytest.approx(0.1)  # always right at 90% confidence: under-confident by 0.1
     assert np.array_equal(np.diag(confusion(y, prob)), np.bincount(y, minlength=k))
 
 

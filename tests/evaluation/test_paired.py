@@ -152,6 +152,8 @@ def test_paired_bootstrap_rejects_bad_input() -> None:
         paired_bootstrap_diff(y, as_prob(sa), as_prob(sb)[:40], BootstrapSpec(n=10))
     with pytest.raises(ValueError):
         paired_bootstrap_diff(y, as_prob(sa), as_prob(sb), BootstrapSpec(n=0))
+    with pytest.raises(ValueError):
+        paired_bootstrap_diff(y, as_prob(sa), as_prob(sb), BootstrapSpec(n=10), groups=np.arange(49))
 
 
 def structural_delong(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict[str, float]:

@@ -15,8 +15,10 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from medtransfer.evaluation.calibration import expected_calibration_error
+
 METRICS = ("accuracy", "balanced_accuracy", "auroc", "precision_weighted", "recall_weighted",
-           "f1_weighted", "f1_macro", "kappa")
+           "f1_weighted", "f1_macro", "kappa", "ece")
 
 
 def auroc(y: np.ndarray, prob: np.ndarray) -> float:
@@ -49,6 +51,7 @@ def compute_metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
         "f1_weighted": float(fw),
         "f1_macro": float(f_macro),
         "kappa": float(kappa) if np.isfinite(kappa) else float("nan"),
+        "ece": expected_calibration_error(y, prob),  # top-label, 15 bins: clinicians read the probabilities
     }
 
 

@@ -35,6 +35,8 @@ def _paired_draws(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpe
     """Every metric of every model on the same spec.n resamples: each block of counts is drawn once, used by all."""
     if spec.n < 1:
         raise ValueError(f"need at least one resample, got {spec.n}")
+    if groups is not None and np.shape(groups) != (len(y),):
+        raise ValueError(f"need one group per sample, got groups {np.shape(groups)} for {len(y)} samples")
     rng = np.random.default_rng(spec.seed)
     blocks: list[list[dict[str, np.ndarray]]] = [[] for _ in probs]
     for start in range(0, spec.n, CHUNK):

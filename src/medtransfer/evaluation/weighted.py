@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from medtransfer.evaluation.calibration import ece_for_counts
+
 CHUNK = 256  # resamples per block: bounds memory at CHUNK x n floats
 
 
@@ -91,5 +93,6 @@ def metrics_for_counts(y: np.ndarray, prob: np.ndarray, counts: np.ndarray) -> d
         c = counts[start:start + CHUNK].astype(float)
         out = from_confusion(confusion_counts(y, pred, c, prob.shape[1]))
         out["auroc"] = auroc_counts(y, prob, c)
+        out["ece"] = ece_for_counts(y, prob, c)
         blocks.append(out)
     return {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}

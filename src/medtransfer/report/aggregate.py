@@ -8,7 +8,8 @@ from scipy import stats
 
 from medtransfer.evaluation.bootstrap import BootstrapSpec
 from medtransfer.evaluation.paired import COLUMNS, compare_models, holm
-from medtransfer.report.collect import RunIndex, class_names, label_arrays, read_predictions
+from medtransfer.report.collect import RunIndex
+from medtransfer.report.predictions import class_names, label_arrays, read_predictions
 
 CONFIG = ["task", "backbone", "weights", "mode", "head", "train_fraction"]
 LABELS = ["setup", "mode_label"]  # functions of CONFIG, carried along for display

@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -112,6 +111,15 @@ def _name_setups(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(mode_label=mode, setup=runs["backbone"] + " / " + mode)
 
 
+def _display_order(column: pd.Series) -> pd.Series:
+    """Frozen before fine-tuned, and full training data before its fractions; other columns as they sort."""
+    if column.name == "mode":
+        return column.map({"frozen": 0, "finetune": 1}).fillna(2)
+    if column.name == "train_fraction":
+        return -column
+    return column.fillna("")
+
+
 def collect_runs(runs_dir: Path) -> RunIndex:
     """Read every run folder under `runs_dir`: finished runs become rows, the rest are listed with a reason."""
     rows, skipped = [], []
@@ -132,26 +140,8 @@ def collect_runs(runs_dir: Path) -> RunIndex:
     if len(runs):
         runs, reruns = _drop_reruns(runs)
         skipped += reruns
-        runs = _name_setups(_label_weights(runs)).sort_values(["task", "backbone", "mode", "head", "train_fraction", "seed"],
-                                                na_position="first").reset_index(drop=True)
+        runs = _name_setups(_label_weights(runs)).sort_values(
+            ["task", "backbone", "mode", "head", "train_fraction", "seed"], key=_display_order).reset_index(drop=True)
     present = [m for m in METRICS if m in runs] + sorted({c for c in runs if f"{c}_low" in runs} - set(METRICS))
     return RunIndex(runs, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS), present)
 
-
-def read_predictions(run_dir: str | Path, split: str = "test") -> pd.DataFrame:
-    """One split of a run's predictions.csv, ids and labels as text, sorted by sample_id."""
-    text = {"sample_id": str, "group": str, "split": str, "label": str, "predicted": str}
-    frame = pd.read_csv(Path(run_dir) / "predictions.csv", dtype=text, keep_default_na=False, na_values={"group": [""]})
-    return frame[frame["split"] == split].sort_values("sample_id").reset_index(drop=True)
-
-
-def class_names(predictions: pd.DataFrame) -> list[str]:
-    """The classes in column order (predictions.csv has one prob_<class> column per class)."""
-    return [c.removeprefix("prob_") for c in predictions.columns if c.startswith("prob_")]
-
-
-def label_arrays(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(y as class indices, probabilities (n, K), class names) from a split of predictions.csv."""
-    classes = class_names(predictions)
-    y = predictions["label"].map({name: k for k, name in enumerate(classes)}).to_numpy()
-    return y, predictions[[f"prob_{c}" for c in classes]].to_numpy(dtype=float), classes

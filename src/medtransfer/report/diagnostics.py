@@ -11,7 +11,7 @@ import pandas as pd
 from sklearn.metrics import auc, roc_curve
 
 from medtransfer.evaluation.calibration import expected_calibration_error, reliability_curve
-from medtransfer.report.collect import label_arrays, read_predictions
+from medtransfer.report.predictions import label_arrays, read_predictions
 from medtransfer.report.style import new_figure, representative_runs, save, setup_colours
 
 RELIABILITY_BINS = 10  # test splits are often small; 15 bins leave most of them empty
@@ -99,7 +99,7 @@ def reliability_diagram(runs: pd.DataFrame, path: Path) -> Path:
     top.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect calibration")
     # The top-label confidence is never below 1/K, so the axis starts there.
     floor = 1 / int(chosen["n_classes"].max())
-    top.set(xlim=(floor - 0.02, 1.0), ylim=(0, 1.02), ylabel="accuracy in bin")
+    top.set(xlim=(floor - 0.02, 1.01), ylim=(0, 1.02), ylabel="accuracy in bin")
     top.set_title(f"{runs['task'].iloc[0]}: reliability on test ({RELIABILITY_BINS} bins, "
                   f"seed {int(chosen['seed'].min())})")
     top.legend(loc="upper left", frameon=True)

@@ -11,8 +11,15 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from medtransfer.report import diagnostics
-from medtransfer.report.style import (metric_name, mode_colour, new_figure, representative_runs, save,
-                                      setup_colours, slugs)
+from medtransfer.report.style import (
+    metric_name,
+    mode_colour,
+    new_figure,
+    representative_runs,
+    save,
+    setup_colours,
+    slugs,
+)
 
 RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5, "axes.grid": True,
       "grid.alpha": 0.3}
@@ -56,8 +63,8 @@ def metric_bars(agg: pd.DataFrame, task: str, metric: str, path: Path) -> Path:
     ax.set_ylabel(f"test {metric_name(metric)}")
     if metric in BOUNDED:
         ax.set_ylim(0, 1.12)
-    seeds = int(rows["n_seeds"].max())
-    ax.set_title(f"{task}: test {metric_name(metric)} (95% CI, {'t over seeds' if seeds > 1 else 'bootstrap'})")
+    kinds = " / ".join(sorted({"t over seeds" if n > 1 else "bootstrap" for n in rows["n_seeds"]}))
+    ax.set_title(f"{task}: test {metric_name(metric)} (95% CI, {kinds})")
     ax.legend(loc="upper left", ncols=len(modes) + 1, frameon=False)
     return save(fig, path)
 

@@ -55,9 +55,8 @@ def representative_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def new_figure(width: float, height: float) -> Figure:
-    """A figure with readable default font sizes."""
-    fig = Figure(figsize=(width, height), layout="constrained")
-    return fig
+    """A figure whose parts are laid out to fit (titles, legends and colour bars never overlap)."""
+    return Figure(figsize=(width, height), layout="constrained")
 
 
 def save(fig: Figure, path: Path) -> Path:
