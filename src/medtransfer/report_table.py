@@ -9,7 +9,9 @@ from medtransfer.evaluation.metrics import METRICS
 
 
 def cell(entry: dict) -> str:
-    """`value [low, high]` in percent, the paper's cell format."""
+    """`value [low, high]` in percent, the paper's cell format; an undefined metric is a dash."""
+    if entry["value"] != entry["value"]:  # NaN: e.g. AUROC of a one-class split
+        return "–"
     return f"{100 * entry['value']:.1f} [{100 * entry['low']:.1f}, {100 * entry['high']:.1f}]"
 
 

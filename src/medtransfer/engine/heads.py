@@ -63,7 +63,9 @@ class ProbeHead:
         xv, yv = torch.as_tensor(np.asarray(x_val, dtype=np.float32)), torch.as_tensor(y_val, dtype=torch.long)
         module = HeadModule(xt.shape[1], n_classes, self.kind)
         module.mean.copy_(xt.mean(0))
-        module.scale.copy_(xt.std(0).clamp_min(1e-6))
+        std = xt.std(0)
+        # A feature (nearly) constant on train would explode on val/test if divided by its tiny std.
+        module.scale.copy_(std.clamp_min(1e-2 * float(std.median().clamp_min(1e-12))))
         weight = class_weights(y, n_classes) if self.balance else None
         opt = build_optimizer(self.optimizer, module.parameters(), self.lr, self.weight_decay)
         sched = build_schedule(self.schedule, opt, self.epochs)

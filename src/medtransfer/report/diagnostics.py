@@ -54,7 +54,7 @@ def _confusion(run_dir: str) -> tuple[np.ndarray, list[str]]:
 def confusion_grid(runs: pd.DataFrame, path: Path) -> Path:
     """The test confusion matrix of each setup (counts, shaded by row share), in a grid."""
     chosen = representative_runs(runs)
-    cols = min(len(chosen), 3)
+    cols = len(chosen) if len(chosen) <= 3 else math.ceil(math.sqrt(len(chosen)))  # 4 → 2×2, not 3 + 1
     rows = math.ceil(len(chosen) / cols)
     n_classes = int(chosen["n_classes"].max())
     cell = max(2.6, 0.55 * n_classes + 1.4)
