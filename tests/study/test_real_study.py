@@ -1,0 +1,59 @@
+"""A small real-data study (BreastMNIST 64px and the HAM10000 subset) ending in a complete report."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+import timm
+from safetensors.torch import save_file
+
+from medtransfer.study.run import run_study
+
+pytestmark = pytest.mark.slow
+
+STUDY = """
+name: real-small
+datasets:
+  breastmnist: {{data: {breast}}}
+  ham10000: {{data: {ham}, test_fraction: 0.3, val_fraction: 0.3, class_weights: true}}
+backbones:
+  - {{name: resnet18, image_size: 64, weights: {resnet}}}
+  - {{name: dinov2_vits14, image_size: 56, weights: {dino}}}
+modes:
+  frozen: {{heads: [mlp], epochs: 30}}
+  finetune: {{epochs: 2, batch_size: 32, lr: 0.0005}}
+seeds: [0, 1]
+train: {{bootstrap: 500, workers: 1, cache_dir: {cache}}}
+"""
+
+
+def test_real_data_study_ends_in_a_full_report(tmp_path, shared_data):
+    # Random-init checkpoints written locally: real loading code, no download, and seeds share one extraction.
+    resnet, dino = tmp_path / "resnet18.safetensors", tmp_path / "dinov2_vits14.safetensors"
+    save_file(timm.create_model("resnet18", num_classes=0).state_dict(), str(resnet))
+    save_file(timm.create_model("vit_small_patch14_dinov2", num_classes=0, img_size=56).state_dict(), str(dino))
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY.format(breast=shared_data / "medmnist" / "breastmnist_64.npz",
+                                  ham=shared_data / "ham10000_subset" / "subset_metadata.csv",
+                                  resnet=resnet, dino=dino, cache=tmp_path / "cache"))
+    outcome = run_study(study, tmp_path / "out")
+    assert outcome.ran == 16
+    report = tmp_path / "out" / "report"
+    html = (report / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    for name in ("main_table", "pairwise", "cost"):
+        for suffix in (".md", ".tex", ".csv"):
+            assert (report / "tables" / f"{name}{suffix}").stat().st_size > 100, name + suffix
+    main = pd.read_csv(report / "tables" / "main_table.csv")
+    assert set(main["task"]) == {"breastmnist", "ham10000"} and len(main) == 8  # 2 backbones x 2 modes per task
+    for task in ("breastmnist", "ham10000"):
+        for kind in ("bars", "roc", "confusion", "learning", "reliability"):
+            png = report / "figures" / f"{kind}_{task}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, png
+    if shutil.which("pdflatex"):
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main_table_standalone.tex"],
+                              cwd=report / "tables", capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:]
