@@ -22,6 +22,17 @@ def cache_group(cfg: TrainConfig) -> tuple | None:
     return (cfg.data, cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.seed if cfg.weights == "none" else 0)
 
 
+def check_executor(name: str) -> None:
+    """Fail before any work: an unknown executor, or Ray asked for but not installed."""
+    if name not in EXECUTORS:
+        raise UserError(f"--executor {name}", "unknown executor", f"use one of {', '.join(EXECUTORS)}")
+    if name == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UserError("--executor ray", "Ray is not installed", "pip install 'medtransfer[ray]'") from None
+
+
 def run_local(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSpec], None]) -> None:
     """One run after another in this process (specs come ordered so cache-sharing runs are adjacent)."""
     for i, spec in enumerate(specs, 1):
@@ -38,10 +49,8 @@ def _run_one(values: dict, *_after: object) -> str:
 def run_ray(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSpec], None], resources: Resources,
             address: str | None) -> None:
     """One Ray task per run; a task whose worker dies is retried; cache-sharing runs wait for the first."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError("--executor ray", "Ray is not installed", "pip install 'medtransfer[ray]'") from None
+    import ray
+
     try:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -85,12 +94,11 @@ def _get(ray, ref: object) -> None:
 def execute(name: str, specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSpec], None],
             resources: Resources, address: str | None = None) -> None:
     """Dispatch to the chosen executor."""
+    check_executor(name)
     if name == "local":
         run_local(specs, reporter, on_done)
-    elif name == "ray":
-        run_ray(specs, reporter, on_done, resources, address)
     else:
-        raise UserError(f"--executor {name}", "unknown executor", f"use one of {', '.join(EXECUTORS)}")
+        run_ray(specs, reporter, on_done, resources, address)
 
 
 def stale_staging(runs_dir: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from medtransfer.models.weights import check_weights_arg
 from medtransfer.progress import Reporter
 from medtransfer.rundir import is_complete
 from medtransfer.runner import load_table
-from medtransfer.study.executors import cache_group, execute, stale_staging
+from medtransfer.study.executors import cache_group, check_executor, execute, stale_staging
 from medtransfer.study.grid import RunSpec, expand
 from medtransfer.study.schema import Study, load_study
 
@@ -90,6 +90,7 @@ def run_study(path: Path, out: Path | None = None, resume: bool = False, executo
     """Run (or resume) every run of a study, then write the report."""
     reporter = reporter or Reporter(quiet=True)
     study = load_study(path)
+    check_executor(executor)
     out = Path(out) if out else Path("runs") / study.name
     specs = expand(study, out)
     done = {s.run_id for s in specs if is_complete(Path(s.config.out))}
