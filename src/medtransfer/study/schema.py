@@ -23,18 +23,12 @@ TrainSettings = create_model(  # the same fields as TrainConfig, all optional: a
 )
 
 
-class DatasetSpec(TrainSettings):
-    """A named dataset: DATA and its source options (as for `train`), plus optional setting overrides."""
-
-    data: str
-    path_col: str | None = None
-    label_col: str | None = None
-    group_col: str | None = None
-    split_col: str | None = None
-    image_root: str | None = None
-    skip_missing: bool = False
-    test_fraction: float = 0.2
-    val_fraction: float = 0.2
+DatasetSpec = create_model(  # a named dataset: DATA and its source options as for `train`, plus overrides
+    "DatasetSpec", __base__=TrainSettings,
+    **{name: (TrainConfig.model_fields[name].annotation, TrainConfig.model_fields[name].default)
+       for name in DATA_FIELDS if name != "data"},
+    data=(str, ...),
+)
 
 
 class BackboneSpec(TrainSettings):
