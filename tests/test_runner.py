@@ -27,7 +27,7 @@ def test_frozen_run_writes_the_contract(tmp_path):
                   weights="none", image_size=32, epochs=5)
     d = outcome.run_dir
     assert sorted(p.name for p in d.iterdir()) == ["DONE", "config.yaml", "head.safetensors", "history.csv",
-                                                   "metrics.json", "predictions.csv"]
+                                                   "metrics.json", "patient_predictions.csv", "predictions.csv"]
     m = json.loads((d / "metrics.json").read_text())
     for split in ("val", "test"):
         assert set(m[split]) == set(METRICS)
@@ -45,6 +45,13 @@ def test_frozen_run_writes_the_contract(tmp_path):
     assert len(hist) == 5
     # Groups never cross splits: the test patients are not in val.
     assert not set(preds[preds.split == "test"].group) & set(preds[preds.split == "val"].group)
+    # One pooled prediction per patient, with its own CI over patients.
+    patients = pd.read_csv(d / "patient_predictions.csv")
+    test_patients = preds[preds.split == "test"].group.nunique()
+    assert m["patient"]["n_test"] == test_patients == (patients.split == "test").sum()
+    assert m["patient"]["aggregation"] == "mean"
+    assert set(m["patient"]["test"]) == set(METRICS)
+    assert patients.groupby("split")["n_images"].sum()["test"] == m["n_test"]
 
 
 def test_frozen_breastmnist_with_local_safetensors_reuses_the_cache(tmp_path, shared_data):

@@ -47,6 +47,7 @@ def train(
     train_fraction: Annotated[float, Opt(help="keep this stratified, grouped fraction of train")] = 1.0,
     seed: Annotated[int, Opt(help="seeds the split, initialisation, training and bootstrap")] = 0,
     bootstrap: Annotated[int, Opt(help="bootstrap resamples for the 95% CIs")] = 2000,
+    patient_agg: Annotated[str, Opt(help="pooling of image probabilities per patient: mean | max | vote")] = "mean",
     device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
     workers: Annotated[int | None, Opt(help="DataLoader workers [half the cores]")] = None,
     cache_dir: Annotated[str | None, Opt(help="feature cache [user cache folder]")] = None,

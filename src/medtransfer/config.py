@@ -57,6 +57,7 @@ class TrainConfig(BaseModel):
     workers: int | None = Field(None, ge=0)
     seed: int = 0
     bootstrap: int = Field(2000, ge=100)
+    patient_agg: Literal["mean", "max", "vote"] = "mean"  # pooling of image probabilities per patient
     cache_dir: str | None = None
     out: str | None = None
 

@@ -24,6 +24,7 @@ from medtransfer.engine.heads import ProbeHead
 from medtransfer.engine.pipeline import default_workers
 from medtransfer.evaluation.bootstrap import BootstrapSpec, bootstrap_ci
 from medtransfer.evaluation.metrics import confusion
+from medtransfer.evaluation.patients import PatientPredictions, pool_by_patient
 from medtransfer.models.backbone import Backbone, build_backbone
 from medtransfer.models.weights import check_weights_arg, weights_identity
 from medtransfer.progress import Reporter
@@ -144,6 +145,25 @@ def _evaluate(cfg: TrainConfig, table: SampleTable, frame: pd.DataFrame, rows: d
             out[split] = bootstrap_ci(y[rows[split]], probs[split], spec, groups, advance)
     out["confusion"] = {s: confusion(y[rows[s]], probs[s]) for s in EVAL_SPLITS}
     out["bootstrap"] = {"n": spec.n, "level": spec.level, "unit": "group" if grouped else "sample", "seed": spec.seed}
+    if grouped:
+        out["patient"] = _patient_metrics(cfg, frame, rows, probs, spec)
+    return out
+
+
+def patient_predictions(frame: pd.DataFrame, rows: dict[str, np.ndarray], probs: dict[str, np.ndarray],
+                        how: str) -> dict[str, PatientPredictions]:
+    """Image probabilities pooled per patient (group), for val and test."""
+    y, groups = frame["target"].to_numpy(), frame["group"].to_numpy()
+    return {s: pool_by_patient(groups[rows[s]], y[rows[s]], probs[s], how) for s in EVAL_SPLITS}
+
+
+def _patient_metrics(cfg: TrainConfig, frame: pd.DataFrame, rows: dict[str, np.ndarray],
+                     probs: dict[str, np.ndarray], spec: BootstrapSpec) -> dict:
+    """The same metrics with CIs over patients, one pooled prediction per patient."""
+    pooled = patient_predictions(frame, rows, probs, cfg.patient_agg)
+    out: dict = {s: bootstrap_ci(p.y, p.prob, spec) for s, p in pooled.items()}
+    out.update({f"n_{s}": int(len(p.ids)) for s, p in pooled.items()})
+    out["aggregation"] = cfg.patient_agg
     return out
 
 
@@ -157,6 +177,17 @@ def _predictions(table: SampleTable, frame: pd.DataFrame, rows: dict[str, np.nda
                               "predicted": [table.classes[k] for k in probs[split].argmax(1)]})
         for k, name in enumerate(table.classes):
             block[f"prob_{name}"] = probs[split][:, k]
+        parts.append(block)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _patient_table(table: SampleTable, pooled: dict[str, PatientPredictions]) -> pd.DataFrame:
+    parts = []
+    for split, p in pooled.items():
+        block = pd.DataFrame({"group": p.ids, "split": split, "label": [table.classes[k] for k in p.y],
+                              "predicted": [table.classes[k] for k in p.prob.argmax(1)], "n_images": p.n_images})
+        for k, name in enumerate(table.classes):
+            block[f"prob_{name}"] = p.prob[:, k]
         parts.append(block)
     return pd.concat(parts, ignore_index=True)
 
@@ -198,6 +229,9 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
         writer.yaml("config.yaml", resolved)
         writer.json("metrics.json", metrics)
         writer.csv("predictions.csv", _predictions(table, frame, rows, fitted.probs))
+        if table.has_groups:
+            writer.csv("patient_predictions.csv",
+                       _patient_table(table, patient_predictions(frame, rows, fitted.probs, cfg.patient_agg)))
         writer.csv("history.csv", pd.DataFrame(fitted.history))
         for name, state in fitted.tensors.items():
             save_file(state, str(writer.path(name)))
