@@ -1,0 +1,370 @@
+"""DICOM input: series grouping and volume reading, modality matching by description, radiographs as 2D images."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, get_decoder
+
+from medtransfer.errors import UserError
+
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+
+# Word edges are "not a letter" rather than \b: descriptions use '_' and digits as separators
+# ("stealth-post_T", "t1ce"), and \b treats both as word characters.
+_T1 = r"(?<![a-z])t1(?!\d)"
+_T2 = r"(?<![a-z])t2(?![\d*])"  # T2* (gradient echo) is another contrast
+_POST = r"(?<![a-z])(?:post|gd|gad|gado|gadolinium|ce|contrast|\+c|c\+)(?![a-z])"
+_PRE = r"(?<![a-z])(?:pre|non)(?![a-z])"  # "pre-contrast" / "non-contrast" name a plain T1
+
+DEFAULT_RULES: dict[str, str] = {
+    "flair": r"flair",
+    "t2": rf"^(?!.*flair).*{_T2}",
+    "t1post": rf"^(?!.*{_PRE})(?=.*{_T1}).*{_POST}",
+    "t1": rf"^(?=.*{_T1})(?:(?!.*{_POST})|(?=.*{_PRE}))",
+}
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """What grouping and geometry need from one file's header."""
+
+    path: Path
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None
+    instance: int | None
+
+
+@dataclass
+class Series:
+    """One DICOM series: its files in slice order plus the header fields the affine needs."""
+
+    uid: str
+    description: str
+    patient_id: str
+    modality: str = ""
+    slices: list[SliceHeader] = field(default_factory=list)
+    pixel_spacing: tuple[float, float] | None = None  # (between rows, between columns), as DICOM stores it
+    slice_spacing: float | None = None  # SpacingBetweenSlices, else SliceThickness: only used for one-slice series
+    non_images: int = 0  # files of this series without Rows (reports, presentation states)
+
+    @property
+    def files(self) -> list[Path]:
+        """Image files in slice order."""
+        return [s.path for s in self.slices]
+
+    @property
+    def label(self) -> str:
+        """Description and UID tail, short enough for one-line messages."""
+        return f"{self.description or '<no description>'!r} (…{self.uid[-8:]})"
+
+    def sort(self) -> None:
+        """Order slices along the slice normal; by InstanceNumber (then name) when any position is missing."""
+        normal = self._normal()
+        if normal is not None and all(s.position is not None for s in self.slices):
+            self.slices.sort(key=lambda s: (float(np.dot(s.position, normal)), s.path.name))
+        else:
+            self.slices.sort(key=lambda s: (s.instance if s.instance is not None else 0, s.path.name))
+
+    def _normal(self) -> np.ndarray | None:
+        orientation = self.slices[0].orientation if self.slices else None
+        if orientation is None:
+            return None
+        return np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
+
+    def affine(self) -> np.ndarray:
+        """4x4 voxel (column, row, slice) → RAS mm, as nibabel expects; a diagonal guess when orientation is missing."""
+        if not self.slices:
+            raise UserError(self.label, "series holds no images", "pick another series")
+        row_spacing, col_spacing = self.pixel_spacing or (1.0, 1.0)
+        orientation = self.slices[0].orientation or (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+        row_cos, col_cos = np.asarray(orientation[:3]), np.asarray(orientation[3:])
+        positions = [s.position for s in self.slices]
+        origin = np.asarray(positions[0]) if positions[0] is not None else np.zeros(3)
+        if len(positions) > 1 and all(p is not None for p in positions):
+            # The first-to-last step keeps gantry tilt, which normal × spacing would lose.
+            step = (np.asarray(positions[-1]) - np.asarray(positions[0])) / (len(positions) - 1)
+        else:
+            step = np.cross(row_cos, col_cos) * (self.slice_spacing or 1.0)
+        lps = np.eye(4)
+        # Column index walks along the row cosine by the column spacing, and vice versa (PS3.3 C.7.6.2.1.1).
+        lps[:3, 0] = row_cos * col_spacing
+        lps[:3, 1] = col_cos * row_spacing
+        lps[:3, 2] = step
+        lps[:3, 3] = origin
+        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM is LPS, NIfTI/nibabel RAS
+
+
+class SeriesList(list[Series]):
+    """find_series' answer: a list of Series that also counts the files it skipped."""
+
+    def __init__(self, series: Sequence[Series] = (), skipped: list[Path] | None = None) -> None:
+        super().__init__(series)
+        self.skipped: list[Path] = skipped or []
+
+
+def is_dicom(path: str | Path) -> bool:
+    """Whether a file has the DICM preamble or a .dcm/.dicom suffix."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def _floats(value: object, count: int) -> tuple[float, ...] | None:
+    try:
+        numbers = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) == count else None
+
+
+def _first_float(ds: Dataset, *keywords: str) -> float | None:
+    for keyword in keywords:
+        try:
+            value = float(ds.get(keyword))
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            return value
+    return None
+
+
+def find_series(root: Path) -> SeriesList:
+    """Group the DICOM files under a folder by SeriesInstanceUID, reading headers only; non-DICOM files are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(str(root), "is not a folder", "pass a folder of DICOM files")
+    by_uid: dict[str, Series] = {}
+    skipped: list[Path] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError):
+            skipped.append(path)
+            continue
+        uid = str(ds.get("SeriesInstanceUID", ""))
+        if not uid:  # DICOMDIR and other files that belong to no series
+            skipped.append(path)
+            continue
+        series = by_uid.get(uid)
+        if series is None:
+            description = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "")
+            series = by_uid[uid] = Series(uid, description.strip(), str(ds.get("PatientID", "")),
+                                          str(ds.get("Modality", "")))
+        if "Rows" not in ds:
+            series.non_images += 1
+            continue
+        if series.pixel_spacing is None:
+            spacing = _floats(ds.get("PixelSpacing"), 2)
+            series.pixel_spacing = (spacing[0], spacing[1]) if spacing else None
+            series.slice_spacing = _first_float(ds, "SpacingBetweenSlices", "SliceThickness")
+        instance = ds.get("InstanceNumber")
+        series.slices.append(SliceHeader(
+            path,
+            _floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+            _floats(ds.get("ImageOrientationPatient"), 6),
+            int(instance) if instance not in (None, "") else None,
+        ))
+    if not by_uid:
+        raise UserError(str(root), f"holds no DICOM series ({len(skipped)} non-DICOM files skipped)",
+                        "pass the folder that contains the .dcm files")
+    for series in by_uid.values():
+        series.sort()
+    return SeriesList(sorted(by_uid.values(), key=lambda s: (s.patient_id, s.description, s.uid)), skipped)
+
+
+def _subject(series: list[Series]) -> str:
+    files = [str(f) for s in series for f in s.files]
+    return os.path.commonpath(files) if files else "DICOM series"
+
+
+def match_modalities(series: list[Series], wanted: list[str],
+                     rules: dict[str, str] | None = None) -> dict[str, Series]:
+    """Pick exactly one series per wanted modality by case-insensitive regex on SeriesDescription."""
+    merged = {**DEFAULT_RULES, **{k.lower(): v for k, v in (rules or {}).items()}}
+    subject = _subject(series)
+    found = ", ".join(s.label for s in series) or "no series"
+    patterns: dict[str, re.Pattern[str]] = {}
+    for name in wanted:
+        if name.lower() not in merged:
+            raise UserError(subject, f"no rule for modality {name!r} (known: {', '.join(sorted(merged))})",
+                            f"pass rules={{{name!r}: '<regex on SeriesDescription>'}}")
+        try:
+            patterns[name] = re.compile(merged[name.lower()], re.IGNORECASE)
+        except re.error as exc:
+            raise UserError(f"rule for {name!r}", f"invalid regex {merged[name.lower()]!r} ({exc})",
+                            "fix the regular expression") from None
+    hits = {name: [s for s in series if pattern.search(s.description)] for name, pattern in patterns.items()}
+    for name, matched in hits.items():
+        if len(matched) > 1:
+            raise UserError(subject, f"{len(matched)} series match {name!r}: {', '.join(s.label for s in matched)}; "
+                            f"found: {found}",
+                            f"narrow the {name!r} rule (rules={{{name!r}: ...}}) or remove the extra series")
+        if not matched:
+            raise UserError(subject, f"no series matches {name!r} (rule {merged[name.lower()]!r}); found: {found}",
+                            f"pass rules={{{name!r}: ...}} matching its SeriesDescription")
+    owners: dict[str, list[str]] = {}
+    for name, matched in hits.items():
+        owners.setdefault(matched[0].uid, []).append(name)
+    for uid, names in owners.items():
+        if len(names) > 1:
+            label = next(s.label for s in series if s.uid == uid)
+            raise UserError(subject, f"series {label} matches {' and '.join(map(repr, names))}; found: {found}",
+                            "narrow the rules so each series matches one modality")
+    return {name: hits[name][0] for name in wanted}
+
+
+def _has_pixels(ds: Dataset) -> bool:
+    return any(keyword in ds for keyword in _PIXEL_KEYWORDS)
+
+
+def _decode(ds: Dataset, path: Path) -> np.ndarray:
+    """Stored pixel values, with a UserError that says which decoder plugin is missing."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    try:
+        return ds.pixel_array
+    except RuntimeError as exc:  # NotImplementedError (unknown syntax) is a RuntimeError too
+        if syntax is None or not syntax.is_transfer_syntax:
+            raise UserError(str(path), f"unknown transfer syntax {syntax}: no pydicom plugin decodes it",
+                            "re-export the file uncompressed (e.g. gdcmconv --raw), "
+                            "or pip install python-gdcm if it is a vendor codec GDCM knows") from None
+        try:
+            decoder = get_decoder(syntax)
+        except NotImplementedError:
+            decoder = None
+        if decoder is not None and decoder.is_available:  # plugins are installed but every one failed on this file
+            raise UserError(str(path), f"cannot decode its {syntax.name} pixel data ({' '.join(str(exc).split())})",
+                            "replace the file, or pip install python-gdcm as another decoder") from None
+        install = "; ".join(decoder.missing_dependencies) if decoder is not None else "python-gdcm"
+        raise UserError(str(path), f"no installed plugin decodes {syntax.name} pixel data",
+                        f"install a decoder plugin: {install}") from None
+    except (ValueError, AttributeError, TypeError, EOFError) as exc:
+        raise UserError(str(path), f"unreadable pixel data ({str(exc).splitlines()[0]})",
+                        "replace or remove the file") from None
+
+
+def _read(path: Path, what: str) -> Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        raise UserError(str(path), "is not a DICOM file (no DICM preamble)",
+                        f"pass a {what} DICOM file, or convert the file") from None
+    except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise UserError(str(path), f"unreadable DICOM file ({exc})", "replace or remove the file") from None
+
+
+def _frames(ds: Dataset) -> int:
+    try:
+        return int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def read_volume(series: Series) -> tuple[np.ndarray, np.ndarray]:
+    """Read a series as float32 (X=columns, Y=rows, Z=slices) in modality units, with its RAS affine."""
+    if not series.slices:
+        raise UserError(series.label, f"series holds no images ({series.non_images} non-image files)",
+                        "pick a series with pixel data")
+    normal, first = series._normal(), series.slices[0].orientation
+    for s in series.slices:
+        if first is not None and s.orientation is not None and not np.allclose(s.orientation, first, atol=1e-3):
+            raise UserError(str(s.path), f"series {series.label} mixes slice orientations (a localizer?)",
+                            "pick a series with one orientation")
+    positions = [s.position for s in series.slices]
+    if normal is not None and len(positions) > 1 and all(p is not None for p in positions):
+        depths = np.round([float(np.dot(p, normal)) for p in positions], 3)
+        if len(np.unique(depths)) < len(depths):
+            raise UserError(series.label, f"{len(depths)} slices at only {len(np.unique(depths))} positions "
+                            "(a 4D, multi-echo or repeated series)", "split the series or pick another one")
+    planes = []
+    for s in series.slices:
+        ds = _read(s.path, "volume slice")
+        if _frames(ds) > 1:
+            raise UserError(str(s.path), f"is a multi-frame (enhanced) file with {_frames(ds)} frames",
+                            "convert it to single-frame slices or NIfTI (e.g. dcm2niix)")
+        if not _has_pixels(ds):
+            raise UserError(str(s.path), f"series {series.label} file has no pixel data", "pick a series with images")
+        if int(ds.get("SamplesPerPixel", 1)) != 1:
+            raise UserError(str(s.path), "is a colour image, not a greyscale volume slice", "pick a greyscale series")
+        plane = np.asarray(apply_modality_lut(_decode(ds, s.path), ds), dtype=np.float32)
+        if planes and plane.T.shape != planes[0].shape:
+            raise UserError(str(s.path), f"slice is {plane.shape}, the series' first is {planes[0].T.shape}",
+                            "pick a series whose slices share one size")
+        planes.append(plane.T)  # (rows, columns) → (X=columns, Y=rows), the axes the affine's first two columns use
+    return np.stack(planes, axis=2), series.affine()
+
+
+def _voi(arr: np.ndarray, ds: Dataset, path: Path) -> np.ndarray | None:
+    """The VOI LUT or window scaled to 0..1, or None when the file has neither."""
+    voi_items = ds.get("VOILUTSequence")
+    try:
+        if voi_items and "LUTDescriptor" in voi_items[0] and "LUTData" in voi_items[0]:
+            entries, first = int(voi_items[0].LUTDescriptor[0]) or 2**16, int(voi_items[0].LUTDescriptor[1])
+            # pydicom casts inputs to the LUT's uint16 before clipping, so out-of-range values must be clipped here.
+            inputs = np.clip(np.rint(arr), first, first + entries - 1).astype(np.int64)
+            table = apply_voi(np.arange(first, first + entries), ds).astype(np.float64)
+            out, lo, hi = apply_voi(inputs, ds).astype(np.float64), table.min(), table.max()
+        elif "WindowCenter" in ds and "WindowWidth" in ds:
+            with np.errstate(over="ignore"):  # a SIGMOID window sends ±inf through exp
+                bounds = apply_windowing(np.array([-np.inf, np.inf]), ds)
+            out, lo, hi = apply_windowing(arr, ds), float(bounds.min()), float(bounds.max())
+        else:
+            return None
+    except (ValueError, NotImplementedError, TypeError, IndexError) as exc:
+        raise UserError(str(path), f"invalid VOI LUT or window ({exc})",
+                        "fix or remove WindowCenter/WindowWidth and VOILUTSequence") from None
+    return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+
+
+def _unit(arr: np.ndarray) -> np.ndarray:
+    lo, hi = float(arr.min()), float(arr.max())
+    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+
+
+def read_radiograph(path: str | Path) -> np.ndarray:
+    """Single-frame DICOM to uint8 (H,W): modality LUT, VOI/window else min–max, MONOCHROME1 inverted; colour (H,W,3)."""
+    path = Path(path)
+    ds = _read(path, "single-frame")
+    if _frames(ds) > 1:
+        raise UserError(str(path), f"has {_frames(ds)} frames, not a single radiograph",
+                        "read it as a volume, or export one frame")
+    if not _has_pixels(ds):
+        raise UserError(str(path), "has no pixel data", "pass an image file, not a report or presentation state")
+    stored = _decode(ds, path)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        stored = apply_color_lut(stored, ds)  # palette indices are not intensities: look the colours up
+        if stored.dtype != np.uint8:  # 16-bit palette entries span 0..65535
+            return np.round(stored.astype(np.float64) / 65535 * 255).astype(np.uint8)
+    if stored.ndim == 3:  # colour (pydicom has already turned YBR into RGB): keep it, the tables take (H,W,3)
+        return stored if stored.dtype == np.uint8 else np.round(_unit(stored.astype(np.float64)) * 255).astype(np.uint8)
+    # float64 all the way: 16-bit values must survive until the single final mapping to 8 bits.
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    unit = _voi(values, ds, path)
+    if unit is None:
+        unit = _unit(values)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        unit = 1.0 - unit  # MONOCHROME1 stores dense as low values; everything downstream expects dense = bright
+    return np.round(np.clip(unit, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+class DicomReader:
+    """Reads single-frame DICOM files by path as a SampleTable reader; picklable for DataLoader workers."""
+
+    def __call__(self, ref: object) -> np.ndarray:
+        return read_radiograph(str(ref))
