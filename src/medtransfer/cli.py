@@ -42,6 +42,14 @@ def train(
     split_col: Annotated[str | None, Opt(help="CSV: predefined split column (train/val/test)")] = None,
     image_root: Annotated[str | None, Opt(help="CSV: folder the image paths are relative to")] = None,
     skip_missing: Annotated[bool, Opt("--skip-missing", help="CSV: drop rows whose image is missing")] = False,
+    modalities: Annotated[str | None, Opt(help="volumes: modalities in channel order, e.g. t1post,t2,flair")] = None,
+    modality_mode: Annotated[str, Opt(help="volumes: fused (3 → RGB, 1 → grey) | separate")] = "fused",
+    slices: Annotated[str, Opt(help="volumes: center:K | all-nonzero | tumor:K (needs a seg file)")] = "center:16",
+    plane: Annotated[str, Opt(help="volumes: axial | coronal | sagittal")] = "axial",
+    normalize: Annotated[str, Opt(help="volumes: percentile (0.5–99.5 clip) | zscore (inside the brain)")] = "percentile",
+    labels_csv: Annotated[str | None, Opt(help="volumes: CSV patient_id,label")] = None,
+    skip_incomplete: Annotated[bool, Opt("--skip-incomplete", help="volumes: skip patients missing a modality")] = False,
+    pattern: Annotated[str, Opt(help="volumes: file name pattern")] = "{case}_{modality}.nii.gz",
     test_fraction: Annotated[float, Opt(help="test share when DATA has no test split")] = 0.2,
     val_fraction: Annotated[float, Opt(help="val share of the training pool when DATA has no val split")] = 0.2,
     train_fraction: Annotated[float, Opt(help="keep this stratified, grouped fraction of train")] = 1.0,
@@ -56,6 +64,7 @@ def train(
 ) -> None:
     """One run: one dataset, one backbone, one mode, one seed."""
     values = {k: v for k, v in locals().items() if k != "quiet"}
+    values["modalities"] = modalities.split(",") if modalities else None
     from medtransfer.config import parse_config
     from medtransfer.progress import Reporter
     from medtransfer.report_table import print_metrics
@@ -108,16 +117,32 @@ def inspect(
     image_root: Annotated[str | None, Opt()] = None,
     skip_missing: Annotated[bool, Opt("--skip-missing")] = False,
     sample: Annotated[int, Opt(help="images to open for sizes and channels")] = 200,
+    modalities: Annotated[str | None, Opt(help="volumes: modalities in channel order")] = None,
+    slices: Annotated[str, Opt(help="volumes: center:K | all-nonzero | tumor:K")] = "center:16",
+    plane: Annotated[str, Opt(help="volumes: axial | coronal | sagittal")] = "axial",
+    labels_csv: Annotated[str | None, Opt(help="volumes: CSV patient_id,label")] = None,
+    pattern: Annotated[str, Opt(help="volumes: file name pattern")] = "{case}_{modality}.nii.gz",
+    contact_sheet: Annotated[Path | None, Opt(help="volumes: PNG of sample slices [<data>_contact_sheet.png]")] = None,
 ) -> None:
-    """Counts per split, class and group; image sizes and channels; problems found."""
+    """Counts per split, class and group; image sizes and channels; problems found (volumes: a contact sheet)."""
     from medtransfer.config import parse_config
-    from medtransfer.inspection import inspect_table, render
-    from medtransfer.runner import load_table
+    from medtransfer.inspection import inspect_table, render, render_volumes
+    from medtransfer.runner import load_table, volume_options
 
     cfg = parse_config({"data": data, "path_col": path_col, "label_col": label_col, "group_col": group_col,
-                        "split_col": split_col, "image_root": image_root, "skip_missing": skip_missing},
-                       "medtransfer inspect")
-    typer.echo(render(inspect_table(load_table(cfg), sample)))
+                        "split_col": split_col, "image_root": image_root, "skip_missing": skip_missing,
+                        "modalities": modalities.split(",") if modalities else None, "slices": slices,
+                        "plane": plane, "labels_csv": labels_csv, "pattern": pattern}, "medtransfer inspect")
+    if not cfg.modalities:
+        typer.echo(render(inspect_table(load_table(cfg), sample)))
+        return
+    from medtransfer.data.volumes import contact_sheet as write_sheet
+    from medtransfer.data.volumes import describe_volumes
+
+    report = describe_volumes(Path(data), volume_options(cfg))
+    sheet = contact_sheet or Path(f"{Path(data).name}_contact_sheet.png")
+    write_sheet(load_table(cfg), sheet)
+    typer.echo(render_volumes(report, sheet))
 
 
 @app.command()

@@ -29,6 +29,16 @@ class TrainConfig(BaseModel):
     image_root: str | None = None
     skip_missing: bool = False
 
+    # Volume sources (NIfTI folders, one per patient): which modalities, how slices come out.
+    modalities: list[str] | None = None
+    modality_mode: Literal["fused", "separate"] = "fused"
+    slices: str = "center:16"
+    plane: Literal["axial", "coronal", "sagittal"] = "axial"
+    normalize: Literal["percentile", "zscore"] = "percentile"
+    labels_csv: str | None = None
+    skip_incomplete: bool = False
+    pattern: str = "{case}_{modality}.nii.gz"
+
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     train_fraction: float = Field(1.0, gt=0, le=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -54,6 +55,24 @@ def render(report: dict) -> str:
     lines.append(f"image sizes (WxH, of {report['sampled']} sampled): "
                  + ", ".join(f"{k} ×{v}" for k, v in report["sizes"].items()))
     lines.append("channels: " + ", ".join(f"{k} ×{v}" for k, v in report["channels"].items()))
+    lines.append("problems: " + ("none found" if not report["problems"] else ""))
+    lines += [f"  - {p}" for p in report["problems"]]
+    return "\n".join(lines)
+
+
+def render_volumes(report: dict, sheet: Path | None) -> str:
+    """Plain-text rendering of a volume set's description (patients, modalities, grids, slices, labels)."""
+    lines = [f"{report['root']}: {report['patients']} patients; modalities {', '.join(report['modalities'])} "
+             f"(reference grid: {report['reference']}); {report['plane']} slices by {report['slices_rule']}", ""]
+    lines.append("labels: " + ", ".join(f"{k} ×{v}" for k, v in report["labels"].items()))
+    for modality, grids in report["grids"].items():
+        lines.append(f"{modality}: " + ", ".join(f"{g} ×{n}" for g, n in grids.items()))
+    s = report["slices"]
+    lines.append(f"slices: {s['total']} (per patient {s['per_patient_min']}–{s['per_patient_max']})")
+    incomplete = {p: e["missing"] for p, e in report["per_patient"].items() if e["missing"]}
+    lines.append("missing modalities: " + (", ".join(f"{p}: {m}" for p, m in incomplete.items()) or "none"))
+    if sheet:
+        lines.append(f"contact sheet: {sheet}")
     lines.append("problems: " + ("none found" if not report["problems"] else ""))
     lines += [f"  - {p}" for p in report["problems"]]
     return "\n".join(lines)

@@ -57,7 +57,7 @@ def expand(study: Study, out: Path) -> list[RunSpec]:
     a feature cache (same data and backbone) run back to back. Invalid combinations are reported together."""
     specs, problems = [], []
     folds = list(range(study.folds)) if study.folds else [0]
-    for task, dataset in study.datasets.items():
+    for task, dataset in _datasets(study):
         data_options = {k: v for k, v in dataset.model_dump().items() if k in DATA_FIELDS}
         for backbone in study.backbones:
             for mode, mode_spec in study.modes.items():
@@ -83,6 +83,18 @@ def expand(study: Study, out: Path) -> list[RunSpec]:
     if problems:
         raise UserError("study", "; ".join(dict.fromkeys(problems)), "fix these settings in the study file")
     return specs
+
+
+def _datasets(study: Study) -> list[tuple[str, object]]:
+    """Named datasets; a volume set in `separate` mode becomes one single-modality dataset per modality."""
+    out = []
+    for task, dataset in study.datasets.items():
+        if dataset.modalities and dataset.modality_mode == "separate":
+            out += [(f"{task}-{m}", dataset.model_copy(update={"modalities": [m], "modality_mode": "fused"}))
+                    for m in dataset.modalities]
+        else:
+            out.append((task, dataset))
+    return out
 
 
 def _safe(name: str) -> str:
