@@ -11,7 +11,8 @@ from PIL import Image, UnidentifiedImageError
 
 from medtransfer.errors import UserError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"})
+DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 def is_image(path: Path) -> bool:
@@ -20,7 +21,12 @@ def is_image(path: Path) -> bool:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to uint8 (H,W) or (H,W,3); 16-bit data is rescaled, not clipped."""
+    """Decode an image file to uint8 (H,W) or (H,W,3); 16-bit data is rescaled, not clipped; DICOM radiographs
+    get their rescale, VOI/window and MONOCHROME1 inversion."""
+    if str(path).lower().endswith(DICOM_SUFFIXES):
+        from medtransfer.data.dicom import read_radiograph
+
+        return read_radiograph(path)
     try:
         with Image.open(path) as img:
             if img.mode in ("L", "RGB"):
@@ -42,12 +48,26 @@ def check_headers(paths: list[Path]) -> list[str]:
     """Open each file's header (cheap) and return the unreadable ones, so a bad file fails before any work."""
     bad = []
     for path in paths:
+        if str(path).lower().endswith(DICOM_SUFFIXES):
+            if not _dicom_header_ok(path):
+                bad.append(str(path))
+            continue
         try:
             with Image.open(path) as img:
                 img.size  # noqa: B018  (header parse is the check)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
             bad.append(str(path))
     return bad
+
+
+def _dicom_header_ok(path: Path) -> bool:
+    import pydicom
+
+    try:
+        pydicom.dcmread(path, stop_before_pixels=True)
+        return True
+    except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError):
+        return False
 
 
 def require_readable(paths: list[Path], source: str) -> None:

@@ -1,0 +1,143 @@
+"""Bad volume and DICOM input through the CLI: one stderr line, exit 2, no run directory."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from helpers import run_cli
+from test_cli import assert_bad_input
+
+FAST = ["--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--epochs", "1", "--bootstrap", "100",
+        "-q", "--modalities", "t1,t2,flair", "--slices", "center:2"]
+
+
+def write_set(root: Path, patients: int = 6, shape: tuple[int, ...] = (16, 16, 8)) -> Path:
+    rng = np.random.default_rng(0)
+    rows = ["patient_id,label"]
+    for i in range(patients):
+        pid = f"P{i}"
+        (root / pid).mkdir(parents=True)
+        for modality in ("t1", "t2", "flair"):
+            nib.save(nib.Nifti1Image(rng.random(shape).astype(np.float32), np.eye(4)), root / pid / f"{pid}_{modality}.nii.gz")
+        rows.append(f"{pid},{'low' if i % 2 else 'high'}")
+    (root.parent / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture
+def volumes(tmp_path) -> Path:
+    return write_set(tmp_path / "vols")
+
+
+@pytest.fixture
+def out(tmp_path) -> Path:
+    return tmp_path / "runs" / "r"
+
+
+def args(volumes: Path) -> list[str]:
+    return ["train", str(volumes), *FAST, "--labels-csv", str(volumes.parent / "labels.csv")]
+
+
+def test_missing_modality(volumes, out, monkeypatch, capsys):
+    (volumes / "P3" / "P3_flair.nii.gz").unlink()
+    line = assert_bad_input(args(volumes), out, monkeypatch, capsys, "P3")
+    assert "--skip-incomplete" in line
+
+
+def test_patients_in_csv_without_folders(volumes, out, monkeypatch, capsys):
+    with open(volumes.parent / "labels.csv", "a") as handle:
+        handle.write("P99,low\n")
+    assert_bad_input(args(volumes), out, monkeypatch, capsys, "P99")
+
+
+def test_2d_file_where_a_volume_is_expected(volumes, out, monkeypatch, capsys):
+    nib.save(nib.Nifti1Image(np.ones((16, 16), np.float32), np.eye(4)), volumes / "P2" / "P2_t2.nii.gz")
+    assert_bad_input(args(volumes), out, monkeypatch, capsys, "P2_t2.nii.gz")
+
+
+def test_non_invertible_affine(volumes, out, monkeypatch, capsys):
+    img = nib.Nifti1Image(np.ones((16, 16, 8), np.float32), np.eye(4))
+    img.header.set_qform(None, code=0)
+    img.header.set_sform(np.zeros((4, 4)), code=1)  # nibabel refuses to save a zero affine any other way
+    nib.save(nib.Nifti1Image(img.dataobj, None, header=img.header), volumes / "P1" / "P1_t1.nii.gz")
+    assert_bad_input(args(volumes), out, monkeypatch, capsys, "P1_t1.nii.gz")
+
+
+def test_truncated_nifti(volumes, out, monkeypatch, capsys):
+    path = volumes / "P4" / "P4_flair.nii.gz"
+    data = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(data[: len(data) // 2]))
+    assert_bad_input(args(volumes), out, monkeypatch, capsys, "P4_flair.nii.gz")
+
+
+def test_unknown_modality(volumes, out, monkeypatch, capsys):
+    bad = [a if a != "t1,t2,flair" else "t1,t2,dwi" for a in args(volumes)]
+    assert_bad_input(bad, out, monkeypatch, capsys, "dwi")
+
+
+def write_dicom(path: Path, pixels: np.ndarray, syntax: str = "1.2.840.10008.1.2.1", with_pixels: bool = True) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = syntax
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if with_pixels:
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True, implicit_vr=False, little_endian=True)
+
+
+def dicom_folder(root: Path) -> Path:
+    rng = np.random.default_rng(1)
+    for label in ("normal", "pneumonia"):
+        (root / label).mkdir(parents=True)
+        for i in range(8):
+            write_dicom(root / label / f"img{i}.dcm", rng.integers(0, 4095, (24, 24)))
+    return root
+
+
+def test_dicom_radiographs_train_from_class_folders(tmp_path, monkeypatch, capsys):
+
+
+    root = dicom_folder(tmp_path / "xr")
+    code, _, err = run_cli(["train", str(root), "--backbone", "resnet18", "--weights", "none", "--image-size", "32",
+                            "--epochs", "1", "--bootstrap", "100", "-q", "--out", str(tmp_path / "run"),
+                            "--cache-dir", str(tmp_path / "c"), "--workers", "0"], monkeypatch, capsys)
+    assert code == 0, err
+
+
+def test_unknown_transfer_syntax(tmp_path, out, monkeypatch, capsys):
+    root = dicom_folder(tmp_path / "xr")
+    write_dicom(root / "normal" / "img3.dcm", np.zeros((24, 24)), syntax="1.2.3.4.5.6.7")
+    assert_bad_input(["train", str(root), "--backbone", "resnet18", "--weights", "none", "--image-size", "32", "-q",
+                      "--workers", "0"], out, monkeypatch, capsys, "img3.dcm")
+
+
+def test_dicom_without_pixel_data(tmp_path, out, monkeypatch, capsys):
+    root = dicom_folder(tmp_path / "xr")
+    write_dicom(root / "pneumonia" / "img5.dcm", np.zeros((24, 24)), with_pixels=False)
+    assert_bad_input(["train", str(root), "--backbone", "resnet18", "--weights", "none", "--image-size", "32", "-q",
+                      "--workers", "0"], out, monkeypatch, capsys, "img5.dcm")
+
+
+def test_inspect_volumes_writes_a_contact_sheet(volumes, tmp_path, monkeypatch, capsys):
+
+
+    sheet = tmp_path / "sheet.png"
+    code, stdout, err = run_cli(["inspect", str(volumes), "--modalities", "t1,t2,flair", "--labels-csv",
+                                 str(volumes.parent / "labels.csv"), "--contact-sheet", str(sheet)], monkeypatch, capsys)
+    assert code == 0, err
+    assert "6 patients" in stdout and sheet.read_bytes()[:4] == b"\x89PNG"
+
+
