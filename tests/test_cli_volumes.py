@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -141,3 +142,60 @@ def test_inspect_volumes_writes_a_contact_sheet(volumes, tmp_path, monkeypatch, 
     assert "6 patients" in stdout and sheet.read_bytes()[:4] == b"\x89PNG"
 
 
+
+
+def write_series(folder: Path, description: str, slices: int = 4, with_pixels: bool = True) -> None:
+    """One DICOM series (axial slices 5 mm apart) described by `description`."""
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid()
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(abs(hash(description)) % 2**32)
+    for k in range(slices):
+        path = folder / f"{description.replace(' ', '_')}_{k}.dcm"
+        write_dicom(path, rng.integers(0, 4095, (16, 16)), with_pixels=with_pixels)
+        ds = dcmread(path)
+        ds.SeriesInstanceUID, ds.SeriesDescription, ds.PatientID = uid, description, folder.name
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [0, 0, 5.0 * k]
+        ds.PixelSpacing = [1.0, 1.0]
+        ds.InstanceNumber = k + 1
+        ds.save_as(path, enforce_file_format=True, implicit_vr=False, little_endian=True)
+
+
+def dicom_patients(root: Path, n: int = 10) -> list[str]:
+    for i in range(n):
+        for description in ("AX FLAIR", "AX T2", "AX T1 POST GD"):
+            write_series(root / f"P{i}" / description.replace(" ", "_"), description)
+    labels = [f"P{i},{'low' if i % 2 else 'high'}" for i in range(n)]
+    (root.parent / "labels.csv").write_text("patient_id,label\n" + "\n".join(labels) + "\n")
+    return ["train", str(root), "--backbone", "resnet18", "--weights", "none", "--image-size", "32", "-q",
+            "--modalities", "flair,t2,t1post", "--slices", "center:2", "--labels-csv", str(root.parent / "labels.csv"),
+            "--epochs", "1", "--bootstrap", "100", "--workers", "0", "--val-fraction", "0.3"]
+
+
+def test_dicom_studies_train_as_volumes(tmp_path, monkeypatch, capsys):
+    argv = dicom_patients(tmp_path / "dcm")
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")],
+                           monkeypatch, capsys)
+    assert code == 0, err
+    import json
+
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["bootstrap"]["unit"] == "group" and "patient" in metrics
+
+
+def test_ambiguous_series_match(tmp_path, out, monkeypatch, capsys):
+    argv = dicom_patients(tmp_path / "dcm")
+    write_series(tmp_path / "dcm" / "P2" / "COR_FLAIR", "COR FLAIR")
+    line = assert_bad_input([*argv, "--cache-dir", str(tmp_path / "c")], out, monkeypatch, capsys, "FLAIR")
+    assert "COR FLAIR" in line and "AX FLAIR" in line
+
+
+def test_empty_series(tmp_path, out, monkeypatch, capsys):
+    argv = dicom_patients(tmp_path / "dcm")
+    t2 = tmp_path / "dcm" / "P1" / "AX_T2"
+    shutil.rmtree(t2)
+    write_series(t2, "AX T2", with_pixels=False)
+    assert_bad_input([*argv, "--cache-dir", str(tmp_path / "c")], out, monkeypatch, capsys, "T2")

@@ -127,7 +127,7 @@ def inspect(
     """Counts per split, class and group; image sizes and channels; problems found (volumes: a contact sheet)."""
     from medtransfer.config import parse_config
     from medtransfer.inspection import inspect_table, render, render_volumes
-    from medtransfer.runner import load_table, volume_options
+    from medtransfer.runner import load_table, volume_options, volume_root
 
     cfg = parse_config({"data": data, "path_col": path_col, "label_col": label_col, "group_col": group_col,
                         "split_col": split_col, "image_root": image_root, "skip_missing": skip_missing,
@@ -139,7 +139,7 @@ def inspect(
     from medtransfer.data.volumes import contact_sheet as write_sheet
     from medtransfer.data.volumes import describe_volumes
 
-    report = describe_volumes(Path(data), volume_options(cfg))
+    report = describe_volumes(volume_root(cfg), volume_options(cfg))
     sheet = contact_sheet or Path(f"{Path(data).name}_contact_sheet.png")
     write_sheet(load_table(cfg), sheet)
     typer.echo(render_volumes(report, sheet))

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from medtransfer.config import TrainConfig
+from medtransfer.data.dicom_volumes import convert_dicom_tree, holds_dicom
 from medtransfer.data.manifest import ManifestColumns
 from medtransfer.data.sources import load_source
 from medtransfer.data.splits import SplitPlan, assign_splits
@@ -80,7 +81,16 @@ def load_volume_table(cfg: TrainConfig) -> SampleTable:
     if not options.fused and len(options.modalities) > 1:
         raise UserError(f"--modalities {','.join(options.modalities)}", "separate mode means one run per modality",
                         "train one modality at a time, or use a study (`medtransfer run`), which expands them")
-    return load_volumes(Path(cfg.data), options)
+    return load_volumes(volume_root(cfg), options)
+
+
+def volume_root(cfg: TrainConfig) -> Path:
+    """The NIfTI folder of a volume source; a DICOM tree is converted once (cached) and read from there."""
+    root = Path(cfg.data)
+    if root.is_dir() and not any(root.rglob("*.nii*")) and holds_dicom(root):
+        cache = (Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()).parent / "dicom-volumes"
+        return convert_dicom_tree(root, tuple(cfg.modalities or ()), cache)
+    return root
 
 
 def default_out(cfg: TrainConfig) -> Path:
