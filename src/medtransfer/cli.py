@@ -136,7 +136,7 @@ def inspect(
     if not cfg.modalities:
         typer.echo(render(inspect_table(load_table(cfg), sample)))
         return
-    from medtransfer.data.volumes import contact_sheet as write_sheet
+    from medtransfer.data.contact_sheet import contact_sheet as write_sheet
     from medtransfer.data.volumes import describe_volumes
 
     report = describe_volumes(volume_root(cfg), volume_options(cfg))

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from medtransfer.data.contact_sheet import contact_sheet
 from medtransfer.data.volumes import (
     VolumeOptions,
-    contact_sheet,
     describe_volumes,
     load_on_reference,
     load_volumes,

@@ -97,3 +97,16 @@ def test_invalid_combination_is_reported(tmp_path):
     path.write_text(MINIMAL.replace("modes: {frozen: {}}", "modes: {frozen: {lr: -1}}"))
     with pytest.raises(UserError, match="lr"):
         expand(load_study(path), tmp_path)
+
+
+def test_separate_modalities_become_one_dataset_each(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("""
+datasets:
+  glioma: {data: /v, labels_csv: /l.csv, modalities: [t1post, t2, flair], modality_mode: separate}
+backbones: [resnet18]
+modes: {frozen: {}}
+""")
+    specs = expand(load_study(path), tmp_path)
+    assert sorted(s.config.task for s in specs) == ["glioma-flair", "glioma-t1post", "glioma-t2"]
+    assert all(len(s.config.modalities) == 1 and s.config.modality_mode == "fused" for s in specs)

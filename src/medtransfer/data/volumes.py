@@ -16,7 +16,6 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from nibabel.filebasedimages import ImageFileError
 from nibabel.processing import resample_from_to
 from scipy import ndimage
@@ -585,54 +584,3 @@ def describe_volumes(root: Path, options: VolumeOptions) -> dict:
             "slices": {"total": int(sum(slices)), "per_patient_min": min(slices, default=0),
                        "per_patient_max": max(slices, default=0)},
             "per_patient": per_patient, "problems": problems}
-
-
-def _sheet_rows(table: SampleTable) -> list[tuple[str, list[int]]]:
-    """(row title, row positions) per patient, and per modality too when modalities are separate samples."""
-    frame = table.frame
-    key = frame["group"].fillna("all").astype(str)
-    reader = table.reader
-    if isinstance(reader, VolumeReader) and not reader.fused:
-        key = key + " " + frame["ref"].map(lambda ref: str(ref).rsplit("|", 2)[1])
-    return [(str(name), list(rows)) for name, rows in frame.groupby(key, sort=False).indices.items()]
-
-
-def _panels(image: np.ndarray, names: Sequence[str]) -> list[tuple[str, np.ndarray]]:
-    """Each channel as its own grey panel, then the composite, so every channel's contribution is visible."""
-    if image.ndim == 2 or image.shape[2] == 1:
-        return [("", image.reshape(image.shape[:2]))]
-    names = list(names) if len(names) == image.shape[2] else [f"ch{c}" for c in range(image.shape[2])]
-    return [(n, image[:, :, c]) for c, n in enumerate(names)] + [("RGB = " + ",".join(names), image)]
-
-
-def contact_sheet(table: SampleTable, out_png: Path, per_patient: int = 4, max_patients: int = 4) -> Path:
-    """A PNG grid of sample slices as the model gets them: rows are patients (and channels), columns are slices."""
-    names = getattr(table.reader, "modalities", ())
-    picked = []
-    for title, rows in _sheet_rows(table)[:max_patients]:
-        chosen = sorted({rows[int(i)] for i in np.linspace(0, len(rows) - 1, min(per_patient, len(rows))).round()})
-        images = [(table.frame["sample_id"].iat[r], _panels(table.pixels(r), names)) for r in chosen]
-        picked.append((title, images))
-    n_rows = sum(len(images[0][1]) for _, images in picked)
-    n_cols = max(len(images) for _, images in picked)
-    fig = Figure(figsize=(2.2 * n_cols, 2.2 * n_rows), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(n_rows, n_cols, squeeze=False))
-    for ax in axes.flat:
-        ax.set_axis_off()
-    row = 0
-    for title, images in picked:
-        for col, (sample_id, panels) in enumerate(images):
-            for k, (channel, pixels) in enumerate(panels):
-                ax = axes[row + k, col]
-                ax.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
-                ax.set_title(f"{sample_id}\n{channel}" if k == 0 else channel, fontsize=7)
-        axes[row, 0].text(-0.08, 0.5, title, transform=axes[row, 0].transAxes, rotation=90, ha="right",
-                          va="center", fontsize=8)
-        row += len(images[0][1])
-    fig.suptitle(f"{table.source}: {len(table)} samples", fontsize=9)
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_png.with_name(out_png.name + ".partial")
-    fig.savefig(partial, dpi=100, format="png")
-    os.replace(partial, out_png)  # a crash never leaves a half-written sheet under the real name
-    return out_png
