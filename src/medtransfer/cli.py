@@ -126,8 +126,8 @@ def inspect(
 ) -> None:
     """Counts per split, class and group; image sizes and channels; problems found (volumes: a contact sheet)."""
     from medtransfer.config import parse_config
+    from medtransfer.datasets import load_table, volume_options, volume_root
     from medtransfer.inspection import inspect_table, render, render_volumes
-    from medtransfer.runner import load_table, volume_options, volume_root
 
     cfg = parse_config({"data": data, "path_col": path_col, "label_col": label_col, "group_col": group_col,
                         "split_col": split_col, "image_root": image_root, "skip_missing": skip_missing,

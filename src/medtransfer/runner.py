@@ -13,18 +13,14 @@ import torch
 from safetensors.torch import save_file
 
 from medtransfer.config import TrainConfig
-from medtransfer.data.dicom_volumes import convert_dicom_tree, holds_dicom
-from medtransfer.data.manifest import ManifestColumns
-from medtransfer.data.sources import load_source
 from medtransfer.data.splits import SplitPlan, assign_splits
 from medtransfer.data.table import SampleTable
-from medtransfer.data.volumes import VolumeOptions, load_volumes
+from medtransfer.datasets import load_table
 from medtransfer.engine.device import pick_device, seed_everything
 from medtransfer.engine.features import FeatureCache, cached_features, default_cache_dir, extract, feature_key
 from medtransfer.engine.finetune import Classifier, FinetuneSettings, finetune, predict_rows
 from medtransfer.engine.heads import ProbeHead
 from medtransfer.engine.pipeline import default_workers
-from medtransfer.errors import UserError
 from medtransfer.evaluation.bootstrap import BootstrapSpec, bootstrap_ci
 from medtransfer.evaluation.metrics import confusion
 from medtransfer.evaluation.patients import PatientPredictions, pool_by_patient
@@ -55,42 +51,9 @@ class Outcome:
     metrics: dict
 
 
-def load_table(cfg: TrainConfig) -> SampleTable:
-    """The configured source as a SampleTable (manifest columns only when given; volumes when modalities are)."""
-    if cfg.modalities:
-        return load_volume_table(cfg)
-    given = {k: v for k, v in {"path": cfg.path_col, "label": cfg.label_col, "group": cfg.group_col,
-                               "split": cfg.split_col}.items() if v is not None}
-    return load_source(cfg.data, ManifestColumns(**given), cfg.image_root, cfg.skip_missing)
-
-
 def task_name(cfg: TrainConfig) -> str:
     """The task's name for reports: `task`, else the data's file stem."""
     return cfg.task or Path(cfg.data.removeprefix("synthetic:") or "synthetic").stem or "synthetic"
-
-
-def volume_options(cfg: TrainConfig) -> VolumeOptions:
-    """The volume settings of a run."""
-    return VolumeOptions(tuple(cfg.modalities or ()), cfg.modality_mode, cfg.slices, cfg.plane, cfg.normalize,
-                         cfg.labels_csv, cfg.skip_incomplete, cfg.pattern)
-
-
-def load_volume_table(cfg: TrainConfig) -> SampleTable:
-    """Slices of NIfTI volumes; one run uses fused channels or a single modality."""
-    options = volume_options(cfg)
-    if not options.fused and len(options.modalities) > 1:
-        raise UserError(f"--modalities {','.join(options.modalities)}", "separate mode means one run per modality",
-                        "train one modality at a time, or use a study (`medtransfer run`), which expands them")
-    return load_volumes(volume_root(cfg), options)
-
-
-def volume_root(cfg: TrainConfig) -> Path:
-    """The NIfTI folder of a volume source; a DICOM tree is converted once (cached) and read from there."""
-    root = Path(cfg.data)
-    if root.is_dir() and not any(root.rglob("*.nii*")) and holds_dicom(root):
-        cache = (Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()).parent / "dicom-volumes"
-        return convert_dicom_tree(root, tuple(cfg.modalities or ()), cache)
-    return root
 
 
 def default_out(cfg: TrainConfig) -> Path:

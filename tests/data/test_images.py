@@ -121,7 +121,7 @@ def test_check_headers_passes_good_files(tmp_path):
 
 
 @pytest.mark.parametrize("name, expected", [("a.PNG", True), ("b.jpeg", True), ("c.tif", True), ("d.webp", True),
-                                            ("e.txt", False), ("._f.png", False), ("g.dcm", False)])
+                                            ("e.txt", False), ("._f.png", False), ("g.dcm", True)])
 def test_is_image(tmp_path, name, expected):
     assert is_image(tmp_path / name) is expected
 

@@ -10,12 +10,12 @@ import pandas as pd
 from rich.table import Table
 
 from medtransfer.data.splits import SplitPlan, assign_splits
+from medtransfer.datasets import load_table
 from medtransfer.errors import UserError
 from medtransfer.models.catalog import resolve
 from medtransfer.models.weights import check_weights_arg
 from medtransfer.progress import Reporter
 from medtransfer.rundir import is_complete
-from medtransfer.runner import load_table
 from medtransfer.study.executors import cache_group, check_executor, execute, stale_staging
 from medtransfer.study.grid import RunSpec, expand
 from medtransfer.study.schema import Study, load_study
