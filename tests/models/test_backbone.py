@@ -13,15 +13,6 @@ from medtransfer.models.backbone import Backbone, Preprocess, build_backbone
 VITS = 384  # ViT-S embedding width
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Speed only: these are small tensors, where OpenMP barriers cost more than they give, worst on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def images(size: int, n: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 

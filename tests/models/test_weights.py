@@ -32,15 +32,6 @@ from medtransfer.models.weights import (
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Speed only: these are small tensors, where OpenMP barriers cost more than they give, worst on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 
