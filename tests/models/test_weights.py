@@ -194,17 +194,22 @@ def test_timm_resnet18_safetensors_with_classifier_loads_identically(tmp_path) -
     assert torch.allclose(got, want, **TIGHT)
 
 
-def test_torchvision_resnet18_pth_loads_identically(tmp_path) -> None:
-    source = randomise(torchvision.models.resnet18(weights=None), seed=8)
-    path = tmp_path / "resnet18-tv.pth"
-    torch.save(source.state_dict(), path)
-    source.fc = nn.Identity()
-
-    backbone = build_backbone("resnet18", str(path), 32).eval()
+def assert_torchvision_file_loads(tmp_path, name: str, source: nn.Module, state: dict, filename: str) -> None:
+    """Save `state` as a .pth, load it into our backbone `name`, and compare with the source's pooled features."""
+    path = tmp_path / filename
+    torch.save(state, path)
+    setattr(source, "classifier" if hasattr(source, "classifier") else "fc", nn.Identity())
+    backbone = build_backbone(name, str(path), 32).eval()
     x = images(32)
     with torch.no_grad():
         got, want = backbone(x), source(x)
+    assert got.shape == want.shape
     assert torch.allclose(got, want, **TIGHT)
+
+
+def test_torchvision_resnet18_pth_loads_identically(tmp_path) -> None:
+    source = randomise(torchvision.models.resnet18(weights=None), seed=8)
+    assert_torchvision_file_loads(tmp_path, "resnet18", source, source.state_dict(), "resnet18-tv.pth")
 
 
 def test_torchvision_checkpoint_without_num_batches_tracked_loads(tmp_path) -> None:
@@ -212,28 +217,13 @@ def test_torchvision_checkpoint_without_num_batches_tracked_loads(tmp_path) -> N
     load_state_dict accepts them); it does not affect eval-mode features, so it must not be a 'missing key'."""
     source = randomise(torchvision.models.resnet18(weights=None), seed=9)
     state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}
-    path = tmp_path / "resnet18-legacy.pth"
-    torch.save(state, path)
-    source.fc = nn.Identity()
-
-    backbone = build_backbone("resnet18", str(path), 32).eval()
-    x = images(32)
-    with torch.no_grad():
-        assert torch.allclose(backbone(x), source(x), **TIGHT)
+    assert_torchvision_file_loads(tmp_path, "resnet18", source, state, "resnet18-legacy.pth")
 
 
 def test_torchvision_densenet121_state_dict_loads_identically(tmp_path) -> None:
     source = randomise(torchvision.models.densenet121(weights=None), seed=10)
-    path = tmp_path / "densenet121-tv.pth"
-    torch.save(source.state_dict(), path)
-    source.classifier = nn.Identity()
-
-    backbone = build_backbone("densenet121", str(path), 32).eval()
-    x = images(32)
-    with torch.no_grad():
-        got, want = backbone(x), source(x)
-    assert got.shape == (2, 1024)
-    assert torch.allclose(got, want, **TIGHT)
+    assert source.classifier.in_features == 1024
+    assert_torchvision_file_loads(tmp_path, "densenet121", source, source.state_dict(), "densenet121-tv.pth")
 
 
 LEGACY_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|conv))([12])\.(weight|bias|running_mean|running_var)$")
@@ -249,14 +239,7 @@ def test_legacy_densenet_key_names_are_translated(tmp_path) -> None:
     state = _legacy_densenet_keys(source.state_dict())
     assert "features.denseblock1.denselayer1.norm.1.weight" in state
     assert "features.denseblock1.denselayer1.norm1.weight" not in state
-    path = tmp_path / "densenet121-legacy-names.pth"
-    torch.save(state, path)
-    source.classifier = nn.Identity()
-
-    backbone = build_backbone("densenet121", str(path), 32).eval()
-    x = images(32)
-    with torch.no_grad():
-        assert torch.allclose(backbone(x), source(x), **TIGHT)
+    assert_torchvision_file_loads(tmp_path, "densenet121", source, state, "densenet121-legacy-names.pth")
 
 
 def test_published_torchvision_densenet121_layout_loads(tmp_path) -> None:
@@ -264,14 +247,7 @@ def test_published_torchvision_densenet121_layout_loads(tmp_path) -> None:
     source = randomise(torchvision.models.densenet121(weights=None), seed=12)
     state = {k: v for k, v in _legacy_densenet_keys(source.state_dict()).items()
              if not k.endswith("num_batches_tracked")}
-    path = tmp_path / "densenet121-a639ec97.pth"
-    torch.save(state, path)
-    source.classifier = nn.Identity()
-
-    backbone = build_backbone("densenet121", str(path), 32).eval()
-    x = images(32)
-    with torch.no_grad():
-        assert torch.allclose(backbone(x), source(x), **TIGHT)
+    assert_torchvision_file_loads(tmp_path, "densenet121", source, state, "densenet121-a639ec97.pth")
 
 
 def test_training_container_and_ddp_prefix_are_unwrapped(tmp_path) -> None:
