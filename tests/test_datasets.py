@@ -26,3 +26,16 @@ def test_separate_mode_with_several_modalities_is_a_study_not_a_run(tmp_path):
 def test_image_sources_ignore_volume_settings():
     table = load_table(parse_config({"data": "synthetic:n=20,size=16"}))
     assert len(table) == 20
+
+
+def test_run_defaults_equal_the_volume_reader_defaults():
+    """The two declarations (boundary config, data-layer options) must not drift apart."""
+    from dataclasses import fields
+
+    from medtransfer.config import TrainConfig
+    from medtransfer.data.volumes import VolumeOptions
+
+    shared = [f for f in fields(VolumeOptions) if f.name in TrainConfig.model_fields and f.name != "modalities"]
+    assert len(shared) == 7
+    for f in shared:
+        assert TrainConfig.model_fields[f.name].default == f.default, f.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 from medtransfer.config import TrainConfig
@@ -24,9 +25,9 @@ def load_table(cfg: TrainConfig) -> SampleTable:
 
 
 def volume_options(cfg: TrainConfig) -> VolumeOptions:
-    """The volume settings of a run."""
-    return VolumeOptions(tuple(cfg.modalities or ()), cfg.modality_mode, cfg.slices, cfg.plane, cfg.normalize,
-                         cfg.labels_csv, cfg.skip_incomplete, cfg.pattern)
+    """The volume settings of a run: every VolumeOptions field the run configuration also has, by name."""
+    given = {f.name: getattr(cfg, f.name) for f in fields(VolumeOptions) if f.name in TrainConfig.model_fields}
+    return VolumeOptions(**given | {"modalities": tuple(cfg.modalities or ())})
 
 
 def load_volume_table(cfg: TrainConfig) -> SampleTable:
