@@ -14,6 +14,7 @@ from pathlib import Path
 import nibabel as nib
 
 from medtransfer.data.dicom import find_series, is_dicom, match_modalities, read_volume
+from medtransfer.data.images import files_fingerprint
 from medtransfer.errors import UserError
 
 
@@ -31,12 +32,8 @@ def _patient_dirs(root: Path) -> list[tuple[str, Path]]:
 
 
 def _fingerprint(root: Path, modalities: tuple[str, ...]) -> str:
-    digest = hashlib.sha256("|".join(modalities).encode())
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:20]
+    files = files_fingerprint(sorted(p for p in root.rglob("*") if p.is_file()), root)
+    return hashlib.sha256(f"{files}|{'|'.join(modalities)}".encode()).hexdigest()[:20]
 
 
 def convert_dicom_tree(root: Path, modalities: tuple[str, ...], cache: Path) -> Path:
