@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medtransfer.engine.optim import BestEpoch, build_optimizer, build_schedule
-from medtransfer.evaluation.metrics import compute_metrics
+from medtransfer.evaluation.selection import selection_values
 
 HEADS = ("linear", "mlp")
 
@@ -31,6 +31,13 @@ class HeadModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits."""
         return self.net((x - self.mean) / self.scale)
+
+
+def feature_scaling(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train mean and (floored) standard deviation for `HeadModule`'s standardisation."""
+    std = x.std(0)
+    # A feature (nearly) constant on train would explode on val/test if divided by its tiny std.
+    return x.mean(0), std.clamp_min(1e-2 * float(std.median().clamp_min(1e-12)))
 
 
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -62,10 +69,9 @@ class ProbeHead:
         xt, yt = torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(y, dtype=torch.long)
         xv, yv = torch.as_tensor(np.asarray(x_val, dtype=np.float32)), torch.as_tensor(y_val, dtype=torch.long)
         module = HeadModule(xt.shape[1], n_classes, self.kind)
-        module.mean.copy_(xt.mean(0))
-        std = xt.std(0)
-        # A feature (nearly) constant on train would explode on val/test if divided by its tiny std.
-        module.scale.copy_(std.clamp_min(1e-2 * float(std.median().clamp_min(1e-12))))
+        mean, scale = feature_scaling(xt)
+        module.mean.copy_(mean)
+        module.scale.copy_(scale)
         weight = class_weights(y, n_classes) if self.balance else None
         opt = build_optimizer(self.optimizer, module.parameters(), self.lr, self.weight_decay)
         sched = build_schedule(self.schedule, opt, self.epochs)
@@ -83,11 +89,11 @@ class ProbeHead:
                 total += loss.item() * len(batch)
             sched.step()
             val_loss, val_prob = self._evaluate(module, xv, yv)
-            val_metrics = compute_metrics(y_val, val_prob)
-            tracker.update(epoch, tracker.score(val_metrics, val_loss), module)
+            # Only the selection metric, without sklearn: all of compute_metrics each epoch cost more than training.
+            val_metric = float(selection_values(self.select, y_val, val_prob[None], np.array([val_loss]))[0])
+            tracker.update(epoch, tracker.score({self.select.removeprefix("val_"): val_metric}, val_loss), module)
             self.history_.append({"epoch": epoch, "train_loss": total / len(xt), "val_loss": val_loss,
-                                  "val_metric": val_metrics.get(self.select.removeprefix("val_"), -val_loss),
-                                  "lr": lr, "seconds": time.perf_counter() - start})
+                                  "val_metric": val_metric, "lr": lr, "seconds": time.perf_counter() - start})
             if tracker.should_stop():
                 break
         module.load_state_dict(tracker.best_state)

@@ -1,0 +1,213 @@
+"""A grid of probe heads (lr × weight decay) trained together on one feature cache, as in DINOv2's linear evaluation."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from medtransfer.engine.heads import HeadModule, class_weights, feature_scaling
+from medtransfer.engine.optim import build_schedule
+from medtransfer.evaluation.selection import as_scores, selection_values
+
+BETA1, BETA2, EPS, MOMENTUM = 0.9, 0.999, 1e-8, 0.9  # torch's Adam defaults and optim.py's SGD momentum
+
+
+class StackedOptimizer:
+    """torch's single-tensor Adam, AdamW or Nesterov SGD, applied per head to parameters stacked on dim 0."""
+
+    def __init__(self, name: str, params: list[torch.Tensor], weight_decays: np.ndarray) -> None:
+        self.name, self.params, self.steps = name, params, 0
+        self.weight_decays = np.asarray(weight_decays, dtype=float)
+        self.state: list[dict[str, torch.Tensor]] = [{} for _ in params]
+
+    def zero_grad(self) -> None:
+        """Drop the gradients (set to None, as ProbeHead does)."""
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lrs: np.ndarray) -> None:
+        """One update with each head's current lr (float64, like torch's param-group lr, rounded once to float32)."""
+        self.steps += 1
+        dtype = self.params[0].dtype
+        decoupled = self.name == "adamw"
+        decay = torch.as_tensor(1 - lrs * self.weight_decays if decoupled else self.weight_decays, dtype=dtype)
+        adam = self.name in ("adam", "adamw")
+        scale = torch.as_tensor(-lrs / (1 - BETA1**self.steps) if adam else -lrs, dtype=dtype)
+        for p, state in zip(self.params, self.state, strict=True):
+            shape = (-1,) + (1,) * (p.dim() - 1)  # one value per head, broadcast over the head's parameter
+            grad = p.grad
+            if decoupled:
+                p.mul_(decay.view(shape))  # AdamW: shrink the weights, not the gradient
+            else:
+                grad = grad + decay.view(shape) * p  # Adam and SGD: L2 added to the gradient
+            if adam:
+                if not state:
+                    state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.lerp_(grad, 1 - BETA1)
+                exp_avg_sq.mul_(BETA2).addcmul_(grad, grad, value=1 - BETA2)
+                denom = (exp_avg_sq.sqrt() / (1 - BETA2**self.steps) ** 0.5).add_(EPS)
+                p.add_(scale.view(shape) * exp_avg / denom)
+            else:
+                if "momentum" not in state:
+                    state["momentum"] = grad.detach().clone()
+                else:
+                    state["momentum"].mul_(MOMENTUM).add_(grad)
+                p.add_(scale.view(shape) * grad.add(state["momentum"], alpha=MOMENTUM))  # Nesterov
+
+
+def stacked_logits(params: dict[str, torch.Tensor], z: torch.Tensor, kind: str) -> torch.Tensor:
+    """Logits (n, H, K) of every head on standardised features z (n, D); params named as `HeadModule.net`'s."""
+    n = len(z)
+    if kind == "mlp":
+        w1, b1, w2, b2 = params["0.weight"], params["0.bias"], params["2.weight"], params["2.bias"]
+        h, hidden, dim = w1.shape
+        # The first layer of all heads is one matmul: the input is shared.
+        inner = F.linear(z, w1.reshape(h * hidden, dim), b1.reshape(h * hidden)).relu().view(n, h, hidden)
+        return torch.baddbmm(b2.unsqueeze(1), inner.transpose(0, 1), w2.transpose(1, 2)).transpose(0, 1)
+    w, b = params["weight"], params["bias"]
+    h, k, dim = w.shape
+    return F.linear(z, w.reshape(h * k, dim), b.reshape(h * k)).view(n, h, k)
+
+
+def stacked_loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Each head's mean cross-entropy (H,), class-weighted as `F.cross_entropy` weights its mean."""
+    n, h, k = logits.shape
+    losses = F.cross_entropy(logits.reshape(n * h, k), y.repeat_interleave(h), weight=weight, reduction="none")
+    losses = losses.view(n, h)
+    return losses.mean(0) if weight is None else losses.sum(0) / weight[y].sum()
+
+
+class BestEpochs:
+    """`BestEpoch` for stacked heads: each keeps its own best epoch and weights, and runs out of patience alone."""
+
+    def __init__(self, params: dict[str, torch.Tensor], patience: int | None) -> None:
+        n_heads = len(next(iter(params.values())))
+        self.patience, self.state = patience, {name: p.detach().clone() for name, p in params.items()}
+        self.score, self.value = np.full(n_heads, -np.inf), np.full(n_heads, np.nan)
+        self.epoch, self.since_best = np.full(n_heads, -1), np.zeros(n_heads, dtype=int)
+        self.last_epoch, self.active = np.zeros(n_heads, dtype=int), np.ones(n_heads, dtype=bool)
+
+    def update(self, epoch: int, values: np.ndarray, params: dict[str, torch.Tensor]) -> None:
+        """Record each still-active head's val value (history's val_metric); copy the weights of those that improved."""
+        scores = as_scores(values)
+        improved = self.active & ((scores > self.score) | (self.epoch < 0))
+        self.since_best[self.active & ~improved] += 1
+        self.since_best[improved] = 0
+        self.score[improved], self.value[improved], self.epoch[improved] = scores[improved], values[improved], epoch
+        if improved.any():
+            index = torch.from_numpy(np.flatnonzero(improved))
+            for name, p in params.items():
+                self.state[name][index] = p.detach()[index]
+        self.last_epoch[self.active] = epoch
+        if self.patience is not None:
+            self.active &= self.since_best < self.patience  # out of patience: the epoch where ProbeHead stops
+
+    def should_stop(self) -> bool:
+        """True once every head has run out of patience."""
+        return not self.active.any()
+
+
+@dataclass
+class HeadSweep:
+    """ProbeHead over a grid of lrs × weight decays, all heads trained in one pass; the best on val is kept.
+
+    After fit: `module_` (the chosen head, a plain HeadModule), `best_epoch_`, `history_` (the chosen head's rows as
+    ProbeHead writes them; `seconds` is the whole sweep's epoch), `choice_` and `table_` (one row per head).
+    """
+
+    kind: str = "linear"
+    epochs: int = 100
+    batch_size: int = 256
+    optimizer: str = "adam"
+    schedule: str = "none"
+    select: str = "val_auroc"
+    patience: int | None = None
+    balance: bool = False
+    seed: int = 0
+    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
+    weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2)
+
+    def grid(self) -> list[tuple[float, float]]:
+        """(lr, weight decay) of each head, lr-major: the order that breaks ties in the choice."""
+        return list(itertools.product(self.lrs, self.weight_decays))
+
+    def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int) -> HeadSweep:
+        """Train every head of the grid; keep each head's best val epoch, and the best head in `module_`."""
+        grid = self.grid()
+        lrs = np.array([lr for lr, _ in grid])
+        wds = np.array([wd for _, wd in grid])
+        # Same seed, then the same module as ProbeHead builds: every head starts from ProbeHead's init.
+        torch.manual_seed(self.seed)
+        xt, yt = torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(y, dtype=torch.long)
+        xv, yv = torch.as_tensor(np.asarray(x_val, dtype=np.float32)), torch.as_tensor(y_val, dtype=torch.long)
+        template = HeadModule(xt.shape[1], n_classes, self.kind)
+        mean, scale = feature_scaling(xt)
+        template.mean.copy_(mean)
+        template.scale.copy_(scale)
+        self._template, self._n_classes = template, n_classes
+        zt, zv = (xt - mean) / scale, (xv - mean) / scale  # elementwise, so the same numbers as per batch
+        params = {name: p.detach().unsqueeze(0).repeat(len(grid), *(1,) * p.dim()).requires_grad_()
+                  for name, p in template.net.named_parameters()}
+        opt = StackedOptimizer(self.optimizer, list(params.values()), wds)
+        # One dummy param group per head carries the lr through build_schedule: the same schedule as ProbeHead's.
+        carrier = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in lrs])
+        sched = build_schedule(self.schedule, carrier, self.epochs)
+        weight = class_weights(y, n_classes) if self.balance else None
+
+        tracker, rows = BestEpochs(params, self.patience), []
+        generator = torch.Generator().manual_seed(self.seed)
+        for epoch in range(1, self.epochs + 1):
+            start, epoch_lrs = time.perf_counter(), np.array([g["lr"] for g in carrier.param_groups])
+            order, total = torch.randperm(len(xt), generator=generator), torch.zeros(len(grid), dtype=torch.float64)
+            for batch in order.split(self.batch_size):
+                loss = stacked_loss(stacked_logits(params, zt[batch], self.kind), yt[batch], weight)
+                opt.zero_grad()
+                loss.sum().backward()  # heads are independent: the sum's gradient is each head's own
+                opt.step(epoch_lrs)
+                total += loss.detach().double() * len(batch)
+            carrier.step()  # no gradients, so a no-op; it keeps the scheduler's step-order check quiet
+            sched.step()
+            with torch.no_grad():
+                logits = stacked_logits(params, zv, self.kind)
+                val_loss = stacked_loss(logits, yv, None).double().numpy()
+                val_prob = logits.softmax(2).transpose(0, 1).numpy()
+            values = selection_values(self.select, y_val, val_prob, val_loss)
+            tracker.update(epoch, values, params)
+            rows.append({"train_loss": (total / len(xt)).numpy(), "val_loss": val_loss, "val_metric": values,
+                         "lr": epoch_lrs, "seconds": time.perf_counter() - start})
+            if tracker.should_stop():
+                break
+
+        self._best = tracker.state
+        chosen = int(np.argmax(tracker.score))  # the first head on ties
+        self.table_ = [{"lr": float(lr), "weight_decay": float(wd), "best_epoch": int(e), "val_score": float(v)}
+                       for (lr, wd), e, v in zip(grid, tracker.epoch, tracker.value, strict=True)]
+        self.choice_ = {"head": chosen, **self.table_[chosen]}
+        # The chosen head's rows, up to where ProbeHead with its lr and weight decay would have stopped.
+        self.history_ = [{"epoch": epoch, "train_loss": float(row["train_loss"][chosen]),
+                          "val_loss": float(row["val_loss"][chosen]), "val_metric": float(row["val_metric"][chosen]),
+                          "lr": float(row["lr"][chosen]), "seconds": row["seconds"]}
+                         for epoch, row in enumerate(rows[:tracker.last_epoch[chosen]], start=1)]
+        self.best_epoch_ = int(tracker.epoch[chosen])
+        self.module_ = self.head_module(chosen)
+        return self
+
+    def head_module(self, index: int) -> HeadModule:
+        """Head `index` of the grid with its best-epoch weights, as a plain HeadModule (what ProbeHead keeps)."""
+        module = HeadModule(len(self._template.mean), self._n_classes, self.kind)
+        state = {"mean": self._template.mean, "scale": self._template.scale}
+        state |= {f"net.{name}": p[index].clone() for name, p in self._best.items()}
+        module.load_state_dict(state)
+        return module.eval()
+
+    @torch.no_grad()
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, K) from the chosen head's best epoch."""
+        return self.module_(torch.as_tensor(np.asarray(x, dtype=np.float32))).softmax(1).numpy()
