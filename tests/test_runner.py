@@ -109,3 +109,97 @@ def test_train_fraction_keeps_a_grouped_share(tmp_path):
                image_size=32, epochs=2, train_fraction=0.5)
     assert half.metrics["n_test"] == full.metrics["n_test"] and half.metrics["n_val"] == full.metrics["n_val"]
     assert abs(half.metrics["n_train"] - full.metrics["n_train"] / 2) <= 4
+
+
+# --- Frozen heads from one cache: sweep and kNN; the image cache; partial fine-tuning and LoRA ---
+
+SYNTH = dict(data="synthetic:n=120,size=24,groups=40", backbone="resnet18", weights="none", image_size=32)
+
+
+def test_head_sweep_and_knn_share_the_feature_cache_and_report_their_choice(tmp_path):
+    from medtransfer.predict import predict_images
+
+    sweep = run(tmp_path, "sweep", **SYNTH, epochs=5, head_sweep=True)
+    knn = run(tmp_path, "knn", **SYNTH, head="knn")
+    assert knn.metrics["timing"]["cache_hit"]  # the kNN probe reused the sweep's features
+    choice = sweep.metrics["head_selection"]
+    assert len(choice["candidates"]) == 16
+    best = max(c["val_score"] for c in choice["candidates"])
+    assert choice["val_score"] == best and (choice["lr"], choice["weight_decay"]) in \
+        [(c["lr"], c["weight_decay"]) for c in choice["candidates"] if c["val_score"] == best]
+    assert knn.metrics["head_selection"]["k"] in (10, 20, 50)
+    for outcome in (sweep, knn):
+        test = outcome.metrics["test"]["auroc"]
+        assert test["low"] <= test["value"] <= test["high"]  # a result with its bootstrap CI
+    assert (knn.run_dir / "knn.safetensors").is_file() and not (knn.run_dir / "head.safetensors").exists()
+    # Both runs predict new images from their saved files, matching predictions.csv for the same samples.
+    from medtransfer.data.synthetic import load_synthetic
+
+    table = load_synthetic(SYNTH["data"])
+    for outcome in (sweep, knn):
+        preds = pd.read_csv(outcome.run_dir / "predictions.csv").set_index("sample_id")
+        sample = preds.index[:4]
+        paths = []
+        for sid in sample:
+            from PIL import Image
+
+            path = tmp_path / f"{outcome.run_dir.name}-{sid}.png"
+            Image.fromarray(table.pixels(int(np.flatnonzero(table.frame["sample_id"] == sid)[0]))).save(path)
+            paths.append(path)
+        fresh = predict_images(outcome.run_dir, paths, "cpu")
+        assert np.allclose(fresh.filter(like="prob_").to_numpy(), preds.loc[sample].filter(like="prob_").to_numpy(),
+                           atol=2e-3)  # float16 cached features vs float32 here
+
+
+def test_the_image_cache_changes_speed_not_results(tmp_path):
+    for mode, extra in (("frozen", {"epochs": 3}), ("finetune", {"epochs": 2, "batch_size": 16})):
+        cached = run(tmp_path, f"{mode}-cached", **SYNTH, mode=mode, **extra)
+        plain = run(tmp_path, f"{mode}-plain", **SYNTH, mode=mode, image_cache=False,
+                    cache_dir=str(tmp_path / f"other-{mode}"), **extra)
+        assert cached.metrics["test"] == plain.metrics["test"]
+        assert "image_cache_hit" in cached.metrics["timing"] and "image_cache_hit" not in plain.metrics["timing"]
+    assert len(list((tmp_path / "cache" / "images").iterdir())) == 1  # frozen filled it; finetune reused it
+    assert not (tmp_path / "other-finetune" / "images").exists()
+
+
+def test_freeze_blocks_trains_only_the_last_blocks_and_keeps_the_rest_bit_identical(tmp_path):
+    from safetensors.torch import load_file
+
+    from medtransfer.models.backbone import build_backbone
+
+    outcome = run(tmp_path, "partial", **SYNTH, mode="finetune", epochs=2, batch_size=16, freeze_blocks=1)
+    initial = build_backbone("resnet18", "none", 32, seed=0).state_dict()
+    saved = load_file(str(outcome.run_dir / "model.safetensors"))
+    trainable = [k for k in initial if k.startswith("model.layer4.")]
+    frozen = [k for k in initial if k not in trainable]
+    n_head = sum(v.numel() for k, v in saved.items() if k.startswith("head.net."))
+    n_layer4 = sum(initial[k].numel() for k in trainable if not k.endswith(("running_mean", "running_var",
+                                                                            "num_batches_tracked")))
+    assert outcome.metrics["timing"]["n_trainable"] == n_layer4 + n_head
+    assert all(np.array_equal(saved[f"backbone.{k}"].numpy(), initial[k].numpy()) for k in frozen)  # BN stats too
+    assert any(not np.array_equal(saved[f"backbone.{k}"].numpy(), initial[k].numpy()) for k in trainable)
+
+
+@pytest.mark.slow
+def test_lora_run_trains_adapters_only_and_saves_plain_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from medtransfer.models.backbone import build_backbone
+    from medtransfer.predict import load_model
+
+    vit = dict(SYNTH, backbone="dinov2_vits14", image_size=28)
+    outcome = run(tmp_path, "lora", **vit, mode="finetune", epochs=2, batch_size=16, lora_rank=2,
+                  grad_checkpointing=True)
+    plain = build_backbone("dinov2_vits14", "none", 28, seed=0)
+    qkv_proj = [m for name, m in plain.model.named_modules() if name.endswith(("attn.qkv", "attn.proj"))]
+    n_lora = sum(2 * (m.in_features + m.out_features) for m in qkv_proj)
+    n_head = plain.num_features * 2 + 2
+    assert outcome.metrics["timing"]["n_trainable"] == n_lora + n_head
+    saved = load_file(str(outcome.run_dir / "model.safetensors"))
+    assert {k.removeprefix("backbone.") for k in saved if k.startswith("backbone.")} == set(plain.state_dict())
+    initial = plain.state_dict()
+    # Merged adapters moved the attention weights; everything else in the backbone is untouched.
+    for key, value in initial.items():
+        moved = not np.array_equal(saved[f"backbone.{key}"].numpy(), value.numpy())
+        assert moved == key.endswith(("attn.qkv.weight", "attn.proj.weight")), key
+    load_model(outcome.run_dir)  # `predict` rebuilds it without peft

@@ -51,7 +51,8 @@ class TrainConfig(BaseModel):
     pooling: Literal["auto", "cls_mean", "cls", "mean", "avg"] = "auto"
 
     mode: Literal["frozen", "finetune"] = "frozen"
-    head: Literal["linear", "mlp"] = "linear"
+    head: Literal["linear", "mlp", "knn"] = "linear"
+    head_sweep: bool = False  # frozen: 16 heads (lr x weight decay) trained together, the best chosen on val
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -63,12 +64,20 @@ class TrainConfig(BaseModel):
     class_weights: bool = False
     augment: bool | None = None
 
+    # Fine-tuning at scale: gradient accumulation, compilation, partial fine-tuning, activation memory.
+    accumulate: int = Field(1, ge=1)
+    compile: bool = False
+    freeze_blocks: int | None = Field(None, ge=0)  # train only the last N blocks and the head (0: head only)
+    lora_rank: int | None = Field(None, ge=1)  # LoRA adapters on ViT attention; the base weights stay frozen
+    grad_checkpointing: bool = False
+
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int | None = Field(None, ge=0)
     seed: int = 0
     bootstrap: int = Field(2000, ge=100)
     patient_agg: Literal["mean", "max", "vote"] = "mean"  # pooling of image probabilities per patient
-    cache_dir: str | None = None
+    cache_dir: str | None = None  # root of the image, feature and DICOM caches
+    image_cache: bool = True  # decode each image once into a uint8 memory map
     out: str | None = None
 
     @model_validator(mode="after")
@@ -78,9 +87,24 @@ class TrainConfig(BaseModel):
                 object.__setattr__(self, name, value)
         if self.folds == 1 or (self.folds and self.fold >= self.folds):
             raise ValueError(f"fold must be below folds, and folds 0 or >= 2 (got fold {self.fold} of {self.folds})")
+        self._check_mode_options()
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
         return self
+
+    def _check_mode_options(self) -> None:
+        finetune_only = {"accumulate": self.accumulate > 1, "compile": self.compile,
+                         "freeze_blocks": self.freeze_blocks is not None, "lora_rank": self.lora_rank is not None,
+                         "grad_checkpointing": self.grad_checkpointing}
+        if self.mode == "frozen" and any(finetune_only.values()):
+            names = ", ".join(k for k, v in finetune_only.items() if v)
+            raise ValueError(f"{names} only apply to mode finetune")
+        if self.mode == "finetune" and (self.head == "knn" or self.head_sweep):
+            raise ValueError("head knn and head_sweep only apply to mode frozen (they need cached features)")
+        if self.head == "knn" and self.head_sweep:
+            raise ValueError("head_sweep sweeps linear or mlp heads, not knn")
+        if self.freeze_blocks is not None and self.lora_rank is not None:
+            raise ValueError("choose freeze_blocks or lora_rank, not both")
 
 
 def parse_config(values: dict, origin: str = "options") -> TrainConfig:

@@ -11,7 +11,7 @@ from medtransfer.data.manifest import ManifestColumns
 from medtransfer.data.sources import load_source
 from medtransfer.data.table import SampleTable
 from medtransfer.data.volumes import VolumeOptions, load_volumes
-from medtransfer.engine.features import default_cache_dir
+from medtransfer.engine.cache import cache_root
 from medtransfer.errors import UserError
 
 
@@ -43,6 +43,6 @@ def volume_root(cfg: TrainConfig) -> Path:
     """The NIfTI folder of a volume source; a DICOM tree is converted once (cached) and read from there."""
     root = Path(cfg.data)
     if root.is_dir() and not any(root.rglob("*.nii*")) and holds_dicom(root):
-        cache = (Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()).parent / "dicom-volumes"
+        cache = cache_root(cfg.cache_dir) / "dicom-volumes"
         return convert_dicom_tree(root, tuple(cfg.modalities or ()), cache)
     return root

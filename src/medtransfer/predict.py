@@ -9,16 +9,15 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from PIL import Image
 from safetensors.torch import load_file
 
 from medtransfer.config import TrainConfig
 from medtransfer.data.images import read_image
-from medtransfer.data.table import to_rgb
 from medtransfer.engine.device import pick_device
 from medtransfer.engine.finetune import Classifier
 from medtransfer.engine.heads import HeadModule
-from medtransfer.engine.pipeline import build_transform
+from medtransfer.engine.knn import KNNModule
+from medtransfer.engine.pipeline import InputPipeline, crop_transform, decode_image
 from medtransfer.errors import UserError
 from medtransfer.models.backbone import build_backbone
 from medtransfer.models.weights import weights_identity
@@ -41,8 +40,11 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, TrainConfig, list[str]]:
     if weights_identity(cfg.weights, backbone.timm_name, cfg.seed) != saved.get("weights_identity"):
         raise UserError(cfg.weights, "differs from the backbone weights this run was trained on",
                         "restore the original checkpoint file")
-    head = HeadModule(backbone.num_features, len(classes), cfg.head)
-    head.load_state_dict(load_file(str(run_dir / "head.safetensors")))
+    if cfg.head == "knn":  # the kNN "head" is the stored train features and labels
+        head: torch.nn.Module = KNNModule.from_state_dict(load_file(str(run_dir / "knn.safetensors")))
+    else:
+        head = HeadModule(backbone.num_features, len(classes), cfg.head)
+        head.load_state_dict(load_file(str(run_dir / "head.safetensors")))
     return torch.nn.Sequential(backbone, head).eval(), cfg, classes
 
 
@@ -53,11 +55,11 @@ def predict_images(run_dir: Path, images: list[Path], device_name: str = "auto",
     device = pick_device(device_name)
     model.to(device)
     preprocess = model.backbone.preprocess if isinstance(model, Classifier) else model[0].preprocess
-    transform = build_transform(preprocess)
+    transform, inputs = crop_transform(preprocess), InputPipeline(preprocess, device)
     probs = []
     for start in range(0, len(images), batch_size):
-        batch = torch.stack([transform(Image.fromarray(to_rgb(read_image(p)))) for p in images[start:start + batch_size]])
-        probs.append(model(batch.to(device)).float().softmax(1).cpu().numpy())
+        batch = torch.stack([decode_image(read_image(p), transform) for p in images[start:start + batch_size]])
+        probs.append(model(inputs(batch)).float().softmax(1).cpu().numpy())
     prob = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
     frame = pd.DataFrame({"image": [str(p) for p in images], "predicted": [classes[k] for k in prob.argmax(1)]})
     for k, name in enumerate(classes):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,19 @@ from medtransfer.config import TrainConfig
 from medtransfer.data.splits import SplitPlan, assign_splits
 from medtransfer.data.table import SampleTable
 from medtransfer.datasets import load_table
+from medtransfer.engine.cache import cache_root
 from medtransfer.engine.device import pick_device, seed_everything
-from medtransfer.engine.features import FeatureCache, cached_features, default_cache_dir, extract, feature_key
+from medtransfer.engine.features import cached_features, extract, feature_cache, feature_key
 from medtransfer.engine.finetune import Classifier, FinetuneSettings, finetune, predict_rows
 from medtransfer.engine.heads import ProbeHead
-from medtransfer.engine.pipeline import default_workers
+from medtransfer.engine.image_cache import cached_images, image_batches
+from medtransfer.engine.knn import KNNProbe
+from medtransfer.engine.pipeline import DataPath, InputPipeline, default_workers
+from medtransfer.engine.sweep import HeadSweep
 from medtransfer.evaluation.bootstrap import BootstrapSpec, bootstrap_ci
 from medtransfer.evaluation.metrics import confusion
 from medtransfer.evaluation.patients import PatientPredictions, pool_by_patient
+from medtransfer.models.adapt import add_lora, enable_grad_checkpointing, freeze_blocks, frozen_norm_eval, merge_lora
 from medtransfer.models.backbone import Backbone, build_backbone
 from medtransfer.models.weights import check_weights_arg, weights_identity
 from medtransfer.progress import Reporter
@@ -41,6 +47,7 @@ class Fitted:
     best_epoch: int
     tensors: dict[str, dict[str, torch.Tensor]]
     timing: dict
+    extra: dict = field(default_factory=dict)  # mode-specific results for metrics.json (e.g. the head sweep)
 
 
 @dataclass
@@ -80,47 +87,100 @@ def _split_rows(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     return {s: np.flatnonzero(frame["split"].to_numpy() == s) for s in ("train", *EVAL_SPLITS)}
 
 
+def _data_path(cfg: TrainConfig, table: SampleTable, backbone: Backbone, device: torch.device,
+               reporter: Reporter) -> tuple[DataPath, dict]:
+    """Batches from the decoded-image cache (built on first use) or, with --no-image-cache, from the files."""
+    pre = backbone.preprocess
+    if not cfg.image_cache:
+        return DataPath(table, pre, device, cfg.workers), {}
+    with reporter.task(f"decode images ({pre.size}px)", len(table)) as advance:
+        path, timing = cached_images(cache_root(cfg.cache_dir), table, pre, cfg.workers, advance)
+    return DataPath(table, pre, device, cfg.workers, path), timing
+
+
+def _make_head(cfg: TrainConfig) -> ProbeHead | HeadSweep | KNNProbe:
+    if cfg.head == "knn":
+        return KNNProbe(select=cfg.select)
+    settings = {"kind": cfg.head, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
+                "schedule": cfg.schedule, "select": cfg.select, "patience": cfg.patience,
+                "balance": cfg.class_weights, "seed": cfg.seed}
+    if cfg.head_sweep:
+        return HeadSweep(**settings)
+    return ProbeHead(lr=cfg.lr, weight_decay=cfg.weight_decay, **settings)
+
+
 def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
             device: torch.device, reporter: Reporter) -> Fitted:
-    cache = FeatureCache(Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
     key = feature_key(backbone, weights_identity(cfg.weights, backbone.timm_name, cfg.seed), table)
+    image_timing: dict = {}
 
-    def compute() -> np.ndarray:
-        with reporter.task(f"extract {backbone.timm_name}", len(table)) as advance:
-            return extract(backbone, table, device, max(cfg.batch_size, 64), cfg.workers, advance)
+    def fill(out: np.ndarray) -> None:
+        pre, images = backbone.preprocess, cache_root(cfg.cache_dir) if cfg.image_cache else None
+        # Inference keeps no activations for backward: on a GPU far larger batches fit than for training.
+        batch = 1024 if device.type == "cuda" else max(cfg.batch_size, 64)
+        with (reporter.task(f"extract {backbone.timm_name}", len(table)) as advance,
+              image_batches(images, table, pre, cfg.workers, batch, device) as (batches, info)):
+            extract(backbone, batches, InputPipeline(pre, device), out, advance)
+            image_timing.update(info)
 
-    features, timing = cached_features(cache, key, compute)
+    features, timing = cached_features(feature_cache(cache_root(cfg.cache_dir)), key,
+                                       (len(table), backbone.num_features), fill)
+    timing.update(image_timing)
     if not timing["cache_hit"]:
         timing["images_per_second"] = round(len(table) / max(timing["extract_seconds"], 1e-9), 2)
     reporter.log(f"features: {'cache hit' if timing['cache_hit'] else 'extracted'} ({timing['cache_entry']})")
     y = table.frame["target"].to_numpy()
-    head = ProbeHead(kind=cfg.head, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                     batch_size=cfg.batch_size, optimizer=cfg.optimizer, schedule=cfg.schedule, select=cfg.select,
-                     patience=cfg.patience, balance=cfg.class_weights, seed=cfg.seed)
+    head = _make_head(cfg)
     start = time.perf_counter()
-    head.fit(features[rows["train"]], y[rows["train"]], features[rows["val"]], y[rows["val"]], len(table.classes))
+    train_x = np.asarray(features[rows["train"]], dtype=np.float32)  # heads train on features held in memory
+    head.fit(train_x, y[rows["train"]], features[rows["val"]], y[rows["val"]], len(table.classes))
     timing["train_seconds"] = round(time.perf_counter() - start, 3)
     probs = {s: head.predict_proba(features[rows[s]]) for s in EVAL_SPLITS}
-    return Fitted(probs, head.history_, head.best_epoch_, {"head.safetensors": head.module_.state_dict()}, timing)
+    name = "knn.safetensors" if cfg.head == "knn" else "head.safetensors"
+    # How a sweep or kNN chose its head (lr and weight decay, or k) goes into metrics.json.
+    extra = {"head_selection": {**head.choice_, "candidates": getattr(head, "table_", None)}} \
+        if hasattr(head, "choice_") else {}
+    return Fitted(probs, head.history_, head.best_epoch_, {name: head.module_.state_dict()}, timing, extra)
+
+
+def _adapt(cfg: TrainConfig, backbone: Backbone) -> Callable[[], None] | None:
+    """Partial fine-tuning, LoRA and checkpointing; returns what keeps frozen norm layers frozen in training."""
+    if cfg.grad_checkpointing:
+        enable_grad_checkpointing(backbone)
+    if cfg.lora_rank:
+        add_lora(backbone, cfg.lora_rank)
+    if cfg.freeze_blocks is not None:
+        freeze_blocks(backbone, cfg.freeze_blocks)
+        return lambda: frozen_norm_eval(backbone)
+    return None
 
 
 def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
               device: torch.device, reporter: Reporter) -> Fitted:
     model = Classifier(backbone, len(table.classes), cfg.head)
+    train_mode = _adapt(cfg, backbone)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     settings = FinetuneSettings(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.optimizer, cfg.schedule,
-                                cfg.select, cfg.patience, cfg.class_weights, cfg.augment, cfg.workers, cfg.seed)
+                                cfg.select, cfg.patience, cfg.class_weights, cfg.augment, cfg.seed, cfg.accumulate,
+                                cfg.compile)
+    data, timing = _data_path(cfg, table, backbone, device, reporter)
     start = time.perf_counter()
+
     def on_epoch(row: dict) -> None:
         advance(1)
         reporter.log(f"epoch {row['epoch']}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss "
                      f"{row['val_loss']:.4f}, {cfg.select} {row['val_metric']:.4f} ({row['seconds']:.0f} s)")
 
     with reporter.task("fine-tune epochs", cfg.epochs) as advance:
-        history, best = finetune(model, table, rows["train"], rows["val"], settings, device, on_epoch)
+        history, best = finetune(model, data, rows["train"], rows["val"], settings, on_epoch, train_mode)
     seconds = time.perf_counter() - start
     seen = len(rows["train"]) * len(history) + len(rows["val"]) * len(history)
-    timing = {"train_seconds": round(seconds, 3), "images_per_second": round(seen / max(seconds, 1e-9), 2)}
-    probs = {s: predict_rows(model, table, rows[s], device, cfg.batch_size, cfg.workers)[0] for s in EVAL_SPLITS}
+    timing |= {"train_seconds": round(seconds, 3), "images_per_second": round(seen / max(seconds, 1e-9), 2),
+               "train_images_per_second": round(float(np.median([h["train_images_per_second"] for h in history])), 2),
+               "n_trainable": int(trainable)}
+    probs = {s: predict_rows(model, data, rows[s], cfg.batch_size)[0] for s in EVAL_SPLITS}
+    if cfg.lora_rank:
+        merge_lora(backbone)  # plain timm keys again: `predict` rebuilds the model without peft
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return Fitted(probs, history, best, {"model.safetensors": state}, timing)
 
@@ -214,7 +274,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
         timing.update(resource_use(backbone, device))
         metrics.update({"n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])),
                         "n_test": int(len(rows["test"])), "classes": table.classes, "best_epoch": fitted.best_epoch,
-                        "notes": table.notes, "timing": timing})
+                        "notes": table.notes, "timing": timing, **fitted.extra})
         resolved = cfg.model_dump() | {"task": task_name(cfg), "out": str(out), "timm_name": backbone.timm_name,
                                        "preprocess": backbone.preprocess.as_dict(), "pooling_resolved": backbone.pooling,
                                        "weights_identity": weights_identity(cfg.weights, backbone.timm_name, cfg.seed)}

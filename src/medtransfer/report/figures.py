@@ -104,6 +104,8 @@ def learning_curves(runs: pd.DataFrame, path: Path) -> Path:
         if not (Path(run["run_dir"]) / "history.csv").is_file():
             continue
         history = pd.read_csv(Path(run["run_dir"]) / "history.csv")
+        if "epoch" not in history:  # a kNN probe's history is per k, not per epoch
+            continue
         selects.add(run.get("select") or "val_metric")
         for ax, column in zip(axes, ("train_loss", "val_loss", "val_metric")):
             if column in history and history[column].notna().any():

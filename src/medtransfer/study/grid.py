@@ -15,7 +15,7 @@ from medtransfer.errors import UserError
 from medtransfer.study.schema import DATA_FIELDS, SETTING_FIELDS, Study
 
 # Settings that change where or how fast a run computes, never its result: not part of the run id.
-NOT_IN_ID = ("out", "cache_dir", "workers", "device")
+NOT_IN_ID = ("out", "cache_dir", "workers", "device", "image_cache")
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,9 @@ class ModeSpec(TrainSettings):
     @field_validator("heads")
     @classmethod
     def _known_heads(cls, heads: list[str]) -> list[str]:
-        bad = [h for h in heads if h not in ("linear", "mlp")]
+        bad = [h for h in heads if h not in ("linear", "mlp", "knn")]
         if bad or not heads:
-            raise ValueError(f"heads must be a non-empty list of linear/mlp, got {heads}")
+            raise ValueError(f"heads must be a non-empty list of linear/mlp/knn, got {heads}")
         return heads
 
 

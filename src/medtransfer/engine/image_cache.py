@@ -1,0 +1,88 @@
+"""Decoded-image cache: every sample decoded, resized and cropped once, stored as a uint8 memory map.
+
+Decoding JPEG/PNG/DICOM is often slower than a small model's forward pass; reading a uint8 block is not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medtransfer.data.table import SampleTable
+from medtransfer.engine.cache import ArrayCache, key_digest, samples_key
+from medtransfer.engine.pipeline import DataPath
+from medtransfer.models.backbone import Preprocess
+
+IMAGE_CACHE_VERSION = 1  # bump when decoding changes in a way the key cannot see
+DECODE_BATCH = 64
+
+
+def image_key(table: SampleTable, pre: Preprocess) -> dict:
+    """Everything that shapes the stored pixels: the data, the sample order and the resize/crop geometry."""
+    return {"version": IMAGE_CACHE_VERSION, **samples_key(table), "size": pre.size, "crop_pct": pre.crop_pct,
+            "interpolation": pre.interpolation}
+
+
+def image_cache(root: Path) -> ArrayCache:
+    """The image cache under a cache root."""
+    return ArrayCache(Path(root) / "images", "images")
+
+
+class Keep:
+    """Pass batches through unchanged while storing their uint8 images into `out` (decode once, use twice)."""
+
+    def __init__(self, batches: Iterable, out: np.ndarray, progress: Callable[[int], None] | None = None) -> None:
+        self.batches, self.out, self.progress, self.stored = batches, out, progress, 0
+
+    def __iter__(self) -> Iterator:
+        for images, targets, rows in self.batches:
+            self.out[rows.numpy()] = images.numpy()
+            self.stored += len(rows)
+            if self.progress:
+                self.progress(len(rows))
+            yield images, targets, rows
+
+
+@contextlib.contextmanager
+def image_batches(root: Path | None, table: SampleTable, pre: Preprocess, workers: int, batch_size: int,
+                  device: torch.device) -> Iterator[tuple[Iterable, dict]]:
+    """Every row's uint8 batches: read from the image cache under `root`, or decoded and stored on the way.
+
+    Frozen extraction uses this: decoding in the loader's workers overlaps the forward pass, and the cache is
+    filled as a by-product instead of in a pass of its own. It is committed only when every row went through.
+    With no root (--no-image-cache) the batches are decoded and nothing is stored.
+    """
+    rows = np.arange(len(table))
+    if root is None:
+        yield DataPath(table, pre, device, workers).loader(rows, batch_size), {}
+        return
+    cache, key = image_cache(root), image_key(table, pre)
+    if cache.load(key) is not None:
+        data = DataPath(table, pre, device, workers, cache.root / key_digest(key) / cache.filename)
+        yield data.loader(rows, batch_size), {"image_cache_hit": True}
+        return
+    with cache.writer(key, (len(table), 3, pre.size, pre.size), np.uint8) as out:
+        keep = Keep(DataPath(table, pre, device, workers).loader(rows, batch_size), out)
+        yield keep, {"image_cache_hit": False}
+        if keep.stored != len(table):
+            raise RuntimeError(f"image cache: {keep.stored} of {len(table)} rows stored; not committing it")
+
+
+def cached_images(root: Path, table: SampleTable, pre: Preprocess, workers: int,
+                  progress: Callable[[int], None] | None = None) -> tuple[Path, dict]:
+    """The cache file of the table's decoded images (built when absent), and timing with the hit flag."""
+    cache, key = image_cache(root), image_key(table, pre)
+    start = time.perf_counter()
+    hit = cache.load(key) is not None
+    if not hit:
+        with cache.writer(key, (len(table), 3, pre.size, pre.size), np.uint8) as out:
+            batches = DataPath(table, pre, torch.device("cpu"), workers).loader(np.arange(len(table)), DECODE_BATCH)
+            for _ in Keep(batches, out, progress):
+                pass
+    path = cache.root / key_digest(key) / cache.filename
+    return path, {"image_cache_hit": hit, "decode_seconds": round(time.perf_counter() - start, 3)}
