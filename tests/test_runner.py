@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import timm
+import torch
 from safetensors.torch import save_file
 
 from medtransfer.config import parse_config
@@ -203,3 +204,23 @@ def test_lora_run_trains_adapters_only_and_saves_plain_weights(tmp_path):
         moved = not np.array_equal(saved[f"backbone.{key}"].numpy(), value.numpy())
         assert moved == key.endswith(("attn.qkv.weight", "attn.proj.weight")), key
     load_model(outcome.run_dir)  # `predict` rebuilds it without peft
+
+
+def test_extraction_halves_the_batch_until_it_fits(tmp_path, monkeypatch):
+    import medtransfer.runner as runner
+
+    real, tried = runner.extract, []
+
+    def small_memory(backbone, batches, inputs, out, progress=None):
+        for images, _, _ in batches:
+            tried.append(len(images))
+            if len(images) > 16:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            break
+        return real(backbone, batches, inputs, out, progress)
+
+    monkeypatch.setattr(runner, "extract", small_memory)
+    outcome = run(tmp_path, "oom", **SYNTH, epochs=2, batch_size=64)
+    reference = run(tmp_path, "ref", **SYNTH, epochs=2, batch_size=64, cache_dir=str(tmp_path / "c2"))
+    assert tried[:3] == [64, 32, 16] and outcome.metrics["timing"]["extract_batch_size"] == 16
+    assert outcome.metrics["test"] == reference.metrics["test"]

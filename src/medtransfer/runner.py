@@ -36,6 +36,7 @@ from medtransfer.progress import Reporter
 from medtransfer.rundir import RunWriter, fresh_run_dir
 
 EVAL_SPLITS = ("val", "test")
+EXTRACT_BATCH_CUDA = 1024  # first try; halved on out-of-memory
 
 
 @dataclass
@@ -117,11 +118,20 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     def fill(out: np.ndarray) -> None:
         pre, images = backbone.preprocess, cache_root(cfg.cache_dir) if cfg.image_cache else None
         # Inference keeps no activations for backward: on a GPU far larger batches fit than for training.
-        batch = 1024 if device.type == "cuda" else max(cfg.batch_size, 64)
-        with (reporter.task(f"extract {backbone.timm_name}", len(table)) as advance,
-              image_batches(images, table, pre, cfg.workers, batch, device) as (batches, info)):
-            extract(backbone, batches, InputPipeline(pre, device), out, advance)
-            image_timing.update(info)
+        batch = EXTRACT_BATCH_CUDA if device.type == "cuda" else max(cfg.batch_size, 64)
+        while True:
+            try:
+                with (reporter.task(f"extract {backbone.timm_name} (batch {batch})", len(table)) as advance,
+                      image_batches(images, table, pre, cfg.workers, batch, device) as (batches, info)):
+                    extract(backbone, batches, InputPipeline(pre, device), out, advance)
+                    image_timing.update(info, extract_batch_size=batch)
+                return
+            except torch.OutOfMemoryError:  # the largest batch that fits: halve until it does
+                if batch <= 1:
+                    raise
+                batch //= 2
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
 
     features, timing = cached_features(feature_cache(cache_root(cfg.cache_dir)), key,
                                        (len(table), backbone.num_features), fill)

@@ -37,12 +37,13 @@ class Keep:
     """Pass batches through unchanged while storing their uint8 images into `out` (decode once, use twice)."""
 
     def __init__(self, batches: Iterable, out: np.ndarray, progress: Callable[[int], None] | None = None) -> None:
-        self.batches, self.out, self.progress, self.stored = batches, out, progress, 0
+        self.batches, self.out, self.progress = batches, out, progress
+        self.written = np.zeros(len(out), dtype=bool)
 
     def __iter__(self) -> Iterator:
         for images, targets, rows in self.batches:
             self.out[rows.numpy()] = images.numpy()
-            self.stored += len(rows)
+            self.written[rows.numpy()] = True
             if self.progress:
                 self.progress(len(rows))
             yield images, targets, rows
@@ -69,8 +70,8 @@ def image_batches(root: Path | None, table: SampleTable, pre: Preprocess, worker
     with cache.writer(key, (len(table), 3, pre.size, pre.size), np.uint8) as out:
         keep = Keep(DataPath(table, pre, device, workers).loader(rows, batch_size), out)
         yield keep, {"image_cache_hit": False}
-        if keep.stored != len(table):
-            raise RuntimeError(f"image cache: {keep.stored} of {len(table)} rows stored; not committing it")
+        if not keep.written.all():
+            raise RuntimeError(f"image cache: {keep.written.sum()} of {len(table)} rows stored; not committing it")
 
 
 def cached_images(root: Path, table: SampleTable, pre: Preprocess, workers: int,
