@@ -207,9 +207,9 @@ def test_lora_run_trains_adapters_only_and_saves_plain_weights(tmp_path):
 
 
 def test_extraction_halves_the_batch_until_it_fits(tmp_path, monkeypatch):
-    import medtransfer.runner as runner
+    import medtransfer.engine.features as features
 
-    real, tried = runner.extract, []
+    real, tried = features.extract, []
 
     def small_memory(backbone, batches, inputs, out, progress=None):
         for images, _, _ in batches:
@@ -219,7 +219,7 @@ def test_extraction_halves_the_batch_until_it_fits(tmp_path, monkeypatch):
             break
         return real(backbone, batches, inputs, out, progress)
 
-    monkeypatch.setattr(runner, "extract", small_memory)
+    monkeypatch.setattr(features, "extract", small_memory)
     outcome = run(tmp_path, "oom", **SYNTH, epochs=2, batch_size=64)
     reference = run(tmp_path, "ref", **SYNTH, epochs=2, batch_size=64, cache_dir=str(tmp_path / "c2"))
     assert tried[:3] == [64, 32, 16] and outcome.metrics["timing"]["extract_batch_size"] == 16

@@ -19,12 +19,12 @@ from medtransfer.data.table import SampleTable
 from medtransfer.datasets import load_table
 from medtransfer.engine.cache import cache_root
 from medtransfer.engine.device import pick_device, seed_everything
-from medtransfer.engine.features import cached_features, extract, feature_cache, feature_key
+from medtransfer.engine.features import cached_features, extract_table, feature_cache, feature_key
 from medtransfer.engine.finetune import Classifier, FinetuneSettings, finetune, predict_rows
 from medtransfer.engine.heads import ProbeHead
-from medtransfer.engine.image_cache import cached_images, image_batches
+from medtransfer.engine.image_cache import cached_images
 from medtransfer.engine.knn import KNNProbe
-from medtransfer.engine.pipeline import DataPath, InputPipeline, default_workers
+from medtransfer.engine.pipeline import DataPath, default_workers
 from medtransfer.engine.sweep import HeadSweep
 from medtransfer.evaluation.bootstrap import BootstrapSpec, bootstrap_ci
 from medtransfer.evaluation.metrics import confusion
@@ -116,22 +116,12 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     image_timing: dict = {}
 
     def fill(out: np.ndarray) -> None:
-        pre, images = backbone.preprocess, cache_root(cfg.cache_dir) if cfg.image_cache else None
+        images = cache_root(cfg.cache_dir) if cfg.image_cache else None
         # Inference keeps no activations for backward: on a GPU far larger batches fit than for training.
         batch = EXTRACT_BATCH_CUDA if device.type == "cuda" else max(cfg.batch_size, 64)
-        while True:
-            try:
-                with (reporter.task(f"extract {backbone.timm_name} (batch {batch})", len(table)) as advance,
-                      image_batches(images, table, pre, cfg.workers, batch, device) as (batches, info)):
-                    extract(backbone, batches, InputPipeline(pre, device), out, advance)
-                    image_timing.update(info, extract_batch_size=batch)
-                return
-            except torch.OutOfMemoryError:  # the largest batch that fits: halve until it does
-                if batch <= 1:
-                    raise
-                batch //= 2
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+        image_timing.update(extract_table(backbone, table, out, device, cfg.workers, batch, images,
+                                          lambda b: reporter.task(f"extract {backbone.timm_name} (batch {b})",
+                                                                  len(table))))
 
     features, timing = cached_features(feature_cache(cache_root(cfg.cache_dir)), key,
                                        (len(table), backbone.num_features), fill)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from medtransfer.data.table import SampleTable
 from medtransfer.engine.cache import ArrayCache, key_digest, samples_key
 from medtransfer.engine.device import autocast
+from medtransfer.engine.image_cache import image_batches
 from medtransfer.engine.pipeline import InputPipeline
 from medtransfer.models.backbone import Backbone
 
@@ -44,6 +46,28 @@ def extract(backbone: Backbone, batches: Iterable, inputs: InputPipeline, out: n
         if progress:
             progress(len(rows))
     return out
+
+
+def extract_table(backbone: Backbone, table: SampleTable, out: np.ndarray, device: torch.device, workers: int,
+                  batch_size: int, image_root: Path | None,
+                  task: Callable[[int], contextlib.AbstractContextManager]) -> dict:
+    """Features of every row into `out`, through the image cache under `image_root` (filled on the way, or read).
+
+    The batch starts at `batch_size` and halves on out-of-memory until it fits. `task(batch)` gives the progress
+    callback. Returns the image-cache flag and the batch size used.
+    """
+    while True:
+        try:
+            with (task(batch_size) as advance,
+                  image_batches(image_root, table, backbone.preprocess, workers, batch_size, device) as (batches, info)):
+                extract(backbone, batches, InputPipeline(backbone.preprocess, device), out, advance)
+            return {**info, "extract_batch_size": batch_size}
+        except torch.OutOfMemoryError:
+            if batch_size <= 1:
+                raise
+            batch_size //= 2
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def cached_features(cache: ArrayCache, key: dict, shape: tuple[int, int],
