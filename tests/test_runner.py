@@ -224,3 +224,13 @@ def test_extraction_halves_the_batch_until_it_fits(tmp_path, monkeypatch):
     reference = run(tmp_path, "ref", **SYNTH, epochs=2, batch_size=64, cache_dir=str(tmp_path / "c2"))
     assert tried[:3] == [64, 32, 16] and outcome.metrics["timing"]["extract_batch_size"] == 16
     assert outcome.metrics["test"] == reference.metrics["test"]
+
+
+def test_knn_probe_on_breastmnist_features_gives_a_result_with_a_ci(tmp_path, shared_data):
+    outcome = run(tmp_path, "knn", data=str(shared_data / "medmnist" / "breastmnist_64.npz"), backbone="resnet18",
+                  weights="none", image_size=64, head="knn")
+    test = outcome.metrics["test"]["auroc"]
+    assert 0.5 < test["value"] <= 1.0 and test["low"] < test["value"] < test["high"]  # better than chance, with a CI
+    assert outcome.metrics["head_selection"]["k"] in (10, 20, 50) and outcome.metrics["n_test"] == 156
+    history = pd.read_csv(outcome.run_dir / "history.csv")
+    assert list(history["k"]) == [10, 20, 50]

@@ -40,6 +40,19 @@ def feature_scaling(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(0), std.clamp_min(1e-2 * float(std.median().clamp_min(1e-12)))
 
 
+def initial_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int, kind: str,
+                 seed: int) -> tuple[HeadModule, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The seeded head with the train standardisation, and (features, labels) tensors of train and val."""
+    torch.manual_seed(seed)
+    xt, yt = torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(y, dtype=torch.long)
+    xv, yv = torch.as_tensor(np.asarray(x_val, dtype=np.float32)), torch.as_tensor(y_val, dtype=torch.long)
+    module = HeadModule(xt.shape[1], n_classes, kind)
+    mean, scale = feature_scaling(xt)
+    module.mean.copy_(mean)
+    module.scale.copy_(scale)
+    return module, (xt, yt), (xv, yv)
+
+
 def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     """Inverse-frequency weights, normalised to mean 1 over the classes present."""
     counts = np.bincount(y, minlength=n_classes).astype(float)
@@ -65,13 +78,7 @@ class ProbeHead:
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int) -> ProbeHead:
         """Train on (x, y), evaluating on val each epoch; keep the best epoch's weights in `module_`."""
-        torch.manual_seed(self.seed)
-        xt, yt = torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(y, dtype=torch.long)
-        xv, yv = torch.as_tensor(np.asarray(x_val, dtype=np.float32)), torch.as_tensor(y_val, dtype=torch.long)
-        module = HeadModule(xt.shape[1], n_classes, self.kind)
-        mean, scale = feature_scaling(xt)
-        module.mean.copy_(mean)
-        module.scale.copy_(scale)
+        module, (xt, yt), (xv, yv) = initial_head(x, y, x_val, y_val, n_classes, self.kind, self.seed)
         weight = class_weights(y, n_classes) if self.balance else None
         opt = build_optimizer(self.optimizer, module.parameters(), self.lr, self.weight_decay)
         sched = build_schedule(self.schedule, opt, self.epochs)

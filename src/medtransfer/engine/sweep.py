@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from medtransfer.engine.heads import HeadModule, class_weights, feature_scaling
+from medtransfer.engine.heads import HeadModule, class_weights, initial_head
 from medtransfer.engine.optim import build_schedule
 from medtransfer.evaluation.selection import as_scores, selection_values
 
@@ -143,15 +143,10 @@ class HeadSweep:
         grid = self.grid()
         lrs = np.array([lr for lr, _ in grid])
         wds = np.array([wd for _, wd in grid])
-        # Same seed, then the same module as ProbeHead builds: every head starts from ProbeHead's init.
-        torch.manual_seed(self.seed)
-        xt, yt = torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(y, dtype=torch.long)
-        xv, yv = torch.as_tensor(np.asarray(x_val, dtype=np.float32)), torch.as_tensor(y_val, dtype=torch.long)
-        template = HeadModule(xt.shape[1], n_classes, self.kind)
-        mean, scale = feature_scaling(xt)
-        template.mean.copy_(mean)
-        template.scale.copy_(scale)
+        # The same module as ProbeHead builds: every head starts from ProbeHead's init.
+        template, (xt, yt), (xv, yv) = initial_head(x, y, x_val, y_val, n_classes, self.kind, self.seed)
         self._template, self._n_classes = template, n_classes
+        mean, scale = template.mean, template.scale
         zt, zv = (xt - mean) / scale, (xv - mean) / scale  # elementwise, so the same numbers as per batch
         params = {name: p.detach().unsqueeze(0).repeat(len(grid), *(1,) * p.dim()).requires_grad_()
                   for name, p in template.net.named_parameters()}
