@@ -129,6 +129,7 @@ def test_head_sweep_and_knn_share_the_feature_cache_and_report_their_choice(tmp_
     assert choice["val_score"] == best and (choice["lr"], choice["weight_decay"]) in \
         [(c["lr"], c["weight_decay"]) for c in choice["candidates"] if c["val_score"] == best]
     assert knn.metrics["head_selection"]["k"] in (10, 20, 50)
+    assert [c["k"] for c in knn.metrics["head_selection"]["candidates"]] == [10, 20, 50]
     for outcome in (sweep, knn):
         test = outcome.metrics["test"]["auroc"]
         assert test["low"] <= test["value"] <= test["high"]  # a result with its bootstrap CI

@@ -137,8 +137,8 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     timing["train_seconds"] = round(time.perf_counter() - start, 3)
     probs = {s: head.predict_proba(features[rows[s]]) for s in EVAL_SPLITS}
     name = "knn.safetensors" if cfg.head == "knn" else "head.safetensors"
-    # How a sweep or kNN chose its head (lr and weight decay, or k) goes into metrics.json.
-    extra = {"head_selection": {**head.choice_, "candidates": getattr(head, "table_", None)}} \
+    # How a sweep or kNN chose its head goes into metrics.json: every (lr, weight decay) head, or every k.
+    extra = {"head_selection": {**head.choice_, "candidates": getattr(head, "table_", head.history_)}} \
         if hasattr(head, "choice_") else {}
     return Fitted(probs, head.history_, head.best_epoch_, {name: head.module_.state_dict()}, timing, extra)
 
