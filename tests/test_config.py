@@ -31,3 +31,22 @@ def test_all_problems_in_one_error():
 def test_fractions_must_leave_training_data():
     with pytest.raises(UserError, match="10%"):
         parse_config({"data": "x", "val_fraction": 0.5, "test_fraction": 0.45})
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"mode": "frozen", "freeze_blocks": 2, "compile": True}, "compile, freeze_blocks only apply to mode finetune"),
+    ({"mode": "frozen", "accumulate": 4}, "accumulate only apply to mode finetune"),
+    ({"mode": "finetune", "head": "knn"}, "only apply to mode frozen"),
+    ({"mode": "finetune", "head_sweep": True}, "only apply to mode frozen"),
+    ({"mode": "frozen", "head": "knn", "head_sweep": True}, "not knn"),
+    ({"mode": "finetune", "freeze_blocks": 1, "lora_rank": 4}, "not both"),
+])
+def test_options_of_the_other_mode_are_refused(values, message):
+    with pytest.raises(UserError) as err:
+        parse_config({"data": "synthetic:", **values})
+    assert message in err.value.line()
+
+
+def test_options_of_their_own_mode_are_accepted():
+    assert parse_config({"data": "synthetic:", "mode": "finetune", "freeze_blocks": 0, "accumulate": 2}).freeze_blocks == 0
+    assert parse_config({"data": "synthetic:", "head": "knn"}).head == "knn"
