@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from medtransfer.engine.cache import cache_root
 from medtransfer.engine.device import pick_device, seed_everything
 from medtransfer.engine.features import cached_features, extract_table, feature_cache, feature_key
 from medtransfer.engine.finetune import Classifier, FinetuneSettings, finetune, predict_rows
-from medtransfer.engine.heads import ProbeHead
+from medtransfer.engine.heads import HeadTraining, ProbeHead
 from medtransfer.engine.image_cache import cached_images
 from medtransfer.engine.knn import KNNProbe
 from medtransfer.engine.pipeline import DataPath, default_workers
@@ -102,12 +102,12 @@ def _data_path(cfg: TrainConfig, table: SampleTable, backbone: Backbone, device:
 def _make_head(cfg: TrainConfig) -> ProbeHead | HeadSweep | KNNProbe:
     if cfg.head == "knn":
         return KNNProbe(select=cfg.select)
-    settings = {"kind": cfg.head, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "optimizer": cfg.optimizer,
-                "schedule": cfg.schedule, "select": cfg.select, "patience": cfg.patience,
-                "balance": cfg.class_weights, "seed": cfg.seed}
+    training = HeadTraining(kind=cfg.head, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
+                            schedule=cfg.schedule, select=cfg.select, patience=cfg.patience,
+                            balance=cfg.class_weights, seed=cfg.seed)
     if cfg.head_sweep:
-        return HeadSweep(**settings)
-    return ProbeHead(lr=cfg.lr, weight_decay=cfg.weight_decay, **settings)
+        return HeadSweep(**asdict(training))
+    return ProbeHead(**asdict(training), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],

@@ -61,13 +61,11 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 @dataclass
-class ProbeHead:
-    """A head trained on fixed features; the best epoch is chosen on val (sklearn-style estimator)."""
+class HeadTraining:
+    """How probe heads train on cached features; ProbeHead adds one lr and weight decay, HeadSweep a grid of them."""
 
     kind: str = "linear"
     epochs: int = 100
-    lr: float = 1e-3
-    weight_decay: float = 0.0
     batch_size: int = 256
     optimizer: str = "adam"
     schedule: str = "none"
@@ -75,6 +73,14 @@ class ProbeHead:
     patience: int | None = None
     balance: bool = False
     seed: int = 0
+
+
+@dataclass
+class ProbeHead(HeadTraining):
+    """A head trained on fixed features; the best epoch is chosen on val (sklearn-style estimator)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int) -> ProbeHead:
         """Train on (x, y), evaluating on val each epoch; keep the best epoch's weights in `module_`."""

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from medtransfer.engine.heads import HeadModule, class_weights, initial_head
+from medtransfer.engine.heads import HeadModule, HeadTraining, class_weights, initial_head
 from medtransfer.engine.optim import build_schedule
 from medtransfer.evaluation.selection import as_scores, selection_values
 
@@ -115,22 +115,13 @@ class BestEpochs:
 
 
 @dataclass
-class HeadSweep:
+class HeadSweep(HeadTraining):
     """ProbeHead over a grid of lrs × weight decays, all heads trained in one pass; the best on val is kept.
 
     After fit: `module_` (the chosen head, a plain HeadModule), `best_epoch_`, `history_` (the chosen head's rows as
     ProbeHead writes them; `seconds` is the whole sweep's epoch), `choice_` and `table_` (one row per head).
     """
 
-    kind: str = "linear"
-    epochs: int = 100
-    batch_size: int = 256
-    optimizer: str = "adam"
-    schedule: str = "none"
-    select: str = "val_auroc"
-    patience: int | None = None
-    balance: bool = False
-    seed: int = 0
     lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
     weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2)
 
