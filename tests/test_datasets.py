@@ -33,7 +33,7 @@ def test_run_defaults_equal_the_volume_reader_defaults():
     from dataclasses import fields
 
     from medtransfer.config import TrainConfig
-    from medtransfer.data.volumes import VolumeOptions
+    from medtransfer.data.volume_options import VolumeOptions
 
     shared = [f for f in fields(VolumeOptions) if f.name in TrainConfig.model_fields and f.name != "modalities"]
     assert len(shared) == 7

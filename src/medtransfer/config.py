@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import fields
+from typing import Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
 
+from medtransfer.data.volume_options import VolumeOptions
 from medtransfer.errors import UserError
 
 # Mode-dependent defaults, resolved into config.yaml so a run records what it really used.
@@ -15,7 +17,17 @@ MODE_DEFAULTS = {
 }
 
 
-class TrainConfig(BaseModel):
+# The volume settings are VolumeOptions' own fields, declared once in the data layer: all but `modalities`, whose
+# absence here means "not a volume source", and the segmentation's file name.
+_VOLUME_TYPES = get_type_hints(VolumeOptions)
+VolumeSettings = create_model(
+    "VolumeSettings",
+    **{f.name: (_VOLUME_TYPES[f.name], f.default) for f in fields(VolumeOptions)
+       if f.name not in ("modalities", "seg_name")},
+)
+
+
+class TrainConfig(VolumeSettings):
     """Every setting of one run: one dataset, one backbone, one mode, one seed."""
 
     model_config = ConfigDict(extra="forbid")
@@ -29,15 +41,8 @@ class TrainConfig(BaseModel):
     image_root: str | None = None
     skip_missing: bool = False
 
-    # Volume sources (NIfTI folders, one per patient): which modalities, how slices come out.
+    # Volume sources (NIfTI folders, one per patient): which modalities; how slices come out is VolumeSettings'.
     modalities: list[str] | None = None
-    modality_mode: Literal["fused", "separate"] = "fused"
-    slices: str = "center:16"
-    plane: Literal["axial", "coronal", "sagittal"] = "axial"
-    normalize: Literal["percentile", "zscore"] = "percentile"
-    labels_csv: str | None = None
-    skip_incomplete: bool = False
-    pattern: str = "{case}_{modality}.nii.gz"
 
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)

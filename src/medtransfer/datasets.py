@@ -10,7 +10,8 @@ from medtransfer.data.dicom_volumes import convert_dicom_tree, holds_dicom
 from medtransfer.data.manifest import ManifestColumns
 from medtransfer.data.sources import load_source
 from medtransfer.data.table import SampleTable
-from medtransfer.data.volumes import VolumeOptions, load_volumes
+from medtransfer.data.volume_options import VolumeOptions
+from medtransfer.data.volumes import load_volumes
 from medtransfer.engine.cache import cache_root
 from medtransfer.errors import UserError
 

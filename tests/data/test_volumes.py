@@ -12,14 +12,8 @@ from PIL import Image
 from scipy import ndimage
 
 from medtransfer.data.contact_sheet import contact_sheet
-from medtransfer.data.volumes import (
-    VolumeOptions,
-    describe_volumes,
-    load_on_reference,
-    load_volumes,
-    load_volumes_separate,
-    parse_slices,
-)
+from medtransfer.data.volume_options import VolumeOptions, parse_slices
+from medtransfer.data.volumes import describe_volumes, load_on_reference, load_volumes, load_volumes_separate
 from medtransfer.errors import UserError
 
 BRATS = ("t1post", "t2", "flair")
