@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 
 def _rank_auroc(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
     """AUROC of each row (M, n): Mann-Whitney U from mid-ranks, so ties count one half as in sklearn."""
     n = score.shape[1]
-    order = np.argsort(score, axis=1, kind="stable")
-    ranked = np.take_along_axis(score, order, 1)
-    pos = np.take_along_axis(positive, order, 1)
-    index = np.broadcast_to(np.arange(n), ranked.shape)
-    starts = np.ones(ranked.shape, dtype=bool)
-    starts[:, 1:] = ranked[:, 1:] != ranked[:, :-1]
-    ends = np.ones(ranked.shape, dtype=bool)
-    ends[:, :-1] = starts[:, 1:]
-    # Each position's tie group runs from the last start at or before it to the first end at or after it.
-    first = np.maximum.accumulate(np.where(starts, index, 0), axis=1)
-    last = np.minimum.accumulate(np.where(ends, index, n - 1)[:, ::-1], axis=1)[:, ::-1]
-    ranks = (first + last) / 2.0 + 1.0
-    n_pos = pos.sum(1).astype(float)
+    ranks = rankdata(score, axis=1)  # average ranks of tied scores
+    n_pos = positive.sum(1).astype(float)
     n_neg = n - n_pos
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = ((ranks * pos).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        auc = ((ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     # sklearn refuses NaN scores; a diverged candidate gets nan here, which selection treats as worst.
     return np.where(np.isnan(score).any(1) | (n_pos == 0) | (n_neg == 0), np.nan, auc)
 
