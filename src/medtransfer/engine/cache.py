@@ -44,6 +44,10 @@ class ArrayCache:
     def __init__(self, root: Path, name: str) -> None:
         self.root, self.filename = Path(root), f"{name}.npy"
 
+    def path(self, key: dict) -> Path:
+        """Where the entry's array file is (or will be, once committed)."""
+        return self.root / key_digest(key) / self.filename
+
     def load(self, key: dict) -> np.ndarray | None:
         """The cached array, memory-mapped read-only, or None when absent or stale (manifest differs)."""
         entry = self.root / key_digest(key)
@@ -51,7 +55,7 @@ class ArrayCache:
             manifest = json.loads((entry / "manifest.json").read_text())
             if manifest.get("key") != key:
                 return None
-            return np.load(entry / self.filename, mmap_mode="r")
+            return np.load(self.path(key), mmap_mode="r")
         except (OSError, ValueError):
             return None
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from medtransfer.data.table import SampleTable
-from medtransfer.engine.cache import ArrayCache, key_digest, samples_key
+from medtransfer.engine.cache import ArrayCache, samples_key
 from medtransfer.engine.pipeline import DataPath
 from medtransfer.models.backbone import Preprocess
 
@@ -36,16 +36,14 @@ def image_cache(root: Path) -> ArrayCache:
 class Keep:
     """Pass batches through unchanged while storing their uint8 images into `out` (decode once, use twice)."""
 
-    def __init__(self, batches: Iterable, out: np.ndarray, progress: Callable[[int], None] | None = None) -> None:
-        self.batches, self.out, self.progress = batches, out, progress
+    def __init__(self, batches: Iterable, out: np.ndarray) -> None:
+        self.batches, self.out = batches, out
         self.written = np.zeros(len(out), dtype=bool)
 
     def __iter__(self) -> Iterator:
         for images, targets, rows in self.batches:
             self.out[rows.numpy()] = images.numpy()
             self.written[rows.numpy()] = True
-            if self.progress:
-                self.progress(len(rows))
             yield images, targets, rows
 
 
@@ -64,7 +62,7 @@ def image_batches(root: Path | None, table: SampleTable, pre: Preprocess, worker
         return
     cache, key = image_cache(root), image_key(table, pre)
     if cache.load(key) is not None:
-        data = DataPath(table, pre, device, workers, cache.root / key_digest(key) / cache.filename)
+        data = DataPath(table, pre, device, workers, cache.path(key))
         yield data.loader(rows, batch_size), {"image_cache_hit": True}
         return
     with cache.writer(key, (len(table), 3, pre.size, pre.size), np.uint8) as out:
@@ -77,13 +75,11 @@ def image_batches(root: Path | None, table: SampleTable, pre: Preprocess, worker
 def cached_images(root: Path, table: SampleTable, pre: Preprocess, workers: int,
                   progress: Callable[[int], None] | None = None) -> tuple[Path, dict]:
     """The cache file of the table's decoded images (built when absent), and timing with the hit flag."""
-    cache, key = image_cache(root), image_key(table, pre)
     start = time.perf_counter()
-    hit = cache.load(key) is not None
-    if not hit:
-        with cache.writer(key, (len(table), 3, pre.size, pre.size), np.uint8) as out:
-            batches = DataPath(table, pre, torch.device("cpu"), workers).loader(np.arange(len(table)), DECODE_BATCH)
-            for _ in Keep(batches, out, progress):
-                pass
-    path = cache.root / key_digest(key) / cache.filename
-    return path, {"image_cache_hit": hit, "decode_seconds": round(time.perf_counter() - start, 3)}
+    with image_batches(root, table, pre, workers, DECODE_BATCH, torch.device("cpu")) as (batches, info):
+        if not info["image_cache_hit"]:  # a hit needs no pass: the file is what the caller reads
+            for _, _, rows in batches:
+                if progress:
+                    progress(len(rows))
+    timing = {**info, "decode_seconds": round(time.perf_counter() - start, 3)}
+    return image_cache(root).path(image_key(table, pre)), timing
