@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +41,24 @@ def percentile_interval(draws: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def draw_metrics(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpec, groups: np.ndarray | None = None,
+                 progress: Callable[[int], None] | None = None) -> list[dict[str, np.ndarray]]:
+    """Every metric of each model on the same spec.n seeded resamples: each block of counts drawn once, used by all.
+
+    One model gives its bootstrap CI; several give paired differences on identical resamples.
+    """
+    rng = np.random.default_rng(spec.seed)
+    blocks: list[list[dict[str, np.ndarray]]] = [[] for _ in probs]
+    for start in range(0, spec.n, CHUNK):
+        counts = resample_counts(len(y), groups, min(CHUNK, spec.n - start), rng)
+        for model_blocks, prob in zip(blocks, probs):
+            model_blocks.append(metrics_for_counts(y, prob, counts))
+        if progress:
+            progress(len(counts))
+    return [{name: np.concatenate([b[name] for b in model_blocks]) for name in model_blocks[0]}
+            for model_blocks in blocks]
+
+
 def bootstrap_ci(
     y: np.ndarray,
     prob: np.ndarray,
@@ -50,16 +68,9 @@ def bootstrap_ci(
 ) -> dict[str, dict[str, float]]:
     """{metric: {value, low, high}}: the value on the whole split (sklearn), the percentile interval of resamples."""
     point = compute_metrics(y, prob)
-    rng = np.random.default_rng(spec.seed)
-    draws: dict[str, list[np.ndarray]] = {name: [] for name in point}
-    for start in range(0, spec.n, CHUNK):
-        counts = resample_counts(len(y), groups, min(CHUNK, spec.n - start), rng)
-        for name, values in metrics_for_counts(y, prob, counts).items():
-            draws[name].append(values)
-        if progress:
-            progress(len(counts))
+    draws = draw_metrics(y, [prob], spec, groups, progress)[0]
     out = {}
     for name, value in point.items():
-        low, high = percentile_interval(np.concatenate(draws[name]), spec.level)
+        low, high = percentile_interval(draws[name], spec.level)
         out[name] = {"value": value, "low": low, "high": high}
     return out

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, norm, rankdata
 
-from medtransfer.evaluation.bootstrap import BootstrapSpec, percentile_interval, resample_counts
+from medtransfer.evaluation.bootstrap import BootstrapSpec, draw_metrics, percentile_interval
 from medtransfer.evaluation.metrics import METRICS, compute_metrics
-from medtransfer.evaluation.weighted import CHUNK, metrics_for_counts
 
 COLUMNS = ("a", "b", "auroc_diff", "auroc_low", "auroc_high", "accuracy_diff", "accuracy_low", "accuracy_high",
            "delong_p", "mcnemar_p", "delong_p_holm", "mcnemar_p_holm")
@@ -37,14 +36,7 @@ def _paired_draws(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpe
         raise ValueError(f"need at least one resample, got {spec.n}")
     if groups is not None and np.shape(groups) != (len(y),):
         raise ValueError(f"need one group per sample, got groups {np.shape(groups)} for {len(y)} samples")
-    rng = np.random.default_rng(spec.seed)
-    blocks: list[list[dict[str, np.ndarray]]] = [[] for _ in probs]
-    for start in range(0, spec.n, CHUNK):
-        # drawn in the same blocks from the same seed as bootstrap_ci, so each model sees its bootstrap_ci resamples
-        counts = resample_counts(len(y), groups, min(CHUNK, spec.n - start), rng)
-        for model_blocks, prob in zip(blocks, probs):
-            model_blocks.append(metrics_for_counts(y, prob, counts))
-    return [{name: np.concatenate([b[name] for b in model_blocks]) for name in METRICS} for model_blocks in blocks]
+    return draw_metrics(y, probs, spec, groups)  # the resamples each model's bootstrap_ci used
 
 
 def _diff_summary(point_a: dict[str, float], point_b: dict[str, float], draws_a: dict[str, np.ndarray],
