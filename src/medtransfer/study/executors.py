@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,16 +11,23 @@ from medtransfer.errors import UserError
 from medtransfer.progress import Reporter
 from medtransfer.runner import train
 from medtransfer.study.grid import RunSpec
-from medtransfer.study.schema import Resources
+from medtransfer.study.schema import DATA_FIELDS, Resources
 
 EXECUTORS = ("local", "ray")
 
 
-def cache_group(cfg: TrainConfig) -> tuple | None:
+# What shapes the sample table (so the features), unlike the split fractions, which only assign its rows.
+SOURCE_FIELDS = tuple(f for f in DATA_FIELDS if f not in ("test_fraction", "val_fraction"))
+
+
+def cache_group(cfg: TrainConfig) -> str | None:
     """Frozen runs that read the same feature-cache entry (None: the run extracts nothing shared)."""
     if cfg.mode != "frozen":
         return None
-    return (cfg.data, cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.seed if cfg.weights == "none" else 0)
+    # `none` weights are drawn from the seed (weights_identity's rule, without hashing a local file per run).
+    model = {"backbone": cfg.backbone, "weights": cfg.weights, "image_size": cfg.image_size, "pooling": cfg.pooling,
+             "seed": cfg.seed if cfg.weights == "none" else 0}
+    return json.dumps({**{f: getattr(cfg, f) for f in SOURCE_FIELDS}, **model}, sort_keys=True)
 
 
 def check_executor(name: str) -> None:
