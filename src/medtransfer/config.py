@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import Literal, get_type_hints
 
 from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
@@ -110,6 +111,11 @@ class TrainConfig(VolumeSettings):
             raise ValueError("head_sweep sweeps linear or mlp heads, not knn")
         if self.freeze_blocks is not None and self.lora_rank is not None:
             raise ValueError("choose freeze_blocks or lora_rank, not both")
+
+
+def task_name(task: str | None, data: str) -> str:
+    """A run's task name for reports: `task`, else the data's file stem (`synthetic` for generated data)."""
+    return task or Path(data.removeprefix("synthetic:") or "synthetic").stem or "synthetic"
 
 
 def parse_config(values: dict, origin: str = "options") -> TrainConfig:

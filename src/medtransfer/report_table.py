@@ -6,13 +6,12 @@ from rich.console import Console
 from rich.table import Table
 
 from medtransfer.evaluation.metrics import METRICS
+from medtransfer.report.render import ci_cell
 
 
 def cell(entry: dict) -> str:
-    """`value [low, high]` in percent, the paper's cell format; an undefined metric is a dash."""
-    if entry["value"] != entry["value"]:  # NaN: e.g. AUROC of a one-class split
-        return "–"
-    return f"{100 * entry['value']:.1f} [{100 * entry['low']:.1f}, {100 * entry['high']:.1f}]"
+    """A metrics.json entry as the paper's cell, `value [low, high]` in percent (a dash when undefined)."""
+    return ci_cell(entry["value"], entry["low"], entry["high"])
 
 
 def print_metrics(console: Console, metrics: dict) -> None:

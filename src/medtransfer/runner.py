@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from medtransfer.config import TrainConfig
+from medtransfer.config import TrainConfig, task_name
 from medtransfer.data.splits import SplitPlan, assign_splits
 from medtransfer.data.table import SampleTable
 from medtransfer.datasets import load_table
@@ -59,14 +59,9 @@ class Outcome:
     metrics: dict
 
 
-def task_name(cfg: TrainConfig) -> str:
-    """The task's name for reports: `task`, else the data's file stem."""
-    return cfg.task or Path(cfg.data.removeprefix("synthetic:") or "synthetic").stem or "synthetic"
-
-
 def default_out(cfg: TrainConfig) -> Path:
     """runs/<task>-<backbone>-<mode>-s<seed>, made unique."""
-    stem = task_name(cfg)
+    stem = task_name(cfg.task, cfg.data)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{stem}-{cfg.backbone}-{cfg.mode}-s{cfg.seed}")
     return fresh_run_dir(Path("runs"), name)
 
@@ -275,7 +270,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
         metrics.update({"n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])),
                         "n_test": int(len(rows["test"])), "classes": table.classes, "best_epoch": fitted.best_epoch,
                         "notes": table.notes, "timing": timing, **fitted.extra})
-        resolved = cfg.model_dump() | {"task": task_name(cfg), "out": str(out), "timm_name": backbone.timm_name,
+        resolved = cfg.model_dump() | {"task": task_name(cfg.task, cfg.data), "out": str(out), "timm_name": backbone.timm_name,
                                        "preprocess": backbone.preprocess.as_dict(), "pooling_resolved": backbone.pooling,
                                        "weights_identity": weights_identity(cfg.weights, backbone.timm_name, cfg.seed)}
         writer.yaml("config.yaml", resolved)

@@ -55,6 +55,6 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def report_dir(study: Path) -> Path:
     """The report built once on the study."""
-    from medtransfer.report import build_report
+    from medtransfer.report.build import build_report
 
     return build_report(study)

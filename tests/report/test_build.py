@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from medtransfer.errors import UserError
-from medtransfer.report import build_report
+from medtransfer.report.build import build_report
 
 
 def test_report_layout(report_dir: Path) -> None:

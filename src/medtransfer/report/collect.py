@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from medtransfer.config import task_name
 from medtransfer.evaluation.metrics import METRICS
 from medtransfer.rundir import DONE
 
@@ -46,9 +47,8 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 
 def task_of(config: dict) -> str:
-    """The configured task name, else the data's file stem (the runner's rule)."""
-    data = str(config.get("data") or "")
-    return config.get("task") or Path(data.removeprefix("synthetic:") or "synthetic").stem or "synthetic"
+    """The task of a saved config.yaml (runs from before `task` was recorded get the runner's rule)."""
+    return task_name(config.get("task"), str(config.get("data") or ""))
 
 
 def _read_config(run_dir: Path) -> dict:
