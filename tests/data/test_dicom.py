@@ -13,7 +13,6 @@ from pydicom.uid import JPEG2000, UID, ExplicitVRLittleEndian, generate_uid
 
 import medtransfer.data.dicom as dicom
 from medtransfer.data.dicom import (
-    DicomReader,
     Series,
     find_series,
     is_dicom,
@@ -21,6 +20,7 @@ from medtransfer.data.dicom import (
     read_radiograph,
     read_volume,
 )
+from medtransfer.data.images import FileReader
 from medtransfer.errors import UserError
 
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -131,8 +131,9 @@ def test_reader_is_picklable_and_is_dicom(tmp_path):
     path = write_dicom(tmp_path / "x", _ramp())  # no suffix: the preamble decides
     (tmp_path / "notes.txt").write_text("hello")
     assert is_dicom(path) and not is_dicom(tmp_path / "notes.txt")
-    reader = pickle.loads(pickle.dumps(DicomReader()))
-    np.testing.assert_array_equal(reader(str(path)), read_radiograph(path))
+    reader = pickle.loads(pickle.dumps(FileReader()))  # tables of .dcm files read through it
+    dcm = write_dicom(tmp_path / "x.dcm", _ramp())
+    np.testing.assert_array_equal(reader(str(dcm)), read_radiograph(path))
 
 
 # --- volumes ----------------------------------------------------------------------------------------------------

@@ -14,9 +14,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, get_decoder
 
+from medtransfer.data.images import DICOM_SUFFIXES
 from medtransfer.errors import UserError
-
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 
 # Word edges are "not a letter" rather than \b: descriptions use '_' and digits as separators
 # ("stealth-post_T", "t1ce"), and \b treats both as word characters.
@@ -52,7 +51,6 @@ class Series:
     uid: str
     description: str
     patient_id: str
-    modality: str = ""
     slices: list[SliceHeader] = field(default_factory=list)
     pixel_spacing: tuple[float, float] | None = None  # (between rows, between columns), as DICOM stores it
     slice_spacing: float | None = None  # SpacingBetweenSlices, else SliceThickness: only used for one-slice series
@@ -165,8 +163,7 @@ def find_series(root: Path) -> SeriesList:
         series = by_uid.get(uid)
         if series is None:
             description = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "")
-            series = by_uid[uid] = Series(uid, description.strip(), str(ds.get("PatientID", "")),
-                                          str(ds.get("Modality", "")))
+            series = by_uid[uid] = Series(uid, description.strip(), str(ds.get("PatientID", "")))
         if "Rows" not in ds:
             series.non_images += 1
             continue
@@ -361,10 +358,3 @@ def read_radiograph(path: str | Path) -> np.ndarray:
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         unit = 1.0 - unit  # MONOCHROME1 stores dense as low values; everything downstream expects dense = bright
     return np.round(np.clip(unit, 0.0, 1.0) * 255).astype(np.uint8)
-
-
-class DicomReader:
-    """Reads single-frame DICOM files by path as a SampleTable reader; picklable for DataLoader workers."""
-
-    def __call__(self, ref: object) -> np.ndarray:
-        return read_radiograph(str(ref))

@@ -14,8 +14,8 @@ from pathlib import Path
 import nibabel as nib
 
 from medtransfer.data.dicom import find_series, is_dicom, match_modalities, read_volume
-from medtransfer.data.images import files_fingerprint
 from medtransfer.errors import UserError
+from medtransfer.hashing import files_fingerprint
 
 
 def holds_dicom(root: Path) -> bool:

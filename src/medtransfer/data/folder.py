@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from medtransfer.data.images import FileReader, files_fingerprint, is_image, require_readable
+from medtransfer.data.images import FileReader, is_image, require_readable
 from medtransfer.data.table import SPLITS, SampleTable
 from medtransfer.errors import UserError
+from medtransfer.hashing import files_fingerprint
 
 # Kaggle-style sets sometimes name the validation folder differently.
 SPLIT_ALIASES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -84,11 +82,3 @@ class FileReader:
     def __call__(self, ref: object) -> np.ndarray:
         return read_image(str(ref))
 
-
-def files_fingerprint(paths: list[Path], root: Path) -> str:
-    """Cheap content identity: names relative to the root, sizes and modification times."""
-    digest = hashlib.sha256()
-    for path in paths:
-        stat = path.stat()
-        digest.update(f"{os.path.relpath(path, root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()

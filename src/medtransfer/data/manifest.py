@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from medtransfer.data.images import FileReader, files_fingerprint, is_image, require_readable
+from medtransfer.data.images import FileReader, is_image, require_readable
 from medtransfer.data.table import SPLITS, SampleTable
 from medtransfer.errors import UserError
+from medtransfer.hashing import files_fingerprint
 
 HAM10000_COLUMNS = {"image_id", "dx", "lesion_id"}
 

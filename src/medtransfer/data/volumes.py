@@ -19,10 +19,10 @@ from nibabel.filebasedimages import ImageFileError
 from nibabel.processing import resample_from_to
 from scipy import ndimage
 
-from medtransfer.data.images import files_fingerprint
 from medtransfer.data.table import SampleTable
 from medtransfer.data.volume_options import VolumeOptions, parse_slices
 from medtransfer.errors import UserError
+from medtransfer.hashing import files_fingerprint
 
 UNLABELLED = "unlabelled"
 PERCENTILES = (0.5, 99.5)
@@ -454,7 +454,7 @@ def _describe_patient(pid: str, folder: Path, label: str, opts: VolumeOptions, w
     if entry["missing"]:
         problems.append(f"patient {pid!r} ({folder}) lacks {', '.join(entry['missing'])}")
     elif not entry["unreadable"]:
-        seg = matched.get(opts.seg_name) if opts.seg_name not in opts.modalities else None
+        seg = matched.get(opts.seg_name)  # never a modality: VolumeOptions refuses that
         patient = Patient(pid, label, folder, tuple(matched[m] for m in opts.modalities), seg)
         try:
             entry["slices"] = len(choose_slices(patient, opts))

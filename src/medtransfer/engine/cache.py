@@ -15,6 +15,7 @@ from numpy.lib.format import open_memmap
 from platformdirs import user_cache_dir
 
 from medtransfer.data.table import SampleTable
+from medtransfer.hashing import json_digest
 
 
 def default_cache_root() -> Path:
@@ -35,7 +36,7 @@ def samples_key(table: SampleTable) -> dict:
 
 def key_digest(key: dict) -> str:
     """Stable short name of a cache entry."""
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return json_digest(key)
 
 
 class ArrayCache:

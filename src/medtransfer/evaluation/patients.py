@@ -7,8 +7,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-AGGREGATIONS = ("mean", "max", "vote")
-
 
 @dataclass(frozen=True)
 class PatientPredictions:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +10,7 @@ from pydantic import ValidationError
 
 from medtransfer.config import TrainConfig
 from medtransfer.errors import UserError
+from medtransfer.hashing import json_digest
 from medtransfer.study.schema import DATA_FIELDS, SETTING_FIELDS, Study
 
 # Settings that change where or how fast a run computes, never its result: not part of the run id.
@@ -41,7 +40,7 @@ class RunSpec:
 def run_id(cfg: TrainConfig) -> str:
     """sha256 of the configuration, without the settings that cannot change results."""
     payload = {k: v for k, v in cfg.model_dump().items() if k not in NOT_IN_ID}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return json_digest(payload, 12)
 
 
 def _settings(*layers: object) -> dict:
