@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
-from medtransfer.evaluation.weighted import auroc_counts
+
+def _rank_auroc(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """AUROC of each row (M, n): Mann-Whitney U from mid-ranks, so ties count one half as in sklearn.
+
+    weighted.auroc_counts vectorises over resample weights of one score vector; here the scores vary, and a
+    call per candidate made the 16-head sweep 35% slower (1.82x one head instead of 1.35x).
+    """
+    n = score.shape[1]
+    ranks = rankdata(score, axis=1)  # average ranks of tied scores
+    n_pos = positive.sum(1).astype(float)
+    n_neg = n - n_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    # sklearn refuses NaN scores; a diverged candidate gets nan here, which selection treats as worst.
+    return np.where(np.isnan(score).any(1) | (n_pos == 0) | (n_neg == 0), np.nan, auc)
 
 
 def auroc_many(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
     """`metrics.auroc` for each candidate: y (n,), prob (M, n, K) → (M,); binary, or one-vs-rest macro over present classes."""
-    once = np.ones((1, prob.shape[1]))  # each sample counted once: the bootstrap's weighted AUROC on the split itself
-    # sklearn refuses NaN scores; a diverged candidate gets nan here, which selection treats as worst.
-    return np.array([np.nan if np.isnan(p).any() else auroc_counts(np.asarray(y), p, once)[0] for p in prob])
+    y = np.asarray(y)
+    m, n, k = prob.shape
+    if k == 2:
+        return _rank_auroc(np.broadcast_to(y == 1, (m, n)), prob[:, :, 1])
+    present = [c for c in range(k) if 0 < (y == c).sum() < n]
+    if not present:
+        return np.full(m, np.nan)
+    positive = np.broadcast_to(y[None, :] == np.array(present)[:, None], (m, len(present), n))
+    scores = np.moveaxis(prob[:, :, present], 2, 1)
+    return _rank_auroc(positive.reshape(-1, n), scores.reshape(-1, n)).reshape(m, len(present)).mean(1)
 
 
 def accuracy_many(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
