@@ -67,7 +67,7 @@ def _patch_size(model: nn.Module) -> int | None:
     return int(embed.patch_size[0]) if embed is not None else None
 
 
-def _create(timm_name: str, weights: str, image_size: int | None, seed: int) -> nn.Module:
+def create_model(timm_name: str, weights: str, image_size: int | None, seed: int) -> nn.Module:
     """Build the timm model; transformers get `img_size` so their position embeddings fit the input."""
     attempts = [{"num_classes": 0, "img_size": image_size}] if image_size else []
     attempts.append({"num_classes": 0})
@@ -85,11 +85,16 @@ def _create(timm_name: str, weights: str, image_size: int | None, seed: int) -> 
     raise UserError(f"--backbone {timm_name}", "timm cannot build it", "pick another backbone")
 
 
+def input_size(model: nn.Module) -> int:
+    """The model's default input size, from its timm pretrained config."""
+    return int(resolve_data_config({}, model=model)["input_size"][-1])
+
+
 def build_backbone(name: str, weights: str, image_size: int | None, pooling: str = "auto", seed: int = 0) -> Backbone:
     """Create the backbone with its weights (imagenet, none, or a local file) at the run's input size."""
     entry = resolve(name)
     cfg = timm.models.get_pretrained_cfg(entry.timm_name)
-    model = _create(entry.timm_name, weights, image_size, seed)
+    model = create_model(entry.timm_name, weights, image_size, seed)
     if weights not in ("imagenet", "none"):
         load_checkpoint(model, Path(weights), cfg.classifier if cfg else None)
     patch = _patch_size(model)
@@ -97,7 +102,7 @@ def build_backbone(name: str, weights: str, image_size: int | None, pooling: str
         raise UserError(f"--image-size {image_size}", f"is not a multiple of {name}'s patch size {patch}",
                         f"use a multiple of {patch}, e.g. {max(patch, round(image_size / patch) * patch)}")
     data_cfg = resolve_data_config({}, model=model)
-    size = image_size or int(data_cfg["input_size"][-1])
+    size = image_size or int(data_cfg["input_size"][-1])  # input_size(model), without resolving twice
     preprocess = Preprocess(size, tuple(data_cfg["mean"]), tuple(data_cfg["std"]), data_cfg["interpolation"],
                             float(data_cfg["crop_pct"]))
     return Backbone(model, pooling, entry.timm_name, preprocess)

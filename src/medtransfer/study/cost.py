@@ -9,24 +9,21 @@ import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from medtransfer.models.backbone import create_model, input_size
 from medtransfer.models.catalog import resolve
 from medtransfer.study.grid import RunSpec
 
 
 @cache
-def forward_flops(backbone: str, image_size: int | None) -> tuple[float, int]:
-    """FLOPs of one forward pass of one image, and the input size used (shapes only: nothing is computed)."""
-    timm_name = resolve(backbone).timm_name
+def forward_flops(backbone: str, image_size: int | None) -> float:
+    """FLOPs of one forward pass of one image at the run's input size (shapes only: nothing is computed)."""
     with torch.device("meta"):
-        try:
-            model = timm.create_model(timm_name, num_classes=0, **({"img_size": image_size} if image_size else {}))
-        except TypeError:
-            model = timm.create_model(timm_name, num_classes=0)
+        model = create_model(resolve(backbone).timm_name, "none", image_size, 0)
     model.eval()  # batch-norm statistics: a single image is fine in eval mode
-    size = image_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+    size = image_size or input_size(model)
     with FlopCounterMode(display=False) as counter:
         model(torch.empty(1, 3, size, size, device="meta"))
-    return float(counter.get_total_flops()), size
+    return float(counter.get_total_flops())
 
 
 @cache
@@ -34,7 +31,7 @@ def measured_flops_per_second() -> float:
     """This machine's sustained FLOP/s on a small ResNet forward (a rough, honest yardstick)."""
     model = timm.create_model("resnet18", num_classes=0).eval()
     x = torch.randn(32, 3, 64, 64)
-    flops = forward_flops("resnet18", 64)[0] * len(x)
+    flops = forward_flops("resnet18", 64) * len(x)
     with torch.inference_mode():
         model(x)
         start, n = time.perf_counter(), 0
@@ -47,7 +44,7 @@ def measured_flops_per_second() -> float:
 def run_cost(spec: RunSpec, counts: dict[str, int], extracts: bool) -> float:
     """FLOPs of one run: frozen = one pass over every image (when it fills the cache); finetune = forward and
     backward (≈3 forwards) over train plus a val pass per epoch, then val and test once."""
-    flops, _ = forward_flops(spec.config.backbone, spec.config.image_size)
+    flops = forward_flops(spec.config.backbone, spec.config.image_size)
     if spec.config.mode == "frozen":
         return flops * sum(counts.values()) if extracts else 0.0
     epochs = spec.config.epochs or 1
