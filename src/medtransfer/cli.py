@@ -59,7 +59,10 @@ def train(
     test_fraction: Annotated[float, Opt(help="test share when DATA has no test split")] = 0.2,
     val_fraction: Annotated[float, Opt(help="val share of the training pool when DATA has no val split")] = 0.2,
     train_fraction: Annotated[float, Opt(help="keep this stratified, grouped fraction of train")] = 1.0,
-    seed: Annotated[int, Opt(help="seeds the split, initialisation, training and bootstrap")] = 0,
+    seed: Annotated[int, Opt(help="seeds initialisation, training and the bootstrap")] = 0,
+    split_seed: Annotated[int, Opt(help="seeds carved splits and folds (fixed across training seeds)")] = 0,
+    allow_missing_classes: Annotated[bool, Opt("--allow-missing-classes", help="a class too rare for every split is a recorded warning")] = False,
+    class_order: Annotated[str | None, Opt(help="ordinal task: classes lowest to highest, e.g. 0,1,2,3,4 (adds quadratic kappa)")] = None,
     bootstrap: Annotated[int, Opt(help="bootstrap resamples for the 95% CIs")] = 2000,
     patient_agg: Annotated[str, Opt(help="pooling of image probabilities per patient: mean | max | vote")] = "mean",
     device: Annotated[str, Opt(help="auto | cpu | cuda")] = "auto",
@@ -72,6 +75,7 @@ def train(
     """One run: one dataset, one backbone, one mode, one seed."""
     values = {k: v for k, v in locals().items() if k != "quiet"}
     values["modalities"] = modalities.split(",") if modalities else None
+    values["class_order"] = class_order.split(",") if class_order else None
     from medtransfer.config import parse_config
     from medtransfer.progress import Reporter
     from medtransfer.report_table import print_metrics

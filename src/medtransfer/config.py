@@ -50,6 +50,13 @@ class TrainConfig(VolumeSettings):
     train_fraction: float = Field(1.0, gt=0, le=1)
     folds: int = Field(0, ge=0)  # k-fold cross-validation when >= 2: `fold` is held out
     fold: int = Field(0, ge=0)
+    # Carved splits and folds are drawn with their own seed, fixed across training seeds by default, so that the
+    # seeds of a study vary the training and not the test set.
+    split_seed: int = Field(0, ge=0)
+    allow_missing_classes: bool = False  # a class too rare to reach every split is a recorded warning, not an error
+    # Ordinal tasks: the classes from lowest to highest. Quadratic-weighted kappa is reported only when this is
+    # known (given here, or supplied by the data, as MedMNIST's ordinal sets do).
+    class_order: list[str] | None = None
 
     backbone: str = "resnet50"
     weights: str = "imagenet"

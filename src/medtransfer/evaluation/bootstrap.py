@@ -69,8 +69,13 @@ def bootstrap_ci(
     """{metric: {value, low, high}}: the value on the whole split (sklearn), the percentile interval of resamples."""
     point = compute_metrics(y, prob)
     draws = draw_metrics(y, [prob], spec, groups, progress)[0]
+    return summarise_draws(point, draws, spec.level)
+
+
+def summarise_draws(point: dict[str, float], draws: dict[str, np.ndarray], level: float) -> dict[str, dict[str, float]]:
+    """{metric: {value, low, high}} from point estimates and their resampled values, each metric by its own method."""
     out = {}
     for name, value in point.items():
-        low, high = percentile_interval(draws[name], spec.level)
+        low, high = percentile_interval(draws[name], level)
         out[name] = {"value": value, "low": low, "high": high}
     return out

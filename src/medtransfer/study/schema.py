@@ -13,7 +13,7 @@ from medtransfer.errors import UserError
 
 DATA_FIELDS = ("data", "path_col", "label_col", "group_col", "split_col", "image_root", "skip_missing",
                "modalities", "modality_mode", "slices", "plane", "normalize", "labels_csv", "skip_incomplete",
-               "pattern", "test_fraction", "val_fraction")
+               "pattern", "class_order", "test_fraction", "val_fraction")
 GRID_FIELDS = ("task", "backbone", "mode", "head", "seed", "train_fraction", "folds", "fold", "out")
 # Every other run setting can be given for the whole study, a dataset, a mode or a backbone.
 SETTING_FIELDS = tuple(f for f in TrainConfig.model_fields if f not in DATA_FIELDS + GRID_FIELDS)
