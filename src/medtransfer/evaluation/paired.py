@@ -1,25 +1,46 @@
-"""Paired comparisons of models scored on the same samples.
+"""Paired comparisons of models (or setups of several seeds) scored on the same samples.
 
-Bootstrap CIs of metric differences (each resample applied to every model), DeLong's test for correlated AUROCs,
-McNemar's exact test on correctness, and Holm's step-down correction across the comparisons of one table.
-DeLong and McNemar treat samples as independent; only the bootstrap honours `groups` (patients resampled whole),
-so with several images per patient their p-values are optimistic and the bootstrap interval is the one to trust.
+- `compare_setups` compares each pair of setups once, on the mean over seeds of each metric: a 95% paired
+  bootstrap interval (patients resampled whole when `groups` is given, the seed mean taken inside each resample)
+  and one p-value per metric, Holm-corrected across the pairs of the call.
+- `clustered_auroc_test`: Obuchowski's (1997) nonparametric test of two correlated AUROCs from clustered data.
+  It assumes clusters (patients) are independent and allows any correlation within a cluster; with one sample per
+  cluster it is DeLong's test. Multi-class AUROC is the one-vs-rest macro mean over the classes present.
+- `clustered_mcnemar_test`: Durkalski et al.'s (2003) clustered McNemar test of equal accuracy; same assumption
+  on clusters. With one sample per cluster and 0/1 correctness it is McNemar's chi-square (no continuity correction).
+- Several seeds: the per-sample structural components (AUROC) and correctness (accuracy) are averaged over a
+  setup's seeds before the cluster sums; the seed-mean AUROC and accuracy are linear in them. These tests condition
+  on the trained models: they ask whether the seed-mean metrics differ on the population the test patients come
+  from, not whether a fresh set of seeds would differ (seed-to-seed training variation is not in the variance).
+- `delong_test` and `mcnemar_test` (exact) treat every sample as independent; with several images per patient
+  their p-values are anti-conservative (simulated type-I error 0.31 and 0.22 at alpha 0.05, tests/evaluation/
+  test_paired.py). `compare_setups` uses the exact McNemar test only without groups and with one seed on both
+  sides; for AUROC without groups it uses the clustered test with singleton clusters, which is DeLong's.
+- p-values are two-sided, from the normal (AUROC) or chi-square (clustered McNemar) approximation, which needs
+  a fair number of clusters (60 patients held the level in simulation); only the exact McNemar test is exact.
+- The bootstrap intervals resample patients whole and need no such formula, but are percentile intervals of a
+  seed-mean difference with the same conditioning on the trained models.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest, norm, rankdata
+from scipy.special import bdtr
+from scipy.stats import rankdata
 
 from medtransfer.evaluation.bootstrap import BootstrapSpec, draw_metrics, percentile_interval
-from medtransfer.evaluation.metrics import METRICS, compute_metrics
+from medtransfer.evaluation.metrics import METRICS, auroc, compute_metrics
 
-COLUMNS = ("a", "b", "auroc_diff", "auroc_low", "auroc_high", "accuracy_diff", "accuracy_low", "accuracy_high",
-           "delong_p", "mcnemar_p", "delong_p_holm", "mcnemar_p_holm")
+COLUMNS = ("a", "b", "n_seeds_a", "n_seeds_b", "auroc_diff", "auroc_low", "auroc_high", "accuracy_diff",
+           "accuracy_low", "accuracy_high", "auroc_p", "accuracy_p", "auroc_test", "accuracy_test",
+           "auroc_p_holm", "accuracy_p_holm")
+
+Probs = np.ndarray | Sequence[np.ndarray]  # (n, K) for one seed, or one (n, K) array per seed
 
 
 def _check_probs(y: np.ndarray, probs: Sequence[np.ndarray]) -> None:
@@ -27,6 +48,24 @@ def _check_probs(y: np.ndarray, probs: Sequence[np.ndarray]) -> None:
     n = len(y) if np.ndim(y) == 1 else -1
     if np.ndim(y) != 1 or any(len(s) != 2 or s[0] != n for s in shapes) or len(shapes) > 1:
         raise ValueError(f"need y (n,) and every prob (n, K) of one shape, got y {np.shape(y)} and {sorted(shapes)}")
+
+
+def _seeds(probs: Probs) -> np.ndarray:
+    """(S, n, K) float array: a single (n, K) array is one seed."""
+    arr = np.asarray(probs, dtype=float)
+    arr = arr[None] if arr.ndim == 2 else arr
+    if arr.ndim != 3 or arr.shape[0] == 0:
+        raise ValueError(f"need one (n, K) probability array per seed, got shape {np.shape(probs)}")
+    return arr
+
+
+def _cluster_index(groups: np.ndarray | None, n: int) -> np.ndarray:
+    """Cluster number 0..I-1 of each sample; every sample its own cluster without groups."""
+    if groups is None:
+        return np.arange(n)
+    if np.shape(groups) != (n,):
+        raise ValueError(f"need one group per sample, got groups {np.shape(groups)} for {n} samples")
+    return np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
 
 
 def _paired_draws(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpec,
@@ -73,6 +112,7 @@ def delong_test(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict
 
     Returns auc_a, auc_b, diff = auc_a - auc_b, its standard error se, z = diff / se and the two-sided normal p.
     Everything is NaN without both classes; se, z and p are NaN with fewer than two samples of a class.
+    Samples are assumed independent: with several images per patient use clustered_auroc_test.
     """
     y = np.asarray(y)
     scores = np.stack([np.asarray(score_a, dtype=float), np.asarray(score_b, dtype=float)])
@@ -86,39 +126,137 @@ def delong_test(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict
     nan = float("nan")
     if m == 0 or n == 0:
         return {"auc_a": nan, "auc_b": nan, "diff": nan, "se": nan, "z": nan, "p": nan}
-    x, neg = scores[:, positive], scores[:, ~positive]
-    # midranks within positives, within negatives and over both: ties count one half in every placement
-    tx, ty = rankdata(x, axis=1), rankdata(neg, axis=1)
-    tz = rankdata(np.concatenate([x, neg], axis=1), axis=1)
-    auc = (tz[:, :m].sum(axis=1) / m - (m + 1) / 2) / n
+    v10, v01 = _placements(scores, positive)
+    auc = v10.mean(axis=1)
     diff = float(auc[0] - auc[1])
     out = {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "diff": diff, "se": nan, "z": nan, "p": nan}
     if m < 2 or n < 2:
         return out
-    v10 = (tz[:, :m] - tx) / n  # share of negatives each positive beats (DeLong's structural components)
-    v01 = 1 - (tz[:, m:] - ty) / m  # share of positives that beat each negative
     cov = np.cov(v10) / m + np.cov(v01) / n
     # rounding can leave a tiny negative variance for nearly identical models
     se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
-    if se > 0:
-        z = diff / se
-        p = float(2 * norm.sf(abs(z)))
-    else:  # no sampling variability in the difference: identical rankings (diff 0) or a degenerate split
-        z = 0.0 if diff == 0 else float(np.copysign(np.inf, diff))
-        p = 1.0 if diff == 0 else 0.0
-    out.update(se=se, z=z, p=p)
+    out.update(se=se, **_normal_p(diff, se))
     return out
 
 
+def _placements(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's structural components of each row of scores (R, n): V10 (R, m) of positives, V01 of negatives.
+
+    V10 is the share of negatives a positive outscores, V01 the share of positives that outscore a negative (ties
+    count one half), from midranks within each class and over both (Sun & Xu 2014); each averages to the AUROC.
+    """
+    x, neg = scores[:, positive], scores[:, ~positive]
+    m, n = x.shape[1], neg.shape[1]
+    tx, ty = rankdata(x, axis=1), rankdata(neg, axis=1)
+    tz = rankdata(np.concatenate([x, neg], axis=1), axis=1)
+    return (tz[:, :m] - tx) / n, 1 - (tz[:, m:] - ty) / m
+
+
+def _normal_p(diff: float, se: float) -> dict[str, float]:
+    if se > 0:
+        z = diff / se
+        return {"z": z, "p": math.erfc(abs(z) / math.sqrt(2))}  # 2 Phi(-|z|), without scipy's per-call overhead
+    # no sampling variability in the difference: identical rankings (diff 0) or a degenerate split
+    return {"z": 0.0 if diff == 0 else float(np.copysign(np.inf, diff)), "p": 1.0 if diff == 0 else 0.0}
+
+
+def _class_scores(y: np.ndarray, probs: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(positive mask, scores (S, n)) per problem of metrics.auroc: class 1 if binary, else each class present."""
+    if probs.shape[2] == 2:
+        positive = y == 1
+        return [(positive, probs[:, :, 1])] if 0 < positive.sum() < len(y) else []
+    return [(y == k, probs[:, :, k]) for k in range(probs.shape[2]) if 0 < (y == k).sum() < len(y)]
+
+
+def _influence(v10: np.ndarray, v01: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Seed-mean AUROC from one setup's placements (S, m), (S, n - m) and, per positive and negative, mean V - AUROC."""
+    auc = v10.mean(axis=1, keepdims=True)  # each seed's AUROC
+    # the seed-mean AUROC is linear in the components, so averaging them over seeds gives its influence values
+    return float(auc.mean()), (v10 - auc).mean(axis=0), (v01 - auc).mean(axis=0)
+
+
+def clustered_auroc_test(y: np.ndarray, probs_a: Probs, probs_b: Probs,
+                         groups: np.ndarray | None = None) -> dict[str, float]:
+    """Obuchowski's (1997) clustered test of seed-mean AUROC(a) = AUROC(b); DeLong's test when groups is None.
+
+    probs_a and probs_b are (n, K) or one (n, K) array per seed. Returns auc_a, auc_b (means over seeds of
+    metrics.auroc), diff, se, z and the two-sided normal p; NaN where AUROC is undefined, se, z and p NaN when
+    a class's positives or negatives lie in fewer than two clusters.
+    """
+    y = np.asarray(y)
+    pa, pb = _seeds(probs_a), _seeds(probs_b)
+    if y.ndim != 1 or pa.shape[1:] != pb.shape[1:] or pa.shape[1] != len(y):
+        raise ValueError(f"need y (n,) and probabilities (n, K) of one shape, got {y.shape}, {pa.shape[1:]}, "
+                         f"{pb.shape[1:]}")
+    cluster = _cluster_index(groups, len(y))
+    n_clusters = int(cluster.max()) + 1 if len(y) else 0
+    problems = list(zip(_class_scores(y, pa), _class_scores(y, pb)))
+    nan = float("nan")
+    if not problems:
+        return {"auc_a": nan, "auc_b": nan, "diff": nan, "se": nan, "z": nan, "p": nan}
+    columns, weights, sizes, aucs = [], [], [], np.zeros(2)
+    for (positive, sa), (_, sb) in problems:
+        v10, v01 = _placements(np.concatenate([sa, sb]), positive)  # one ranking pass for both setups' seeds
+        (auc_a, pos_a, neg_a), (auc_b, pos_b, neg_b) = (_influence(v10[rows], v01[rows])
+                                                        for rows in (slice(len(sa)), slice(len(sa), None)))
+        aucs += np.array([auc_a, auc_b]) / len(problems)
+        for mask, centred in ((positive, pos_a - pos_b), (~positive, neg_a - neg_b)):
+            columns.append(np.bincount(cluster[mask], weights=centred, minlength=n_clusters))
+            weights.append(1 / (len(problems) * mask.sum()))
+            sizes.append(len(np.unique(cluster[mask])))
+    diff = float(aucs[0] - aucs[1])
+    out = {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "diff": diff, "se": nan, "z": nan, "p": nan}
+    if min(sizes) < 2:
+        return out
+    # Obuchowski's S10, S01 (scaled by the clusters holding that kind of unit) and S11 (by all clusters), as one
+    # quadratic form so that the macro mean's cross-class covariances come along: the factor matrix is a constant
+    # plus a non-negative diagonal, so the variance cannot be negative.
+    u, w, c = np.stack(columns, axis=1), np.array(weights), np.array(sizes, dtype=float)
+    factor = np.full((len(c), len(c)), n_clusters / (n_clusters - 1))
+    np.fill_diagonal(factor, c / (c - 1))
+    var = float(w @ (factor * (u.T @ u)) @ w)
+    se = float(np.sqrt(max(var, 0.0)))
+    out.update(se=se, **_normal_p(diff, se))
+    return out
+
+
+def clustered_mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray,
+                           groups: np.ndarray | None = None) -> dict[str, float]:
+    """Durkalski et al.'s (2003) clustered McNemar test of equal (seed-mean) accuracy, chi-square with 1 df.
+
+    correct_a and correct_b are (n,) or (S, n) correctness (bool or 0/1), averaged over seeds. With d_i the sum
+    over cluster i of correct_a - correct_b, the statistic is (sum d_i)^2 / sum d_i^2; returns diff (accuracy a -
+    accuracy b), stat and p (1.0 when no cluster is discordant).
+    """
+    a, b = np.atleast_2d(np.asarray(correct_a, dtype=float)), np.atleast_2d(np.asarray(correct_b, dtype=float))
+    if a.ndim != 2 or a.shape[1] != b.shape[1] or b.ndim != 2:
+        raise ValueError(f"need correctness (n,) or (S, n) on the same n, got {np.shape(correct_a)}, "
+                         f"{np.shape(correct_b)}")
+    n = a.shape[1]
+    d = np.bincount(_cluster_index(groups, n), weights=a.mean(axis=0) - b.mean(axis=0))
+    total, square = float(d.sum()), float(d @ d)
+    diff = total / n if n else float("nan")
+    if square == 0:
+        return {"diff": diff, "stat": 0.0, "p": 1.0}
+    # the null variance sum d_i^2 (no centring) is the score form that reduces to McNemar's (b - c)^2 / (b + c)
+    stat = total**2 / square
+    return {"diff": diff, "stat": stat, "p": math.erfc(math.sqrt(stat / 2))}  # chi-square 1 df tail
+
+
 def mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
-    """Exact McNemar test: b01 = a wrong and b right, b10 = a right and b wrong, two-sided binomial p (1.0 if none)."""
+    """Exact McNemar test: b01 = a wrong and b right, b10 = a right and b wrong, two-sided binomial p (1.0 if none).
+
+    Samples are assumed independent: with several images per patient use clustered_mcnemar_test.
+    """
     a, b = np.asarray(correct_a), np.asarray(correct_b)
     if a.ndim != 1 or a.shape != b.shape:
         raise ValueError(f"need two correctness vectors of one shape (n,), got {a.shape} and {b.shape}")
     if a.dtype != bool or b.dtype != bool:
         raise ValueError("correctness vectors must be boolean")
     b01, b10 = int(np.sum(~a & b)), int(np.sum(a & ~b))
-    p = float(binomtest(b10, b01 + b10, 0.5).pvalue) if b01 + b10 else 1.0
+    # Binomial(b01 + b10, 1/2) is symmetric, so the two-sided exact p (scipy's binomtest) is twice the smaller
+    # tail, capped at 1; bdtr gives it without binomtest's search, which dominated simulation time
+    p = min(1.0, 2 * float(bdtr(min(b01, b10), b01 + b10, 0.5))) if b01 + b10 else 1.0
     return {"b01": b01, "b10": b10, "p": p}
 
 
@@ -138,6 +276,63 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
+def _accuracy_test(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: np.ndarray | None) -> tuple[float, str]:
+    correct_a, correct_b = pa.argmax(axis=2) == y, pb.argmax(axis=2) == y
+    if groups is None and len(pa) == len(pb) == 1:
+        return mcnemar_test(correct_a[0], correct_b[0])["p"], "McNemar exact"
+    name = "McNemar chi-square" if groups is None else "clustered McNemar (Durkalski)"
+    return clustered_mcnemar_test(correct_a, correct_b, groups)["p"], name
+
+
+def compare_setups(
+    y: np.ndarray,
+    probs: dict[str, Sequence[np.ndarray]],
+    spec: BootstrapSpec,
+    groups: np.ndarray | None = None,
+    pairs: list[tuple[str, str]] | None = None,
+) -> pd.DataFrame:
+    """One row per pair (a, b) (all pairs by default) of seed-mean differences a - b: paired bootstrap CI, p, Holm."""
+    pairs = list(itertools.combinations(probs, 2)) if pairs is None else list(pairs)
+    unknown = {name for pair in pairs for name in pair} - set(probs)
+    if unknown:
+        raise ValueError(f"pairs name setups not in probs: {sorted(unknown)}")
+    y = np.asarray(y)
+    seeds = {name: _seeds(prob) for name, prob in probs.items()}
+    _check_probs(y, [p for s in seeds.values() for p in s])
+    _cluster_index(groups, len(y))  # validates groups before any work
+    used = list(dict.fromkeys(name for pair in pairs for name in pair))
+    # one pass of resamples for every seed of every setup used; the seed mean is taken inside each resample
+    flat = [p for name in used for p in seeds[name]]
+    draws = _paired_draws(y, flat, spec, groups) if used else []
+    mean_draws, points, start = {}, {}, 0
+    for name in used:
+        own = draws[start:start + len(seeds[name])]
+        start += len(own)
+        mean_draws[name] = {m: np.mean([d[m] for d in own], axis=0) for m in ("auroc", "accuracy")}
+        points[name] = {"auroc": float(np.mean([auroc(y, p) for p in seeds[name]])),
+                        "accuracy": float(np.mean([np.mean(p.argmax(axis=1) == y) for p in seeds[name]]))}
+    rows = []
+    for a, b in pairs:
+        diff = _diff_summary(points[a], points[b], mean_draws[a], mean_draws[b], ("auroc", "accuracy"), spec.level)
+        accuracy_p, accuracy_name = _accuracy_test(y, seeds[a], seeds[b], groups)
+        rows.append({
+            "a": a,
+            "b": b,
+            "n_seeds_a": len(seeds[a]),
+            "n_seeds_b": len(seeds[b]),
+            **{f"{name}_{key}": ci[field] for name, ci in diff.items()
+               for key, field in (("diff", "value"), ("low", "low"), ("high", "high"))},
+            "auroc_p": clustered_auroc_test(y, seeds[a], seeds[b], groups)["p"],
+            "accuracy_p": accuracy_p,
+            "auroc_test": "DeLong" if groups is None else "Obuchowski (clustered)",
+            "accuracy_test": accuracy_name,
+        })
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame["auroc_p_holm"] = holm(frame["auroc_p"].to_numpy(dtype=float))
+    frame["accuracy_p_holm"] = holm(frame["accuracy_p"].to_numpy(dtype=float))
+    return frame
+
+
 def compare_models(
     y: np.ndarray,
     probs: dict[str, np.ndarray],
@@ -145,30 +340,5 @@ def compare_models(
     groups: np.ndarray | None = None,
     pairs: list[tuple[str, str]] | None = None,
 ) -> pd.DataFrame:
-    """One row per pair (a, b) (all pairs by default): paired bootstrap differences a - b, DeLong and McNemar p, Holm."""
-    pairs = list(itertools.combinations(probs, 2)) if pairs is None else list(pairs)
-    unknown = {name for pair in pairs for name in pair} - set(probs)
-    if unknown:
-        raise ValueError(f"pairs name models not in probs: {sorted(unknown)}")
-    y, probs = np.asarray(y), {name: np.asarray(prob, dtype=float) for name, prob in probs.items()}
-    _check_probs(y, list(probs.values()))
-    used = list(dict.fromkeys(name for pair in pairs for name in pair))
-    # one pass of resamples for all models: each model's metrics are computed once however many pairs it is in
-    draws = dict(zip(used, _paired_draws(y, [probs[name] for name in used], spec, groups))) if used else {}
-    points = {name: compute_metrics(y, probs[name]) for name in used}
-    rows = []
-    for a, b in pairs:
-        diff = _diff_summary(points[a], points[b], draws[a], draws[b], ("auroc", "accuracy"), spec.level)
-        binary = probs[a].shape[1] == 2
-        rows.append({
-            "a": a,
-            "b": b,
-            **{f"{name}_{key}": ci[field] for name, ci in diff.items()
-               for key, field in (("diff", "value"), ("low", "low"), ("high", "high"))},
-            "delong_p": delong_test(y, probs[a][:, 1], probs[b][:, 1])["p"] if binary else float("nan"),
-            "mcnemar_p": mcnemar_test(probs[a].argmax(axis=1) == y, probs[b].argmax(axis=1) == y)["p"],
-        })
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    frame["delong_p_holm"] = holm(frame["delong_p"].to_numpy(dtype=float))
-    frame["mcnemar_p_holm"] = holm(frame["mcnemar_p"].to_numpy(dtype=float))
-    return frame
+    """compare_setups with one seed per model (one (n, K) array each)."""
+    return compare_setups(y, {name: [prob] for name, prob in probs.items()}, spec, groups, pairs)
