@@ -245,3 +245,22 @@ def test_real_full_ham_metadata_needs_skip_missing(shared_data):
     skipped = total - len(present)
     assert skipped == 9891
     assert any(f"{skipped} of {total}" in note for note in table.notes)
+
+
+@pytest.mark.parametrize("blank", ["", "  "], ids=["empty", "spaces"])
+def test_blank_group_cells_are_refused_naming_the_rows(tmp_path, blank):
+    rows = [list(r) for r in CUSTOM_ROWS]
+    rows[1][2] = rows[3][2] = blank  # --group-col given, but two rows name no patient
+    with pytest.raises(UserError) as info:
+        load_manifest(_custom(tmp_path, rows=rows), CUSTOM_COLUMNS, None, False)
+    line = info.value.line()
+    assert "\n" not in line
+    assert "2 of 5 samples have a blank group id" in line
+    assert f"(first: {rows[1][0]!r}, {rows[3][0]!r})" in line
+    assert "--group-col" in line and str(tmp_path / "manifest.csv") in line
+
+
+def test_an_all_blank_group_column_means_no_groups(tmp_path):
+    rows = [[r[0], r[1], "", r[3]] for r in CUSTOM_ROWS]
+    table = load_manifest(_custom(tmp_path, rows=rows), CUSTOM_COLUMNS, None, False)
+    assert not table.has_groups

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from medtransfer.data.npz import load_npz
+from medtransfer.data.table import with_class_order
 from medtransfer.errors import UserError
 
 SPLIT_SIZES = {"train": 7, "val": 3, "test": 4}
@@ -56,6 +57,33 @@ def test_classes_sort_numerically_not_as_text(tmp_path):
     arrays["train_labels"] = np.array([[0], [2], [10], [1], [2], [10], [0]], dtype=np.uint8)
     table = load_npz(_write(tmp_path / "many.npz", arrays))
     assert table.classes[:4] == ["0", "1", "2", "10"]
+
+
+def test_classes_sort_numerically_with_targets_to_match(tmp_path):
+    arrays = _arrays((4, 4))
+    arrays["train_labels"] = np.array([[9], [10], [2], [10], [9], [0], [1]], dtype=np.uint8)
+    table = load_npz(_write(tmp_path / "many.npz", arrays))
+    assert table.classes == ["0", "1", "2", "9", "10"]  # as text "10" would sort before "2"
+    assert not table.ordinal and table.notes == []
+    train = table.frame[table.frame["split"] == "train"]
+    assert train["target"].tolist() == [3, 4, 2, 4, 3, 0, 1]
+
+
+@pytest.mark.parametrize("name", ["retinamnist.npz", "retinamnist_224.npz", "RetinaMNIST_64.npz"])
+def test_retinamnist_is_an_ordinal_task_in_numeric_order(tmp_path, name):
+    table = load_npz(_write(tmp_path / name, _arrays((4, 4), classes=5)))
+    assert table.ordinal
+    assert table.classes == ["0", "1", "2", "3", "4"]
+    assert table.frame["target"].tolist() == [int(x) for x in table.frame["label"]]
+    assert any("ordinal" in note and "0, 1, 2, 3, 4" in note for note in table.notes)
+
+
+def test_a_non_retina_npz_can_be_given_a_class_order(tmp_path):
+    table = load_npz(_write(tmp_path / "tiny.npz", _arrays((4, 4), classes=3)))
+    ordered = with_class_order(table, ["2", "1", "0"])
+    assert ordered.ordinal and ordered.classes == ["2", "1", "0"]
+    assert (ordered.frame["target"] == 2 - table.frame["target"]).all()
+    assert ordered.pixels(0).shape == (4, 4)
 
 
 def test_file_with_only_some_splits_loads_those(tmp_path):

@@ -8,13 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medtransfer.data.splits import UNUSED, SplitPlan, assign_splits, carve, group_keys
+from medtransfer.data.splits import UNUSED, SplitPlan, assign_splits, carve, group_keys, missing_classes
 from medtransfer.data.table import SPLITS, SampleTable
 from medtransfer.errors import UserError
-
-# The only failures a small but well-formed table may meet: a carved val/test split too small.
-TOO_SMALL = ("split is empty", "holds one class only")
-
 
 def make_table(groups: list[tuple[str, str | None, int]], grouped: bool = True) -> SampleTable:
     """groups: (label, predefined split or None, sample count) per group; group ids g000, g001, ..."""
@@ -44,45 +40,161 @@ def check_valid(frame: pd.DataFrame, table: SampleTable) -> None:
 
 
 @st.composite
-def tables(draw, min_groups_per_class: int = 3, max_groups: int = 60):
+def tables(draw, min_groups_per_class: int = 3, max_extra: int = 12):
+    """2-4 classes, each of min_groups_per_class to +max_extra groups (often exactly the minimum), 1-5 samples each."""
     n_classes = draw(st.integers(2, 4))
-    n_groups = draw(st.integers(max(6, min_groups_per_class * n_classes), max(max_groups, 6)))
-    # every class gets min_groups_per_class groups, the rest of the groups get random classes
-    labels = [k % n_classes for k in range(min_groups_per_class * n_classes)]
-    labels += draw(st.lists(st.integers(0, n_classes - 1), min_size=n_groups - len(labels),
-                            max_size=n_groups - len(labels)))
-    labels = draw(st.permutations(labels))
-    sizes = draw(st.lists(st.integers(1, 5), min_size=n_groups, max_size=n_groups))
+    counts = draw(st.lists(st.integers(min_groups_per_class, min_groups_per_class + max_extra) | st.just(
+        min_groups_per_class), min_size=n_classes, max_size=n_classes))
+    groups = [(f"c{k}", None, draw(st.integers(1, 5))) for k, n in enumerate(counts) for _ in range(n)]
+    groups = draw(st.permutations(groups))
     grouped = draw(st.booleans()) if min_groups_per_class == 3 else True
-    groups = [(f"c{label}", None, size) for label, size in zip(labels, sizes)]
     if not grouped:  # ungrouped: every sample is its own unit
         groups = [(label, None, 1) for label, _, size in groups for _ in range(size)]
     return make_table(groups, grouped=grouped)
 
 
-@settings(max_examples=60, deadline=None, report_multiple_bugs=False)
-@given(table=tables(), seed=st.integers(0, 2**32 - 1))
-def test_random_tables_split_without_leaks(table, seed):
-    plan = SplitPlan(seed=seed)
+fractions = st.floats(0.01, 0.99)
+
+
+@settings(max_examples=12, deadline=None, report_multiple_bugs=False)
+@given(table=tables(), test=fractions, val=fractions, train=st.sampled_from([1.0, 0.5, 0.05]))
+def test_every_class_with_three_groups_is_in_every_split_for_any_seed(table, test, val, train):
     before = table.frame.copy()
-    try:
+    for seed in range(20):
+        plan = SplitPlan(test_fraction=test, val_fraction=val, train_fraction=train, seed=seed)
         frame = assign_splits(table, plan)
-    except UserError as exc:
-        # allowed only for a val/test split too small to hold two classes; train always keeps every class
-        assert any(reason in exc.line() for reason in TOO_SMALL), exc.line()
-        assert "train split" not in exc.line() and "no training samples" not in exc.line()
-        with pytest.raises(UserError) as again:
-            assign_splits(table, plan)
-        assert again.value.line() == exc.line()
-        return
-    check_valid(frame, table)
-    assert (frame["split"] != UNUSED).all()
+        check_valid(frame, table)
+        for split in SPLITS:
+            assert set(frame.loc[frame["split"] == split, "label"]) == set(table.classes), (seed, split)
+        assert missing_classes(frame, table.classes) == {}
+        assert (frame["split"] != UNUSED).all() or train < 1.0
     pd.testing.assert_frame_equal(assign_splits(table, plan), frame)  # same seed, same split
     pd.testing.assert_frame_equal(table.frame, before)  # the table itself is left alone
 
 
+@st.composite
+def tables_with_rare_classes(draw):
+    """Two or three classes of >= 3 groups and one or two classes of 1 or 2 groups."""
+    counts = draw(st.lists(st.integers(3, 10), min_size=2, max_size=3))
+    rare = draw(st.lists(st.integers(1, 2), min_size=1, max_size=2))
+    groups = [(f"c{k}", None, draw(st.integers(1, 4))) for k, n in enumerate(counts) for _ in range(n)]
+    groups += [(f"rare{k}", None, draw(st.integers(1, 4))) for k, n in enumerate(rare) for _ in range(n)]
+    return make_table(draw(st.permutations(groups))), {f"rare{k}": n for k, n in enumerate(rare)}
+
+
+@settings(max_examples=40, deadline=None, report_multiple_bugs=False)
+@given(drawn=tables_with_rare_classes(), seed=st.integers(0, 2**32 - 1), test=fractions, val=fractions)
+def test_a_class_with_fewer_than_three_groups_is_refused_or_recorded(drawn, seed, test, val):
+    table, rare = drawn
+    plan = SplitPlan(test_fraction=test, val_fraction=val, seed=seed)
+    with pytest.raises(UserError) as info:
+        assign_splits(table, plan)
+    line = info.value.line()
+    assert "\n" not in line and "--allow-missing-classes" in line
+    for name, n in rare.items():
+        assert f"{name!r} ({n} group" in line
+    frame = assign_splits(table, SplitPlan(test_fraction=test, val_fraction=val, seed=seed,
+                                           allow_missing_classes=True))
+    assert (split_of_group(frame) == 1).all()
+    missing = missing_classes(frame, table.classes)
+    assert set(missing) <= {"val", "test"}
+    assert {name for names in missing.values() for name in names} == set(rare)
+    for name, n in rare.items():  # a 2-group class goes to test before val; a 1-group class stays in train
+        assert name in missing["val"]
+        assert (name in missing.get("test", [])) == (n == 1)
+    common = [c for c in table.classes if c not in rare]
+    for split in SPLITS:
+        assert set(common) <= set(frame.loc[frame["split"] == split, "label"])
+    assert set(frame.loc[frame["split"] == "train", "label"]) == set(table.classes)
+
+
+@settings(max_examples=15, deadline=None, report_multiple_bugs=False)
+@given(data=st.data(), k=st.sampled_from([3, 5]), seed=st.integers(0, 2**32 - 1))
+def test_every_class_with_k_groups_is_in_every_held_out_fold(data, k, seed):
+    table = data.draw(tables(min_groups_per_class=k, max_extra=6))
+    held = []
+    for fold in range(k):
+        frame = assign_splits(table, SplitPlan(seed=seed, folds=k, fold=fold))
+        check_valid(frame, table)
+        for split in SPLITS:  # test is the fold; train the other folds; val carved from them
+            assert set(frame.loc[frame["split"] == split, "label"]) == set(table.classes), (fold, split)
+        held.append(set(frame.loc[frame["split"] == "test", "sample_id"]))
+    assert sum(map(len, held)) == len(table) and set().union(*held) == set(table.frame["sample_id"])
+    sizes = sorted(map(len, held))
+    assert sizes[-1] - sizes[0] <= 5 * len(table.classes)  # balanced within a group size per class
+
+
+def test_a_class_of_three_patients_under_five_folds_is_refused_with_one_line():
+    table = make_table([("a", None, 2)] * 15 + [("b", None, 1)] * 15 + [("rare", None, 2)] * 3)
+    for fold in range(5):  # refused in every fold, also those that happen to hold it: the study cannot be valid
+        with pytest.raises(UserError) as info:
+            assign_splits(table, SplitPlan(folds=5, fold=fold, seed=7))
+        line = info.value.line()
+        assert line == ("t: class(es) too rare to place in every split: 'rare' (3 groups, 6 samples) is not in "
+                        "2 of the 5 held-out test folds — use --folds 3 or fewer, or add data of it, "
+                        "or pass --allow-missing-classes to go on and record it as a warning")
+    lacking = 0
+    for fold in range(5):
+        frame = assign_splits(table, SplitPlan(folds=5, fold=fold, seed=7, allow_missing_classes=True))
+        assert (split_of_group(frame) == 1).all()
+        missing = missing_classes(frame, table.classes)
+        assert missing in ({}, {"test": ["rare"]})
+        lacking += bool(missing)
+        assert "rare" in set(frame.loc[frame["split"] == "train", "label"])
+    assert lacking == 2  # 3 patients reach 3 of the 5 held-out folds, so 2 have none
+
+
+def test_a_class_of_two_patients_is_refused_naming_val():
+    table = make_table([("a", None, 2)] * 10 + [("b", None, 1)] * 10 + [("rare", None, 1)] * 2)
+    for seed in range(50):
+        with pytest.raises(UserError, match=r"'rare' \(2 groups, 2 samples\) is not in val — add data of it"):
+            assign_splits(table, SplitPlan(seed=seed))
+
+
+def test_allowed_missing_classes_still_refuse_a_one_class_eval_split():
+    table = make_table([("a", None, 1)] * 10 + [("b", None, 1)])
+    with pytest.raises(UserError, match="holds one class only"):
+        assign_splits(table, SplitPlan(allow_missing_classes=True))
+
+
+def test_a_class_missing_from_a_predefined_split_is_recorded_not_refused():
+    groups = [("a", "train", 1)] * 4 + [("b", "train", 1)] * 4 + [("c", "train", 1)] * 4
+    groups += [("a", "val", 1), ("b", "val", 1), ("c", "val", 1), ("a", "test", 1), ("b", "test", 1)]
+    table = make_table(groups)
+    frame = assign_splits(table, SplitPlan())  # the user's own test split: theirs to judge
+    assert missing_classes(frame, table.classes) == {"test": ["c"]}
+
+
+def test_missing_classes_lists_absent_classes_per_split_in_class_order():
+    frame = pd.DataFrame({"label": ["a", "b", "c", "a", "b", "a"],
+                          "split": ["train", "train", "train", "val", "val", "test"]})
+    assert missing_classes(frame, ["c", "b", "a"]) == {"val": ["c"], "test": ["c", "b"]}
+    assert missing_classes(frame[frame["split"] == "train"], ["a"]) == {"val": ["a"], "test": ["a"]}
+
+
+def test_tiny_fractions_still_give_every_class_to_val_and_test():
+    table = make_table([(f"c{g % 3}", None, 1 + g % 4) for g in range(90)])
+    frame = assign_splits(table, SplitPlan(test_fraction=0.001, val_fraction=0.001, seed=3))
+    for split in ("val", "test"):
+        assert frame.loc[frame["split"] == split].groupby("label")["group"].nunique().to_dict() == \
+            {"c0": 1, "c1": 1, "c2": 1}
+
+
+def test_folds_are_the_same_partition_for_every_fold_and_follow_the_seed():
+    table = make_table([(f"c{g % 3}", None, 1 + g % 3) for g in range(45)])
+    tests = [assign_splits(table, SplitPlan(folds=3, fold=f, seed=0))["split"] == "test" for f in range(3)]
+    assert (sum(t.astype(int) for t in tests) == 1).all()  # every row held out exactly once
+    other = assign_splits(table, SplitPlan(folds=3, fold=0, seed=1))["split"] == "test"
+    assert not other.equals(tests[0])
+
+
+def test_fewer_groups_than_folds_is_a_user_error():
+    with pytest.raises(UserError, match="cannot make 5 folds from 4 groups"):
+        assign_splits(make_table([("a", None, 2)] * 2 + [("b", None, 2)] * 2), SplitPlan(folds=5))
+
+
 @settings(max_examples=30, deadline=None, report_multiple_bugs=False)
-@given(table=tables(min_groups_per_class=19, max_groups=90), seed=st.integers(0, 2**32 - 1))
+@given(table=tables(min_groups_per_class=19, max_extra=8), seed=st.integers(0, 2**32 - 1))
 def test_tables_with_enough_groups_always_split(table, seed):
     """With >= 19 groups of <= 5 samples per class, test and val each get a group of every class."""
     frame = assign_splits(table, SplitPlan(seed=seed))
@@ -188,3 +300,18 @@ def test_carve_takes_whole_groups_and_leaves_one_per_class():
     kept = table.frame.loc[~picked, "label"]
     assert set(kept) == {"c0", "c1"}
     assert picked.sum() == 6
+
+
+def test_a_predefined_split_with_no_train_rows_is_a_user_error():
+    with pytest.raises(UserError, match="the train split is empty"):
+        assign_splits(make_table([("a", "test", 1)] * 3 + [("b", "test", 1)] * 3), SplitPlan())
+
+
+def test_two_rare_classes_are_named_in_one_line():
+    table = make_table([("a", None, 1)] * 9 + [("b", None, 1)] * 9 + [("r1", None, 1)] + [("r2", None, 3)] * 2)
+    with pytest.raises(UserError) as info:
+        assign_splits(table, SplitPlan(seed=2))
+    assert info.value.line() == (
+        "t: class(es) too rare to place in every split: 'r1' (1 group, 1 sample) is not in val, test; "
+        "'r2' (2 groups, 6 samples) is not in val — add data of them (train, val and test each need a group of "
+        "every class: 3 groups at least), or pass --allow-missing-classes to go on and record them as a warning")

@@ -58,5 +58,8 @@ def load_npz(path: Path) -> SampleTable:
         arrays[split] = images
         rows += [(f"{split}_{i:06d}", str(int(y)), None, split, f"{split}:{i}") for i, y in enumerate(labels[:, 0])]
     frame = pd.DataFrame(rows, columns=["sample_id", "label", "group", "split", "ref"])
-    classes = sorted(frame["label"].unique(), key=int)
-    return SampleTable(frame, ArrayReader(arrays), str(path), file_sha256(path), classes)
+    classes = sorted(frame["label"].unique(), key=int)  # labels are integers: "10" comes after "9"
+    # RetinaMNIST's labels are diabetic retinopathy grades 0-4, an ordinal scale (MedMNIST's one ordinal task).
+    ordinal = path.stem.lower().startswith("retinamnist")
+    notes = [f"ordinal task: classes are grades {', '.join(classes)}, lowest to highest"] if ordinal else []
+    return SampleTable(frame, ArrayReader(arrays), str(path), file_sha256(path), classes, notes, ordinal)

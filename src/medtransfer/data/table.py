@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ class SampleTable:
     fingerprint: str
     classes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    ordinal: bool = False  # classes run lowest to highest (e.g. disease grades), so ordinal metrics apply
 
     def __post_init__(self) -> None:
         missing = [c for c in COLUMNS if c not in self.frame.columns]
@@ -42,6 +43,20 @@ class SampleTable:
             raise UserError(self.source, f"sample id {dup!r} appears twice", "give every sample a unique id")
         if len(self.frame) == 0:
             raise UserError(self.source, "no samples found", "check the path and the expected layout")
+        self._check_groups()
+
+    def _check_groups(self) -> None:
+        # A blank id would make each such row its own patient in the split but crash the grouped bootstrap later,
+        # after the training time is spent; so a half-filled group column is refused here, before any work.
+        group = self.frame["group"]
+        blank = group.isna() | group.map(lambda g: isinstance(g, str) and not g.strip())
+        if blank.all():
+            self.frame["group"] = None  # an all-blank column means no groups
+        elif blank.any():
+            ids = ", ".join(repr(str(i)) for i in self.frame.loc[blank, "sample_id"].iloc[:3])
+            raise UserError(self.source, f"{int(blank.sum())} of {len(self.frame)} samples have a blank group id "
+                            f"while the others have one (first: {ids})",
+                            "fill in the group column for every row, or drop --group-col")
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -58,6 +73,20 @@ class SampleTable:
     def subset(self, split: str) -> pd.DataFrame:
         """Rows of one split (after splitting)."""
         return self.frame[self.frame["split"] == split]
+
+
+def with_class_order(table: SampleTable, order: list[str]) -> SampleTable:
+    """The same table with its classes (and targets) in the given lowest-to-highest order, marked ordinal."""
+    names = [str(name).strip() for name in order]  # "0, 1, 2" from a command line
+    twice = sorted({n for n in names if names.count(n) > 1})
+    unknown = [n for n in names if n not in table.classes]
+    missing = [c for c in table.classes if c not in names]
+    if twice or unknown or missing:
+        problems = [f"names {twice} twice"] * bool(twice) + [f"names unknown class(es) {unknown}"] * bool(unknown)
+        problems += [f"lacks class(es) {missing}"] * bool(missing)
+        raise UserError(table.source, f"class order {names} {' and '.join(problems)}; the classes are {table.classes}",
+                        "list every class exactly once, lowest to highest, in --class-order")
+    return replace(table, frame=table.frame.copy(), classes=names, notes=list(table.notes), ordinal=True)
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
