@@ -14,6 +14,7 @@ import pytest
 import timm
 from safetensors.torch import save_file
 
+from medtransfer.config import TrainConfig
 from medtransfer.errors import UserError
 from medtransfer.rundir import is_complete
 from medtransfer.study.run import run_study
@@ -56,6 +57,27 @@ def results(out: Path) -> dict[str, dict]:
     return found
 
 
+def flat(value: object, path: str = "") -> dict[str, object]:
+    """Nested metrics as {dotted path: leaf}."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{path}.{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{path}[{i}]").items()}
+    return {path: value}
+
+
+def assert_same_results(a: dict[str, dict], b: dict[str, dict]) -> None:
+    """The same runs and metrics; numbers up to float error, as runs resumed in another process may reduce in
+    another order (thread count, kernel choice) than the uninterrupted study."""
+    fa, fb = flat(a), flat(b)
+    assert fa.keys() == fb.keys()
+    for key, value in fa.items():
+        if isinstance(value, float) and isinstance(fb[key], float):
+            assert fb[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+        else:
+            assert fb[key] == value, key
+
+
 def test_frozen_grid_extracts_once_per_backbone(tmp_path, checkpoint):
     """3 seeds x 2 heads of one frozen backbone: one extraction, five cache hits (finetune runs excluded)."""
     study = write_study(tmp_path, checkpoint, [0, 1, 2]).read_text().replace(
@@ -94,7 +116,28 @@ def test_kill_and_resume_loses_nothing_and_redoes_nothing(tmp_path, checkpoint):
     assert {name: (out / "runs" / name / "DONE").stat().st_mtime_ns for name in finished} == finished
     assert all(is_complete(Path(s.config.out)) for s in resumed.specs)
     assert not list((out / "runs").glob(".*partial*"))
-    assert results(out) == results(tmp_path / "a" / "out")
+    assert_same_results(results(out), results(tmp_path / "a" / "out"))
+
+
+def test_resume_after_a_new_option_was_added_reruns_nothing(tmp_path, checkpoint, monkeypatch):
+    """A study finished, then a version added an option with a default: resuming finds every run finished."""
+    from pydantic import create_model
+
+    import medtransfer.study.grid as grid
+
+    study = tmp_path / "frozen.yaml"
+    study.write_text(write_study(tmp_path, checkpoint, [0]).read_text().replace(
+        "  finetune: {epochs: 1, batch_size: 16, lr: 0.001}\n", ""))
+    first = run_study(study, tmp_path / "out")
+    assert first.ran == 2
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "runs").glob("*/DONE")}
+    later = create_model("LaterTrainConfig", __base__=TrainConfig, new_option=(int, 3), new_flag=(bool, False))
+    monkeypatch.setattr(grid, "TrainConfig", later)
+    resumed = run_study(study, tmp_path / "out", resume=True)
+    assert all(isinstance(s.config, later) for s in resumed.specs)
+    assert (resumed.skipped, resumed.ran) == (2, 0)
+    assert [s.run_id for s in resumed.specs] == [s.run_id for s in first.specs]
+    assert {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "runs").glob("*/DONE")} == finished
 
 
 def test_dry_run_prints_the_grid_and_runs_nothing(tmp_path, checkpoint, capsys):

@@ -1,4 +1,4 @@
-"""Expand a study into run specs; a run's id is a stable hash of its resolved configuration."""
+"""Expand a study into run specs; a run's id is a stable hash of the settings where it departs from the defaults."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from medtransfer.study.schema import DATA_FIELDS, SETTING_FIELDS, Study
 
 # Settings that change where or how fast a run computes, never its result: not part of the run id.
 NOT_IN_ID = ("out", "cache_dir", "workers", "device", "image_cache")
+# Part of every run id. Bump it only on purpose, when the same settings no longer compute the same run (a changed
+# default included: ids hash only the settings that differ from the defaults); every finished study then re-runs.
+RUN_ID_SCHEMA = 2
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,16 @@ class RunSpec:
 
 
 def run_id(cfg: TrainConfig) -> str:
-    """sha256 of the configuration, without the settings that cannot change results."""
-    payload = {k: v for k, v in cfg.model_dump().items() if k not in NOT_IN_ID}
-    return json_digest(payload, 12)
+    """Short sha256 of RUN_ID_SCHEMA and the settings that differ from the defaults of the run's mode."""
+    # Only departures from the defaults: an option added later, with a default, changes no finished run's id.
+    # Defaults are compared as resolved (a mode's lr, epochs, ...), so a value set to its default hashes as unset.
+    model = type(cfg)
+    always = tuple(name for name, field in model.model_fields.items() if field.is_required()) + ("mode",)
+    # The same required settings and mode with nothing else set: what "the defaults" resolve to for this run.
+    defaults = model(**{name: getattr(cfg, name) for name in always}).model_dump(mode="json")
+    changed = {k: v for k, v in cfg.model_dump(mode="json").items()
+               if k in always or (k not in NOT_IN_ID and v != defaults[k])}
+    return json_digest({"schema": RUN_ID_SCHEMA, "settings": changed}, 12)
 
 
 def _settings(*layers: object) -> dict:
