@@ -68,12 +68,39 @@ def test_history_scores_each_k_as_its_own_model():
     assert len({row["val_metric"] for row in probe.history_}) > 1
 
 
-def test_chunked_search_equals_one_block():
+@pytest.mark.parametrize("block", [200, 450, 4000])  # 1, 2 and 20 queries per chunk
+def test_chunked_search_equals_one_block(block):
     x, y = directions(260, 8, 2, seed=2)
     module = KNNModule.from_features(torch.as_tensor(x[:200]), torch.as_tensor(y[:200]), 2)
-    whole = module.neighbours(torch.as_tensor(x[200:]), 7)
-    chunked = module.neighbours(torch.as_tensor(x[200:]), 7, block=450)  # 2 queries per chunk
-    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+    whole_sims, whole_index = module.neighbours(torch.as_tensor(x[200:]), 7)
+    sims, index = module.neighbours(torch.as_tensor(x[200:]), 7, block=block)
+    # Similarities are float reductions: close, not bit-equal, whatever the blocking. The neighbours are the same.
+    torch.testing.assert_close(sims, whole_sims, rtol=0, atol=1e-6)
+    assert torch.equal(index, whole_index)
+    unit = module.bank.double().numpy()
+    query = x[200:].astype(np.float64) / np.linalg.norm(x[200:].astype(np.float64), axis=1, keepdims=True)
+    np.testing.assert_allclose(sims.numpy(), np.take_along_axis(query @ unit.T, index.numpy(), 1), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [20, 60, 4000])
+def test_equal_similarities_go_to_the_lowest_index(block):
+    rng = np.random.default_rng(8)
+    u, w = rng.normal(0, 1, (2, 32))
+    # Duplicate train images: 10 copies of u and 10 of w, interleaved with 20 others, shuffled into the bank.
+    bank = np.concatenate([np.tile(u, (10, 1)), np.tile(w, (10, 1)), rng.normal(0, 1, (20, 32))])
+    labels = np.arange(40) % 2
+    perm = rng.permutation(40)
+    bank, labels = bank[perm].astype(np.float32), labels[perm]
+    module = KNNModule.from_features(torch.as_tensor(bank), torch.as_tensor(labels), 2)
+    query = torch.as_tensor(np.stack([u + 0.8 * w, w + 0.8 * u, u, u]).astype(np.float32))
+    sims, index = module.neighbours(query, 13, block=block)
+    at_u, at_w = np.flatnonzero(perm < 10), np.flatnonzero((perm >= 10) & (perm < 20))
+    # The first 10 are the copies nearest the query in bank order; the k boundary cuts the next 10 copies at 3.
+    assert index[0].tolist() == at_u.tolist() + at_w[:3].tolist()
+    assert index[1].tolist() == at_w.tolist() + at_u[:3].tolist()
+    assert index[2].tolist()[:10] == at_u.tolist() and torch.equal(index[2], index[3])
+    assert bool((sims[:, :-1] >= sims[:, 1:]).all())
+    assert len(set(sims[0, :10].tolist())) == 1  # really tied, so only the index rule orders them
 
 
 def test_k_is_capped_at_the_train_size():
@@ -145,3 +172,12 @@ def test_forward_gives_finite_log_shares():
     torch.testing.assert_close(logp.exp().sum(1), torch.ones(2))
     torch.testing.assert_close(logp.softmax(1), logp.exp())
     assert logp.argmax(1).tolist() == [0, 1]
+
+
+def test_non_finite_features_are_refused():
+    train = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    module = KNNModule.from_features(train, torch.tensor([0, 1]), 2, k=1)
+    with pytest.raises(ValueError, match="NaN"):
+        module(torch.tensor([[float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="NaN"):
+        KNNModule.from_features(torch.tensor([[float("inf"), 0.0]]), torch.tensor([0]), 2)

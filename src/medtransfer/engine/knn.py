@@ -12,13 +12,31 @@ from torch.nn import functional as F
 from medtransfer.evaluation.selection import as_scores, selection_values
 
 TEMPERATURE = 0.07  # DINOv2's
-MAX_BLOCK = 2**24  # similarities per chunk of queries (64 MiB in float32): bounds memory for big sets
+MAX_BLOCK = 2**24  # similarities per chunk of queries (128 MiB in float64): bounds memory for big sets
 BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def log_shares(shares: torch.Tensor) -> torch.Tensor:
     """Log of vote shares, clamped so a class without votes gets a finite (very negative) value, not -inf."""
     return shares.clamp_min(torch.finfo(shares.dtype).tiny).log()
+
+
+def top_k(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest of each row (finite values) and their indices, by value descending, then index ascending."""
+    # torch.topk leaves open which of equal values it keeps and in what order. Where the k-th value is shared beyond
+    # the k picked (duplicate train images, say), keep all above it and the lowest-indexed of those equal to it.
+    values, index = sims.topk(min(k + 1, sims.shape[1]), dim=1)
+    crowded = (values[:, k] == values[:, k - 1]).nonzero()[:, 0] if values.shape[1] > k else index[:0, 0]
+    index = index[:, :k]
+    if len(crowded):
+        rows, edge = sims[crowded], values[crowded, k - 1:k]
+        above, tied = rows > edge, rows == edge
+        chosen = above | (tied & (tied.cumsum(1) <= k - above.sum(1, keepdim=True)))
+        index[crowded] = chosen.nonzero()[:, 1].view(len(crowded), k)
+    index = index.sort(dim=1).values
+    values = sims.gather(1, index)
+    order = values.argsort(dim=1, descending=True, stable=True)  # stable: equal values keep index order
+    return values.gather(1, order), index.gather(1, order)
 
 
 class KNNModule(nn.Module):
@@ -38,6 +56,8 @@ class KNNModule(nn.Module):
     def from_features(cls, x: torch.Tensor, y: torch.Tensor, n_classes: int, k: int = 20,
                       temperature: float = TEMPERATURE, dtype: torch.dtype = torch.float32) -> KNNModule:
         """A bank of the normalised train features x (n, D) with labels y."""
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("kNN: the train features hold NaN or infinite values")
         module = cls(x.shape[0], x.shape[1], n_classes, k, temperature, dtype)
         module.bank.copy_(F.normalize(x.float(), dim=1))
         module.labels.copy_(y)
@@ -54,14 +74,19 @@ class KNNModule(nn.Module):
     @torch.no_grad()
     def neighbours(self, features: torch.Tensor, k: int, block: int = MAX_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosine similarities and bank indices (n, min(k, n_train)) of the nearest train features, most similar first."""
-        query = F.normalize(features.float(), dim=1)
-        bank = self.bank.float()
+        # float64 dot products of float32 vectors (each product exact), rounded once to float32: blocking and threads
+        # move the float64 sum by ~1e-16, so the float32 similarity, and the neighbour order, practically never
+        # depend on them (a float32 matmul's do, by ~1e-7); top_k then orders equal similarities by index.
+        query = F.normalize(features.float(), dim=1).double()
+        if not bool(torch.isfinite(query).all()):
+            raise ValueError("kNN: the features hold NaN or infinite values")
+        bank = self.bank.double()
         k = min(k, len(bank))
-        if len(query) == 0:
-            return query.new_zeros(0, k), torch.zeros(0, k, dtype=torch.long)
+        if len(query) == 0 or k == 0:
+            return query.new_zeros(len(query), k, dtype=torch.float32), torch.zeros(len(query), k, dtype=torch.long)
         rows = max(1, block // max(len(bank), 1))
-        found = [torch.topk(chunk @ bank.T, k, dim=1) for chunk in query.split(rows)]
-        return torch.cat([f.values for f in found]), torch.cat([f.indices for f in found])
+        found = [top_k((chunk @ bank.T).float(), k) for chunk in query.split(rows)]
+        return torch.cat([f[0] for f in found]), torch.cat([f[1] for f in found])
 
     @torch.no_grad()
     def vote(self, sims: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
