@@ -224,7 +224,10 @@ def test_extraction_halves_the_batch_until_it_fits(tmp_path, monkeypatch):
     outcome = run(tmp_path, "oom", **SYNTH, epochs=2, batch_size=64)
     reference = run(tmp_path, "ref", **SYNTH, epochs=2, batch_size=64, cache_dir=str(tmp_path / "c2"))
     assert tried[:3] == [64, 32, 16] and outcome.metrics["timing"]["extract_batch_size"] == 16
-    assert outcome.metrics["test"] == reference.metrics["test"]
+    # Batches of 16 and of 64 may convolve with different kernels: the same probabilities up to float error.
+    # (Not the metrics exactly: a rank metric jumps where that error flips a near tie.)
+    probs = [pd.read_csv(o.run_dir / "predictions.csv").filter(like="prob_").to_numpy() for o in (outcome, reference)]
+    np.testing.assert_allclose(probs[0], probs[1], rtol=0, atol=1e-5)
 
 
 def test_knn_probe_on_breastmnist_features_gives_a_result_with_a_ci(tmp_path, shared_data):
