@@ -22,7 +22,8 @@ def print_metrics(console: Console, metrics: dict) -> None:
     for split in ("val", "test"):
         table.add_column(f"{split} (n={metrics[f'n_{split}']})")
     for name in METRICS:
-        table.add_row(name, cell(metrics["val"][name]), cell(metrics["test"][name]))
+        if name in metrics["test"]:  # binary-only and ordinal-only metrics are absent elsewhere
+            table.add_row(name, cell(metrics["val"][name]), cell(metrics["test"][name]))
     console.print(table)
 
 

@@ -12,23 +12,25 @@ TASKS = {"binary_lesion": "synthetic:n=120,size=24,groups=60",
 BACKBONES = {"resnet18": 32, "dinov2_vits14": 28}
 MODES = {"frozen": 5, "finetune": 2}
 SEEDS = (0, 1)
+CV_FOLDS = 3
 
 
 def _train(out: Path, cache: Path, data: str, task: str, backbone: str, mode: str, seed: int,
-           fraction: float = 1.0) -> Path:
+           fraction: float = 1.0, **extra: object) -> Path:
     from medtransfer.config import parse_config
     from medtransfer.runner import train
 
     cfg = parse_config({"data": data, "task": task, "backbone": backbone, "weights": "none",
                         "image_size": BACKBONES[backbone], "mode": mode, "epochs": MODES[mode], "bootstrap": 200,
                         "workers": 0, "seed": seed, "train_fraction": fraction, "out": str(out),
-                        "cache_dir": str(cache), "device": "cpu"})
+                        "cache_dir": str(cache), "device": "cpu", **extra})
     return train(cfg).run_dir
 
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """runs/<task>/<backbone>-<mode>-s<seed>: 2 tasks × 2 backbones × 2 modes × 2 seeds, one half-data run, one crash."""
+    """runs/<task>/<backbone>-<mode>-s<seed>: 2 tasks × 2 backbones × 2 modes × 2 seeds, one half-data run, one crash;
+    runs/cv/: a 3-fold cross-validated frozen resnet18 with 2 seeds, and one frozen run with another lr."""
     import torch
 
     root = tmp_path_factory.mktemp("study")
@@ -44,6 +46,12 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         _train(runs / task / f"{backbone}-{mode}-s{seed}", cache, data, task, backbone, mode, seed)
         _train(runs / "binary_lesion" / "resnet18-frozen-s0-half", cache, TASKS["binary_lesion"], "binary_lesion",
                "resnet18", "frozen", 0, fraction=0.5)
+        for seed in SEEDS:
+            for fold in range(CV_FOLDS):
+                _train(runs / "cv" / f"resnet18-frozen-fold{fold}-s{seed}", cache, TASKS["binary_lesion"], "cv",
+                       "resnet18", "frozen", seed, folds=CV_FOLDS, fold=fold)
+        _train(runs / "three-class" / "resnet18-frozen-lr0.01-s0", cache, TASKS["three-class"], "three-class",
+               "resnet18", "frozen", 0, lr=0.01)
     finally:
         torch.set_num_threads(threads)
     crashed = runs / "binary_lesion" / "crashed-copy"

@@ -1,4 +1,4 @@
-"""Seeds → one row with a CI; configurations → paired tests on shared test samples with Holm across a task."""
+"""Setups: seeds and folds become one estimate, nothing is dropped unlisted; pairs are compared once, Holm per task."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from sklearn.metrics import roc_auc_score
 
 from medtransfer.evaluation.paired import holm
-from medtransfer.report.aggregate import aggregate_seeds, one_factor_pairs, pairwise_comparisons, t_interval
+from medtransfer.report.aggregate import Summary, one_factor_pairs, summarise
 from medtransfer.report.collect import RunIndex, collect_runs
+from medtransfer.report.predictions import read_predictions
 
 
 @pytest.fixture(scope="module")
@@ -21,60 +22,95 @@ def index(study: Path) -> RunIndex:
 
 
 @pytest.fixture(scope="module")
-def pairs(index: RunIndex) -> pd.DataFrame:
-    return pairwise_comparisons(index)
+def summary(index: RunIndex) -> Summary:
+    return summarise(index)
 
 
-def test_t_interval_matches_scipy_on_known_numbers() -> None:
-    values = np.array([0.80, 0.90, 0.85])
-    mean, low, high = t_interval(values)
-    half = stats.t.ppf(0.975, df=2) * values.std(ddof=1) / np.sqrt(3)  # 4.303 × 0.05 / √3
-    assert mean == pytest.approx(0.85)
-    assert (low, high) == pytest.approx((0.85 - half, 0.85 + half))
-    assert half == pytest.approx(0.124206, abs=1e-6)
-    assert (low, high) == pytest.approx(stats.t.interval(0.95, 2, loc=0.85, scale=stats.sem(values)))
+def _row(setups: pd.DataFrame, task: str, setup: str, fraction: float = 1.0) -> pd.Series:
+    rows = setups[(setups["task"] == task) & (setups["setup"] == setup) & (setups["train_fraction"] == fraction)]
+    assert len(rows) == 1, (task, setup, rows)
+    return rows.iloc[0]
 
 
-def test_t_interval_of_identical_seeds_is_a_point() -> None:
-    assert t_interval(np.array([0.7, 0.7])) == (0.7, 0.7, 0.7)
+def test_every_run_reaches_one_setup(index: RunIndex, summary: Summary) -> None:
+    setups = summary.setups
+    # binary_lesion: 4 full-data setups + the half-data one; three-class: 4 + the lr=0.01 one; cv: one.
+    assert len(setups) == 11
+    replicates = (setups["n_seeds"] * setups["n_folds"].clip(lower=1)).sum()
+    assert replicates == len(index.runs)  # no run dropped, none counted twice
+    assert summary.excluded.empty
+    assert set(setups.loc[setups["task"] == "three-class", "setup"]) == {
+        "resnet18 / frozen, lr=0.001", "resnet18 / frozen, lr=0.01", "resnet18 / finetune, lr=0.0001",
+        "dinov2_vits14 / frozen, lr=0.001", "dinov2_vits14 / finetune, lr=0.0001"}
+    assert "resnet18 / frozen" in set(setups.loc[setups["task"] == "binary_lesion", "setup"])
 
 
-def _index(values: dict[int, float], fraction: float = 1.0) -> RunIndex:
-    rows = [{"task": "t", "backbone": "resnet18", "weights": "none", "mode": "frozen", "head": "linear",
-             "train_fraction": fraction, "seed": seed, "setup": "resnet18 / frozen", "mode_label": "frozen",
-             "auroc": v, "auroc_low": v - 0.1, "auroc_high": min(v + 0.1, 1.0)} for seed, v in values.items()]
-    return RunIndex(pd.DataFrame(rows), metrics=["auroc"])
+def test_seeds_combine_into_the_mean_with_an_interval_that_says_what_it_covers(index: RunIndex,
+                                                                                summary: Summary) -> None:
+    row = _row(summary.setups, "binary_lesion", "resnet18 / finetune")
+    runs = index.runs[(index.runs["task"] == "binary_lesion") & (index.runs["setup"] == "resnet18 / finetune")
+                      & (index.runs["train_fraction"] == 1.0)]
+    assert row["n_seeds"] == 2 and row["seeds"] == "0,1"
+    for name in ("auroc", "accuracy", "f1_weighted"):
+        assert row[name] == pytest.approx(runs[name].mean())
+        assert row[f"{name}_low"] < row[name] < row[f"{name}_high"] or row[name] in (0.0, 1.0)
+    assert "2 seeds" in row["ci"] and "patients" in row["ci"]  # binary_lesion has 60 patients of 2 images
+    single = _row(summary.setups, "binary_lesion", "resnet18 / frozen", 0.5)
+    assert single["n_seeds"] == 1 and "1 seed" in single["ci"]
 
 
-def test_one_seed_keeps_its_bootstrap_interval() -> None:
-    row = aggregate_seeds(_index({3: 0.75})).iloc[0]
-    assert (row["n_seeds"], row["ci"]) == (1, "bootstrap")
-    assert (row["auroc"], row["auroc_low"], row["auroc_high"]) == (0.75, 0.65, 0.85)
+def test_three_folds_pool_into_one_out_of_fold_estimate(index: RunIndex, summary: Summary) -> None:
+    row = _row(summary.setups, "cv", "resnet18 / frozen")
+    assert (row["n_folds"], row["n_seeds"]) == (3, 2)
+    assert row["n_test"] == 120  # every sample once: the folds' held-out parts cover the data
+    runs = index.runs[index.runs["task"] == "cv"]
+    per_seed = []
+    for _, seed_runs in runs.groupby("seed"):
+        pooled = pd.concat([read_predictions(d) for d in seed_runs["run_dir"]])
+        per_seed.append(roc_auc_score(pooled["label"] == pooled.columns[-1].removeprefix("prob_"),
+                                      pooled[pooled.columns[-1]]))
+    assert row["auroc"] == pytest.approx(np.mean(per_seed))
+    folds = [float(v) for v in row["auroc_folds"].split(", ")]
+    assert folds == pytest.approx(runs.groupby("fold")["auroc"].mean().to_list(), abs=5e-4)
+    assert "3 folds" in row["ci"]
 
 
-def test_several_seeds_use_the_t_interval_cut_to_the_metric_range() -> None:
-    row = aggregate_seeds(_index({0: 0.90, 1: 0.99, 2: 0.97})).iloc[0]
-    mean, low, high = t_interval(np.array([0.90, 0.99, 0.97]))
-    assert row["n_seeds"] == 3 and row["seeds"] == "0,1,2"
-    assert row["auroc"] == pytest.approx(mean)
-    assert row["auroc_low"] == pytest.approx(low)
-    assert high > 1 and row["auroc_high"] == 1.0  # AUROC cannot exceed 1
+def test_a_missing_fold_is_listed_never_dropped_silently(study: Path, tmp_path: Path) -> None:
+    for run in (study / "cv").iterdir():
+        if run.name != "resnet18-frozen-fold2-s1":
+            shutil.copytree(run, tmp_path / run.name)
+    summary = summarise(collect_runs(tmp_path))
+    assert summary.setups.iloc[0]["n_seeds"] == 1
+    assert len(summary.excluded) == 2  # seed 1's folds 0 and 1 are not pooled without fold 2
+    assert summary.excluded["reason"].str.contains(r"fold\(s\) \[2\] of 3").all()
 
 
-def test_study_aggregates_per_configuration(index: RunIndex) -> None:
-    agg = aggregate_seeds(index)
-    assert len(agg) == 9  # 2 tasks × 4 setups at full data, + resnet18 frozen at half data
-    half = agg[agg["train_fraction"] == 0.5]
-    assert len(half) == 1 and half.iloc[0]["n_seeds"] == 1
-    full = agg[agg["train_fraction"] == 1.0]
-    assert (full["n_seeds"] == 2).all()
-    row = full[(full["task"] == "three-class") & (full["setup"] == "dinov2_vits14 / finetune")].iloc[0]
-    runs = index.runs[(index.runs["task"] == "three-class") & (index.runs["setup"] == "dinov2_vits14 / finetune")]
-    values = runs["accuracy"].to_numpy()
-    mean, low, high = t_interval(values)
-    assert row["accuracy"] == pytest.approx(values.mean())
-    assert row["accuracy_low"] == pytest.approx(max(low, 0.0))
-    assert row["accuracy_high"] == pytest.approx(min(high, 1.0))
+def test_a_seed_on_other_test_samples_is_listed_not_mixed(study: Path, tmp_path: Path) -> None:
+    for name in ("resnet18-frozen-s0", "resnet18-frozen-s1"):
+        shutil.copytree(study / "binary_lesion" / name, tmp_path / name)
+    predictions = tmp_path / "resnet18-frozen-s1" / "predictions.csv"
+    frame = pd.read_csv(predictions)
+    frame["sample_id"] = "other_" + frame["sample_id"]
+    frame.to_csv(predictions, index=False)
+    summary = summarise(collect_runs(tmp_path))
+    assert summary.setups.iloc[0]["n_seeds"] == 1
+    assert list(summary.excluded["seed"]) == [1] and "differ" in summary.excluded.iloc[0]["reason"]
+
+
+def test_patient_level_estimates_where_the_data_has_patients(summary: Summary) -> None:
+    patients = summary.patients
+    assert set(patients["task"]) == {"binary_lesion", "cv"}  # three-class has no groups
+    row = _row(patients, "binary_lesion", "resnet18 / finetune")
+    assert row["n_test"] < _row(summary.setups, "binary_lesion", "resnet18 / finetune")["n_test"]
+    assert "patients" in row["ci"]
+
+
+def test_per_class_recall_for_every_setup(summary: Summary) -> None:
+    per_class = summary.per_class
+    three = per_class[(per_class["task"] == "three-class") & (per_class["setup"] == "resnet18 / frozen, lr=0.01")]
+    assert len(three) == 3 and three["n_test"].sum() == _row(summary.setups, "three-class",
+                                                             "resnet18 / frozen, lr=0.01")["n_test"]
+    assert (three["recall_low"] <= three["recall"] + 1e-12).all()
 
 
 def test_pairs_differ_in_exactly_one_factor() -> None:
@@ -85,30 +121,33 @@ def test_pairs_differ_in_exactly_one_factor() -> None:
     assert ("r / frozen", "d / finetune") not in pairs and ("r / finetune", "d / frozen") not in pairs
 
 
-def test_expected_number_of_pairs(pairs: pd.DataFrame) -> None:
-    # per task and seed: 2 backbone pairs (one per mode) + 2 mode pairs (one per backbone); the half run has no partner
-    assert len(pairs) == 2 * 2 * 4
-    assert set(pairs.groupby(["task", "seed"]).size()) == {4}
-    assert (pairs["train_fraction"] == 1.0).all()
+def test_another_setting_is_a_factor_within_a_mode() -> None:
+    setups = pd.DataFrame({"setup": ["fz lr1", "fz lr2", "ft"], "backbone": ["r"] * 3, "mode": ["frozen"] * 2 + [
+        "finetune"], "mode_label": ["frozen"] * 2 + ["finetune"], "lr": [1e-3, 1e-2, 1e-4]})
+    pairs = one_factor_pairs(setups, ("backbone", "mode_label", "lr"))
+    # lr within frozen is one question; frozen vs fine-tuned differ in their mode's default lr, still one question
+    assert sorted(pairs) == sorted([("fz lr1", "fz lr2"), ("fz lr1", "ft"), ("fz lr2", "ft")])
 
 
-def test_differences_match_the_runs_metrics(index: RunIndex, pairs: pd.DataFrame) -> None:
-    runs = index.runs[index.runs["train_fraction"] == 1.0].set_index(["task", "seed", "setup"])
-    for _, pair in pairs.iterrows():
-        a, b = runs.loc[(pair["task"], pair["seed"], pair["a"])], runs.loc[(pair["task"], pair["seed"], pair["b"])]
+def test_each_pair_is_compared_once_with_seeds_aggregated(summary: Summary) -> None:
+    pairs = summary.pairs
+    binary = pairs[pairs["task"] == "binary_lesion"]
+    assert len(binary) == 4 and not binary.duplicated(["a", "b"]).any()
+    assert (binary["n_seeds_a"] == 2).all() and (binary["n_seeds_b"] == 2).all()
+    setups = summary.setups.set_index(["task", "setup", "train_fraction"])
+    for _, pair in binary.iterrows():
+        a, b = setups.loc[("binary_lesion", pair["a"], 1.0)], setups.loc[("binary_lesion", pair["b"], 1.0)]
         assert pair["auroc_diff"] == pytest.approx(a["auroc"] - b["auroc"])
         assert pair["accuracy_diff"] == pytest.approx(a["accuracy"] - b["accuracy"])
-        assert pair["n_test"] == a["n_test"]
 
 
-def test_holm_runs_over_all_pairs_of_a_task(pairs: pd.DataFrame) -> None:
-    for _, task in pairs.groupby("task"):
-        expected = holm(task["mcnemar_p"].to_numpy(dtype=float))
-        np.testing.assert_allclose(task["mcnemar_p_holm"].to_numpy(dtype=float), expected)
-        assert (task["mcnemar_p_holm"] >= task["mcnemar_p"] - 1e-12).all()
-    binary, three = pairs[pairs["task"] == "binary_lesion"], pairs[pairs["task"] == "three-class"]
-    assert binary["delong_p"].notna().all()
-    assert three["delong_p"].isna().all()  # DeLong is binary only
+def test_holm_runs_over_the_distinct_pairs_of_a_task(summary: Summary) -> None:
+    for _, task in summary.pairs.groupby("task"):
+        for test in ("auroc", "accuracy"):
+            np.testing.assert_allclose(task[f"{test}_p_holm"].to_numpy(dtype=float),
+                                       holm(task[f"{test}_p"].to_numpy(dtype=float)))
+    binary = summary.pairs[summary.pairs["task"] == "binary_lesion"]
+    assert binary["auroc_p"].notna().all() and binary["auroc_test"].str.contains("lust").all()  # patients: clustered
 
 
 def test_runs_on_different_test_samples_are_not_paired(study: Path, tmp_path: Path) -> None:
@@ -118,6 +157,6 @@ def test_runs_on_different_test_samples_are_not_paired(study: Path, tmp_path: Pa
     frame = pd.read_csv(predictions)
     frame["sample_id"] = "other_" + frame["sample_id"]
     frame.to_csv(predictions, index=False)
-    assert len(pairwise_comparisons(collect_runs(tmp_path))) == 0
+    assert len(summarise(collect_runs(tmp_path)).pairs) == 0
     shutil.copy(study / "binary_lesion" / "resnet18-frozen-s0" / "predictions.csv", predictions)
-    assert len(pairwise_comparisons(collect_runs(tmp_path))) == 1  # same samples again: paired
+    assert len(summarise(collect_runs(tmp_path)).pairs) == 1  # same samples again: paired

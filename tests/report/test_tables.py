@@ -30,24 +30,30 @@ def test_cells_and_escaping_units() -> None:
         r"dinov2\_vits14 \& 5\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \textbackslash{}")
 
 
-def test_main_table_layout_and_bold_best(report_dir: Path) -> None:
+def test_main_table_layout_and_bold_best_on_val(report_dir: Path) -> None:
     tables = report_dir / "tables"
     rows = _md_rows(tables / "main_table.md")
     header = (tables / "main_table.md").read_text().splitlines()[0]
     assert [h.strip() for h in header.strip("|").split("|")] == [
-        "Task", "Backbone", "Freeze", "Train %", "Accuracy", "Precision", "Recall", "F1", "AUROC"]
+        "Task", "Backbone", "Freeze", "Train %", "Folds", "Accuracy", "Precision", "Recall", "F1", "AUROC",
+        "AUROC per fold", "95% CI over"]
     raw = pd.read_csv(tables / "main_table.csv")
-    assert len(rows) == len(raw) == 9
+    assert len(rows) == len(raw) == 11
     for task, part in raw.groupby("task"):
-        best = part["auroc"].idxmax()
+        best = part["val_auroc"].idxmax()  # chosen on val, never on test
         assert part["best"].tolist() == [i == best for i in part.index]
-        bold = [r for r in rows if r[0] == task and r[-1].startswith("**")]
+        bold = [r for r in rows if r[0] == task and r[9].startswith("**")]
         assert len(bold) == 1
-        assert bold[0][-1].strip("*").split(" ")[0] == f"{100 * part.loc[best, 'auroc']:.1f}"
+        assert bold[0][9].strip("*").split(" ")[0] == f"{100 * part.loc[best, 'auroc']:.1f}"
     for row in rows:
         assert row[2].strip("*") in ("yes (linear)", "no")
-        for cell in row[4:]:
+        for cell in row[5:10]:
             assert CELL.match(cell.strip("*")), cell
+        assert "95% CI, bootstrap over test" in row[-1]
+    caption = (tables / "main_table.md").read_text()
+    assert "chosen on val" in caption and "out-of-fold" in caption
+    cv = [r for r in rows if r[0] == "cv"]
+    assert len(cv) == 1 and cv[0][4] == "3" and len(cv[0][10].split(", ")) == 3
 
 
 def test_main_csv_holds_raw_numbers(report_dir: Path) -> None:
@@ -56,6 +62,7 @@ def test_main_csv_holds_raw_numbers(report_dir: Path) -> None:
         assert raw[name].dtype == float and raw[name].between(0, 1).all()
         assert (raw[f"{name}_low"] <= raw[name] + 1e-12).all() and (raw[name] <= raw[f"{name}_high"] + 1e-12).all()
     assert set(raw["n_seeds"]) == {1, 2}
+    assert (raw["auroc_high"] > raw["auroc_low"]).all()  # never zero-width on a finite test set
 
 
 def test_latex_is_escaped_booktabs(report_dir: Path) -> None:
@@ -83,15 +90,26 @@ def test_standalone_latex_compiles(report_dir: Path, tmp_path: Path) -> None:
 def test_pairwise_table(report_dir: Path) -> None:
     rows = _md_rows(report_dir / "tables" / "pairwise.md")
     raw = pd.read_csv(report_dir / "tables" / "pairwise.csv")
-    assert len(rows) == len(raw) == 16
-    assert {"a", "b", "auroc_diff", "delong_p_holm", "mcnemar_p_holm"} <= set(raw.columns)
+    assert len(rows) == len(raw) == 10  # binary_lesion 4, three-class 6 (its lr pair included), cv none
+    assert {"a", "b", "auroc_diff", "auroc_p_holm", "accuracy_p_holm", "auroc_test"} <= set(raw.columns)
     tex = (report_dir / "tables" / "pairwise.tex").read_text()
-    assert r"$\Delta$AUROC" in tex and tex.count(r"\\") == 17  # header + 16 rows
+    assert r"$\Delta$AUROC" in tex and tex.count(r"\\") == 11  # header + 10 rows
+
+
+def test_secondary_tables(report_dir: Path) -> None:
+    tables = report_dir / "tables"
+    patients = pd.read_csv(tables / "patient_table.csv")
+    assert set(patients["task"]) == {"binary_lesion", "cv"}
+    more = pd.read_csv(tables / "more_metrics.csv")
+    binary = more[more["task"] == "binary_lesion"]
+    assert binary["sensitivity"].notna().all() and more.loc[more["task"] == "three-class", "sensitivity"].isna().all()
+    per_class = pd.read_csv(tables / "per_class.csv")
+    assert set(per_class.loc[per_class["task"] == "three-class", "class"].astype(str)) == {"0", "1", "2"}
 
 
 def test_cost_table_shows_missing_fields_as_dash(report_dir: Path) -> None:
     rows = _md_rows(report_dir / "tables" / "cost.md")
-    assert len(rows) == 17
+    assert len(rows) == 24
     finetune = [r for r in rows if r[2] == "no"]
     assert finetune and all(r[5] == DASH for r in finetune)  # fine-tuning extracts no features
     frame = pd.DataFrame([{"task": "t", "backbone": "b", "mode": "frozen", "head": "linear", "train_fraction": 1.0,

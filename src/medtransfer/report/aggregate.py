@@ -1,99 +1,220 @@
-"""Across seeds: one row per configuration with a CI; across configurations: paired tests on the same test samples."""
+"""From runs to setups: each setup's seeds (and folds, pooled out of fold) become one estimate with one interval;
+setups are compared in pairs, once each, on the test samples they share.
+
+Every run either reaches a setup's estimate or is listed with the reason it could not (`Summary.excluded`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from medtransfer.evaluation.bootstrap import BootstrapSpec
-from medtransfer.evaluation.paired import COLUMNS, compare_models, holm
-from medtransfer.report.collect import RunIndex
+from medtransfer.evaluation.paired import COLUMNS, compare_setups, holm
+from medtransfer.evaluation.seeds import combined_ci, interval_label
+from medtransfer.report.collect import SKIPPED_COLUMNS, RunIndex
 from medtransfer.report.predictions import class_names, label_arrays, read_predictions
 
-CONFIG = ["task", "backbone", "weights", "mode", "head", "train_fraction"]
-LABELS = ["setup", "mode_label"]  # functions of CONFIG, carried along for display
-FACTORS = ("backbone", "mode_label")  # a pair answers one question when it differs in exactly one of these
-# Where each metric can lie. Cutting an interval to this range keeps its coverage (the truth is always inside).
-RANGES = {"kappa": (-1.0, 1.0)} | {m: (0.0, 1.0) for m in (
-    "accuracy", "balanced_accuracy", "auroc", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro", "ece")}
+LABELS = ["task", "backbone", "weights", "mode", "head", "train_fraction", "folds", "setup", "mode_label", "model",
+          "select"]
+FACTORS = ("backbone", "mode_label")  # a pair answers one question when it differs in exactly one factor
+PATIENTS_FILE = "patient_predictions.csv"
 
 
-def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and two-sided Student-t interval over independent replicates (seeds); needs two or more values."""
-    values = np.asarray(values, dtype=float)
-    mean, sem = float(values.mean()), float(stats.sem(values))
-    if sem == 0:  # identical seeds: scipy would answer NaN for a zero scale
-        return mean, mean, mean
-    low, high = stats.t.interval(level, len(values) - 1, loc=mean, scale=sem)
-    return mean, float(low), float(high)
+@dataclass
+class Replicates:
+    """One setup's test predictions, one array per seed (folds pooled out of fold), on one set of samples in one order."""
+
+    ids: tuple[str, ...]
+    y: np.ndarray
+    probs: list[np.ndarray]
+    thresholds: list[np.ndarray | None]  # per sample: each fold fixed its own threshold on its own val
+    groups: np.ndarray | None
+    classes: list[str]
+    seeds: list[int]
+    fold_values: dict[str, list[float]] = field(default_factory=dict)  # per fold, mean over seeds
 
 
-def _summarise(runs: pd.DataFrame, metrics: list[str]) -> dict:
-    row = {"n_seeds": len(runs), "seeds": ",".join(str(s) for s in sorted(runs["seed"])),
-           "ci": "bootstrap" if len(runs) == 1 else f"t over {len(runs)} seeds"}
-    for name in metrics:
-        finite = runs[np.isfinite(runs[name].astype(float))]
-        if len(finite) >= 2:
-            mean, low, high = t_interval(finite[name].to_numpy())
-            lo, hi = RANGES.get(name, (-np.inf, np.inf))
-            row[name], row[f"{name}_low"], row[f"{name}_high"] = mean, max(low, lo), min(high, hi)
-        elif len(finite) == 1:  # one seed (or one with a defined value): its own bootstrap interval
-            row.update({key: finite[key].iloc[0] for key in (name, f"{name}_low", f"{name}_high")})
+@dataclass
+class Summary:
+    """Per setup: image-level and patient-level estimates and per-class recall; the pairwise tests; what was left out."""
+
+    setups: pd.DataFrame
+    patients: pd.DataFrame
+    per_class: pd.DataFrame
+    pairs: pd.DataFrame
+    excluded: pd.DataFrame
+
+
+def _exclude(run: pd.Series, reason: str) -> dict:
+    return {key: run.get(key) for key in SKIPPED_COLUMNS if key != "reason"} | {"reason": reason}
+
+
+def _read(run_dir: str, patients: bool) -> pd.DataFrame | None:
+    if not patients:
+        return read_predictions(run_dir)
+    path = Path(run_dir) / PATIENTS_FILE
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path, dtype={"group": str, "split": str, "label": str, "predicted": str}, keep_default_na=False)
+    frame = frame[frame["split"] == "test"].rename(columns={"group": "sample_id"})
+    return frame.assign(group=np.nan).sort_values("sample_id").reset_index(drop=True)
+
+
+def _pool_folds(runs: pd.DataFrame, patients: bool) -> tuple[pd.DataFrame | None, np.ndarray | None, str]:
+    """One seed's test predictions: its run's, or every fold's held-out part pooled; '' or why it cannot be."""
+    folds = int(runs["folds"].iloc[0])
+    if folds >= 2:
+        missing = sorted(set(range(folds)) - set(runs["fold"]))
+        if missing:
+            return None, None, f"fold(s) {missing} of {folds} are not finished: this seed's out-of-fold estimate is incomplete"
+    parts, thresholds = [], []
+    for _, run in runs.sort_values("fold").iterrows():
+        part = _read(run["run_dir"], patients)
+        if part is None:
+            return None, None, f"{PATIENTS_FILE} is missing"
+        parts.append(part)
+        # Patient-level probabilities differ from the image ones, so the image-level threshold does not carry over.
+        threshold = np.nan if patients or run.get("threshold") is None else float(run["threshold"])
+        thresholds.append(np.full(len(part), threshold))
+    pooled = pd.concat(parts, ignore_index=True)
+    if pooled["sample_id"].duplicated().any():
+        return None, None, "its folds' test parts overlap, so they are not out-of-fold predictions"
+    order = np.argsort(pooled["sample_id"].to_numpy(), kind="stable")
+    threshold = np.concatenate(thresholds)[order]
+    return pooled.iloc[order].reset_index(drop=True), None if np.isnan(threshold).all() else threshold, ""
+
+
+def _replicates(setup: pd.DataFrame, patients: bool) -> tuple[Replicates | None, list[dict]]:
+    """The setup's seeds on one shared test set; a seed whose test set differs from the others' is listed, not mixed."""
+    excluded, seeds = [], {}
+    for seed, runs in setup.groupby("seed", sort=True):
+        frame, threshold, reason = _pool_folds(runs, patients)
+        if reason:
+            excluded += [_exclude(run, reason) for _, run in runs.iterrows()]
         else:
-            row.update(dict.fromkeys((name, f"{name}_low", f"{name}_high"), float("nan")))
-    return row
+            seeds[int(seed)] = (frame, threshold, runs)
+    if not seeds:
+        return None, excluded
+    keys = {s: (tuple(f["sample_id"]), tuple(f["label"]), tuple(class_names(f))) for s, (f, _, _) in seeds.items()}
+    # The largest set of seeds sharing one test set is kept (the lowest seeds on ties).
+    common = max(dict.fromkeys(keys.values()), key=lambda k: sum(v == k for v in keys.values()))
+    for seed in [s for s, k in keys.items() if k != common]:
+        reason = (f"its test samples differ from those of seed(s) {[s for s, k in keys.items() if k == common]} of the "
+                  "same setup (splits carved with another split seed?), so the seeds cannot be combined")
+        excluded += [_exclude(run, reason) for _, run in seeds.pop(seed)[2].iterrows()]
+    frames = [f for f, _, _ in seeds.values()]
+    y, _, classes = label_arrays(frames[0])
+    groups = frames[0]["group"].to_numpy() if frames[0]["group"].notna().all() else None
+    reps = Replicates(common[0], y, [label_arrays(f)[1] for f in frames], [t for _, t, _ in seeds.values()],
+                      groups, classes, list(seeds))
+    if int(setup["folds"].iloc[0]) >= 2 and not patients:
+        reps.fold_values = _fold_values(pd.concat([r for _, _, r in seeds.values()]))
+    return reps, excluded
 
 
-def aggregate_seeds(index: RunIndex) -> pd.DataFrame:
-    """One row per task × backbone × mode (× head) × train fraction: the run's CI, or the t-interval over seeds."""
-    rows = [dict(zip(CONFIG + LABELS, key)) | _summarise(runs, index.metrics)
-            for key, runs in index.runs.groupby(CONFIG + LABELS, dropna=False, sort=False)]
-    return pd.DataFrame(rows)
+def _fold_values(runs: pd.DataFrame) -> dict[str, list[float]]:
+    """Each fold's own test metric, averaged over seeds, shown beside the pooled estimate."""
+    metrics = [c for c in runs if f"{c}_low" in runs]
+    means = runs.groupby("fold")[metrics].mean(numeric_only=True)
+    return {m: means[m].tolist() for m in metrics}
 
 
-def one_factor_pairs(setups: pd.DataFrame) -> list[tuple[str, str]]:
-    """(a, b) setups that differ in exactly one factor: backbones within a mode, modes within a backbone."""
-    rows = setups[["setup", *FACTORS]].drop_duplicates().to_dict("records")
-    return [(a["setup"], b["setup"]) for i, a in enumerate(rows) for b in rows[i + 1:]
-            if sum(a[f] != b[f] for f in FACTORS) == 1]
+def _estimate(setup: pd.DataFrame, reps: Replicates, unit: str) -> tuple[dict, dict]:
+    first = setup.iloc[0]
+    spec = BootstrapSpec(n=int(first["bootstrap_n"] or 2000), seed=int(first["bootstrap_seed"] or 0))
+    thresholds = None if all(t is None for t in reps.thresholds) else reps.thresholds
+    ci = combined_ci(reps.y, reps.probs, spec, reps.groups, thresholds=thresholds, ordinal=bool(first["ordinal"]))
+    folds = int(first["folds"])
+    row = {"n_seeds": len(reps.seeds), "seeds": ",".join(map(str, reps.seeds)), "n_folds": folds,
+           "n_test": len(reps.y), "ci": interval_label(len(reps.seeds), unit, folds, spec.n)}
+    for name, entry in ci.items():
+        row.update({name: entry["value"], f"{name}_low": entry["low"], f"{name}_high": entry["high"]})
+        if name in reps.fold_values:
+            row[f"{name}_folds"] = ", ".join(f"{v:.3f}" for v in reps.fold_values[name])
+    return row, ci
 
 
-def _same_samples(runs: pd.DataFrame) -> list[pd.DataFrame]:
-    """Split the runs by their exact test set (ids and labels), which paired tests need to share."""
-    blocks: dict[tuple, list[tuple[pd.Series, pd.DataFrame]]] = {}
-    for _, run in runs.iterrows():
-        test = read_predictions(run["run_dir"])
-        key = (tuple(test["sample_id"]), tuple(test["label"]), tuple(class_names(test)))
-        blocks.setdefault(key, []).append((run, test))
-    return [pd.DataFrame({"run": [r for r, _ in b], "test": [t for _, t in b]}) for b in blocks.values()]
+def _unit(reps: Replicates) -> str:
+    """What the bootstrap resampled, in metrics.json's words: whole groups (patients) or samples (images)."""
+    return "sample" if reps.groups is None else "group"
 
 
-def _compare_block(block: pd.DataFrame) -> pd.DataFrame:
-    runs = pd.DataFrame(list(block["run"]))
-    pairs = one_factor_pairs(runs)
-    if not pairs:
-        return pd.DataFrame(columns=list(COLUMNS))
-    first, test = runs.iloc[0], block["test"].iloc[0]
-    y = label_arrays(test)[0]
-    groups = test["group"].to_numpy() if test["group"].notna().all() else None
-    probs = {run["setup"]: label_arrays(t)[1] for (_, run), t in zip(runs.iterrows(), block["test"])}
-    spec = BootstrapSpec(n=int(first["bootstrap_n"]), seed=int(first["bootstrap_seed"]))
-    return compare_models(y, probs, spec, groups, pairs)
+def _per_class(labels: dict, reps: Replicates, ci: dict) -> list[dict]:
+    counts = np.bincount(reps.y, minlength=len(reps.classes))
+    return [labels | {"class": name, "n_test": int(counts[k]), "recall": ci[f"recall_c{k}"]["value"],
+                      "recall_low": ci[f"recall_c{k}"]["low"], "recall_high": ci[f"recall_c{k}"]["high"]}
+            for k, name in enumerate(reps.classes) if f"recall_c{k}" in ci]
 
 
-def pairwise_comparisons(index: RunIndex) -> pd.DataFrame:
-    """Paired tests per task, train fraction and seed on shared test samples; Holm over all pairs of a task."""
+def _val_choice(setup: pd.DataFrame) -> dict:
+    """The mean over seeds and folds of every validation metric: what a 'best setup' may be chosen on."""
+    return {c: float(setup[c].mean()) for c in setup if c.startswith("val_") and setup[c].dtype.kind == "f"}
+
+
+def summarise(index: RunIndex) -> Summary:
+    """Every setup's estimates (images, patients, per class), the pairwise tests, and the runs left out and why."""
+    rows, patient_rows, class_rows, excluded, groups = [], [], [], [], []
+    keys = index.setup_keys or ["task"]
+    for _, setup in index.runs.groupby(keys, dropna=False, sort=False):
+        labels = {k: setup.iloc[0][k] for k in LABELS + index.factors if k in setup}
+        reps, left_out = _replicates(setup, patients=False)
+        excluded += left_out
+        if reps is None:
+            continue
+        row, ci = _estimate(setup, reps, _unit(reps))
+        rows.append(labels | row | _val_choice(setup))
+        class_rows += _per_class(labels, reps, ci)
+        groups.append((labels, reps))
+        if reps.groups is not None:
+            patient_reps, _ = _replicates(setup, patients=True)
+            if patient_reps is not None:
+                patient_rows.append(labels | _estimate(setup, patient_reps, "group")[0])  # one row per patient
+    frame = pd.DataFrame(rows)
+    return Summary(frame, pd.DataFrame(patient_rows), pd.DataFrame(class_rows), _pairs(groups, index),
+                   pd.DataFrame(excluded, columns=SKIPPED_COLUMNS))
+
+
+def one_factor_pairs(setups: pd.DataFrame, factors: tuple[str, ...] = FACTORS) -> list[tuple[str, str]]:
+    """(a, b) setups that differ in exactly one factor: backbones within a mode, modes within a backbone, or one
+    other setting within a backbone and mode. Other settings count only within a mode, since some defaults (lr,
+    epochs, batch size) depend on the mode."""
+    columns = ["setup", *dict.fromkeys([*factors, *(["mode"] if "mode" in setups else [])])]
+    rows = setups[columns].drop_duplicates().to_dict("records")
+
+    def differences(a: dict, b: dict) -> int:
+        main = [f for f in factors if f in FACTORS]
+        others = [f for f in factors if f not in FACTORS] if a.get("mode") == b.get("mode") else []
+        return sum(str(a[f]) != str(b[f]) for f in main + others)
+
+    return [(a["setup"], b["setup"]) for i, a in enumerate(rows) for b in rows[i + 1:] if differences(a, b) == 1]
+
+
+def _pairs(groups: list[tuple[dict, Replicates]], index: RunIndex) -> pd.DataFrame:
+    """Each pair of setups once (seeds aggregated) per task and train fraction, on shared test samples; Holm per task."""
+    lead = ["task", "train_fraction", "n_test"]
+    blocks: dict[tuple, list[tuple[dict, Replicates]]] = {}
+    for labels, reps in groups:
+        key = (labels["task"], labels["train_fraction"], reps.ids, tuple(reps.y), tuple(reps.classes))
+        blocks.setdefault(key, []).append((labels, reps))
     parts = []
-    for (task, fraction, seed), runs in index.runs.groupby(["task", "train_fraction", "seed"], sort=True):
-        for block in _same_samples(runs):
-            frame = _compare_block(block)
-            if len(frame):
-                parts.append(frame.assign(task=task, train_fraction=fraction, seed=seed, n_test=len(block["test"][0])))
-    lead = ["task", "train_fraction", "seed", "n_test"]
+    for (task, fraction, *_), members in blocks.items():
+        setups = pd.DataFrame([labels for labels, _ in members])
+        pairs = one_factor_pairs(setups, tuple(index.factors) or FACTORS)
+        if not pairs:
+            continue
+        reps = members[0][1]
+        run = index.runs[index.runs["setup"] == members[0][0]["setup"]].iloc[0]
+        spec = BootstrapSpec(n=int(run["bootstrap_n"] or 2000), seed=int(run["bootstrap_seed"] or 0))
+        probs = {labels["setup"]: r.probs for labels, r in members}
+        frame = compare_setups(reps.y, probs, spec, reps.groups, pairs)
+        parts.append(frame.assign(task=task, train_fraction=fraction, n_test=len(reps.y)))
     if not parts:
         return pd.DataFrame(columns=lead + list(COLUMNS))
     out = pd.concat(parts, ignore_index=True)[lead + list(COLUMNS)]
-    for test in ("delong", "mcnemar"):  # compare_models corrected within one seed; the family is the whole task
+    for test in ("auroc", "accuracy"):  # the family is every distinct pair of a task
         out[f"{test}_p_holm"] = out.groupby("task")[f"{test}_p"].transform(lambda p: holm(p.to_numpy(dtype=float)))
     return out

@@ -6,29 +6,46 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from medtransfer.errors import UserError
-from medtransfer.report.aggregate import aggregate_seeds, pairwise_comparisons
+from medtransfer.report.aggregate import summarise
 from medtransfer.report.collect import REPORT_DIR, RunIndex, collect_runs
 from medtransfer.report.figures import write_figures
 from medtransfer.report.html import ReportParts, write_html
-from medtransfer.report.tables import cost_table, main_table, pairwise_table, write_standalone, write_table
+from medtransfer.report.tables import (
+    cost_table,
+    main_table,
+    more_table,
+    pairwise_table,
+    patient_table,
+    per_class_table,
+    write_standalone,
+    write_table,
+)
 
 
 def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
-    agg = aggregate_seeds(index)
-    tables = {"main_table": ("Main results", main_table(agg)),
-              "pairwise": ("Pairwise comparisons", pairwise_table(pairwise_comparisons(index))),
-              "cost": ("Cost per run", cost_table(index.runs))}
+    summary = summarise(index)
+    agg = summary.setups
+    tables = {"main_table": ("Main results", main_table(agg))}
+    if len(summary.patients):
+        tables["patient_table"] = ("Patient-level results", patient_table(summary.patients))
+    tables |= {"more_metrics": ("More metrics", more_table(agg)),
+               "per_class": ("Per-class recall", per_class_table(summary.per_class)),
+               "pairwise": ("Pairwise comparisons", pairwise_table(summary.pairs)),
+               "cost": ("Cost per run", cost_table(index.runs))}
     table_dir = folder / "tables"
     for name, (_, table) in tables.items():
         write_table(table, table_dir, name)
     write_standalone(tables["main_table"][1], table_dir, "main_table")
     agg.to_csv(table_dir / "aggregate.csv", index=False)  # every metric, not only the paper's five
     index.runs.to_csv(table_dir / "runs.csv", index=False)
-    index.skipped.to_csv(table_dir / "skipped_runs.csv", index=False)
+    skipped = pd.concat([index.skipped, summary.excluded], ignore_index=True) if len(summary.excluded) else index.skipped
+    skipped.to_csv(table_dir / "skipped_runs.csv", index=False)
     figures = write_figures(index.runs, agg, folder / "figures", metric)
     tasks = sorted(index.runs["task"].unique())
-    parts = ReportParts(runs_dir, len(index.runs), tasks, dict(tables.values()), figures, index.skipped)
+    parts = ReportParts(runs_dir, len(index.runs), tasks, dict(tables.values()), figures, skipped)
     write_html(parts, folder / "report.html")
 
 

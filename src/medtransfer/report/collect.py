@@ -1,4 +1,8 @@
-"""Find run directories under a folder and read each finished one into a row; unfinished ones are kept aside."""
+"""Find run directories under a folder and read each finished one into a row; unfinished ones are kept aside.
+
+Runs are grouped into setups by every setting that varies among them, read from their config.yaml: two runs are
+the same setup when all their settings but the seed and the fold are equal, and a rerun when those are equal too.
+"""
 
 from __future__ import annotations
 
@@ -18,18 +22,27 @@ MARKERS = ("config.yaml", "metrics.json")
 REPORT_DIR = "report"
 TIMING = ("extract_seconds", "train_seconds", "eval_seconds", "total_seconds", "images_per_second",
           "peak_memory_mb", "n_params", "cache_hit")
-# What makes two runs "the same run": a second one with this key is a rerun, not another seed.
-RUN_KEY = ["task", "backbone", "weights", "mode", "head", "train_fraction", "seed"]
+# Where or how fast a run computed, or how its CI was drawn, never what it computed: not part of a setup.
+NOT_SETTINGS = ("out", "cache_dir", "workers", "device", "image_cache", "bootstrap", "compile",
+                # resolved by the runner from the settings (`weights_identity` of `none` names the seed)
+                "timm_name", "preprocess", "pooling_resolved", "weights_identity")
+# The replicates of one setup: its seeds, and its folds when cross-validated.
+REPLICATES = ("seed", "fold")
+# What names a setup in tables and legends; any other setting that varies is named beside it.
+NAMED = ("task", "backbone", "weights", "mode", "head", "train_fraction", "folds")
+SETTING = "setting:"  # column prefix of the settings read from config.yaml
 SKIPPED_COLUMNS = ["run_dir", "reason", "task", "backbone", "mode", "seed"]
 
 
 @dataclass
 class RunIndex:
-    """The finished runs (one row each) and the run folders left out of the report, with the reason."""
+    """The finished runs (one row each), the run folders left out of the report with the reason, and the setups."""
 
     runs: pd.DataFrame
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SKIPPED_COLUMNS))
     metrics: list[str] = field(default_factory=list)
+    setup_keys: list[str] = field(default_factory=list)  # the columns whose values make one setup
+    factors: list[str] = field(default_factory=list)  # what setups differ in: backbone, mode and any other setting
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -61,23 +74,33 @@ def _labels(config: dict, run_dir: Path) -> dict:
     weights = str(config.get("weights") or "")
     return {"task": task_of(config), "backbone": config.get("backbone"), "weights": Path(weights).name or weights,
             "mode": mode, "head": config.get("head") if mode == "frozen" else None, "seed": config.get("seed"),
-            "select": config.get("select"),
+            "fold": int(config.get("fold") or 0), "folds": int(config.get("folds") or 0),
+            "select": config.get("select"), "split_seed": config.get("split_seed"),
             "train_fraction": float(config.get("train_fraction", 1.0)), "run_dir": str(run_dir)}
+
+
+def _settings(config: dict) -> dict:
+    """Every setting that can change a result, as hashable text (lists and mappings as sorted JSON)."""
+    return {f"{SETTING}{k}": v if isinstance(v, str | int | float | bool) or v is None else json.dumps(v, sort_keys=True)
+            for k, v in config.items() if k not in NOT_SETTINGS + REPLICATES}
 
 
 def _row(run_dir: Path, config: dict) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if not (run_dir / "predictions.csv").is_file():
         raise FileNotFoundError("predictions.csv is missing")
-    row = _labels(config, run_dir)
+    row = _labels(config, run_dir) | _settings(config) | {f"{SETTING}task": task_of(config)}
     for name, entry in metrics["test"].items():
         row.update({name: entry["value"], f"{name}_low": entry["low"], f"{name}_high": entry["high"]})
+    for name, entry in metrics.get("val", {}).items():
+        row[f"val_{name}"] = entry["value"]  # the model choice between setups is made on these, never on test
     timing = metrics.get("timing", {})
     row.update({key: timing.get(key) for key in TIMING})
     boot = metrics.get("bootstrap", {})
     row.update({"n_test": metrics.get("n_test"), "n_train": metrics.get("n_train"),
                 "n_classes": len(metrics.get("classes", [])), "bootstrap_n": boot.get("n"),
                 "bootstrap_seed": boot.get("seed"), "bootstrap_unit": boot.get("unit"),
+                "threshold": (metrics.get("threshold") or {}).get("value"), "ordinal": bool(metrics.get("ordinal")),
                 "finished": (run_dir / DONE).stat().st_mtime})
     return row
 
@@ -87,6 +110,13 @@ def _skip(run_dir: Path, config: dict, reason: str) -> dict:
     return {key: labels.get(key) for key in SKIPPED_COLUMNS} | {"reason": reason}
 
 
+def setup_columns(runs: pd.DataFrame) -> list[str]:
+    """The setting columns that vary among the runs (the task always): together they tell setups apart."""
+    settings = [c for c in runs if c.startswith(SETTING)]
+    varying = [c for c in settings if runs[c].astype(str).nunique(dropna=False) > 1]
+    return [f"{SETTING}task"] + [c for c in varying if c != f"{SETTING}task"]
+
+
 def _label_weights(runs: pd.DataFrame) -> pd.DataFrame:
     """Name the weights beside the backbone only where one task ran a backbone with several weight sources."""
     several = runs.groupby(["task", "backbone"])["weights"].transform("nunique") > 1
@@ -94,21 +124,33 @@ def _label_weights(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
-def _drop_reruns(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
-    """Keep the newest of runs that repeat one configuration and seed: a rerun is not an extra seed."""
+def _drop_reruns(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """Keep the newest of runs that repeat one setup, seed and fold: a rerun is not an extra seed."""
     keep, skipped = [], []
-    for _, same in runs.sort_values("finished").groupby(RUN_KEY, dropna=False, sort=False):
+    for _, same in runs.sort_values("finished").groupby(keys + list(REPLICATES), dropna=False, sort=False):
         keep.append(same.index[-1])
         for _, row in same.iloc[:-1].iterrows():
             skipped.append({key: row[key] for key in SKIPPED_COLUMNS if key != "reason"}
-                           | {"reason": f"older rerun of the configuration and seed of {same['run_dir'].iloc[-1]}"})
+                           | {"reason": f"older rerun of the setup, seed and fold of {same['run_dir'].iloc[-1]}"})
     return runs.loc[keep], skipped
 
 
-def _name_setups(runs: pd.DataFrame) -> pd.DataFrame:
-    """`setup`: one short name per backbone × mode (× probe head) for legends and pairwise tables."""
+def _extra_settings(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    """Varying settings that the named columns do not already determine (an lr grid, an image size …)."""
+    named = [f"{SETTING}{c}" for c in NAMED if f"{SETTING}{c}" in runs] or ["task"]
+    base = runs[named].astype(str).apply("|".join, axis=1)
+    return [c for c in keys if c not in named and (runs[c].astype(str).groupby(base).nunique() > 1).any()]
+
+
+def _name_setups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`setup`: one short name per setup for legends and pairwise tables, naming every setting that tells it apart."""
     mode = runs["mode"].where(runs["head"].isna() | (runs["head"] == "linear"), "frozen-" + runs["head"].fillna(""))
-    return runs.assign(mode_label=mode, setup=runs["backbone"] + " / " + mode)
+    extras = pd.Series("", index=runs.index)
+    for _, task in runs.groupby("task"):  # a setting varied in one task does not rename the setups of another
+        for column in _extra_settings(task, keys):
+            extras[task.index] += f", {column.removeprefix(SETTING)}=" + task[column].astype(str)
+    # `model`: what a bar chart's axis and the tables' Backbone column show; the mode has its own column or colour.
+    return runs.assign(mode_label=mode, setup=runs["backbone"] + " / " + mode + extras, model=runs["backbone"] + extras)
 
 
 def _display_order(column: pd.Series) -> pd.Series:
@@ -134,14 +176,19 @@ def collect_runs(runs_dir: Path) -> RunIndex:
             continue
         try:
             rows.append(_row(run_dir, config))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             skipped.append(_skip(run_dir, config, f"unreadable run files ({exc.__class__.__name__}: {exc})"))
     runs = pd.DataFrame(rows)
+    keys: list[str] = []
+    factors = ["backbone", "mode_label"]
     if len(runs):
-        runs, reruns = _drop_reruns(runs)
+        keys = setup_columns(runs)
+        runs, reruns = _drop_reruns(runs, keys)
         skipped += reruns
-        runs = _name_setups(_label_weights(runs)).sort_values(
-            ["task", "backbone", "mode", "head", "train_fraction", "seed"], key=_display_order).reset_index(drop=True)
-    present = [m for m in METRICS if m in runs] + sorted({c for c in runs if f"{c}_low" in runs} - set(METRICS))
-    return RunIndex(runs, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS), present)
-
+        factors += _extra_settings(runs, keys)
+        runs = _name_setups(_label_weights(runs), keys).sort_values(
+            ["task", "backbone", "mode", "head", "train_fraction", "setup", "seed", "fold"],
+            key=_display_order).reset_index(drop=True)
+    present = [m for m in METRICS if m in runs] + sorted(
+        {c for c in runs if f"{c}_low" in runs and not c.startswith("recall_c")} - set(METRICS))
+    return RunIndex(runs, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS), present, keys, factors)

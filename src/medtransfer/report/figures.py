@@ -47,12 +47,12 @@ def metric_bars(agg: pd.DataFrame, task: str, metric: str, path: Path) -> Path:
     """Bars of `metric` with CI whiskers, grouped by backbone and coloured by mode (largest train fraction)."""
     rows = agg[agg["task"] == task]
     rows = rows[rows["train_fraction"] == rows["train_fraction"].max()]
-    backbones, modes = sorted(rows["backbone"].unique()), sorted(rows["mode_label"].unique(), key=_mode_order)
+    backbones, modes = sorted(rows["model"].unique()), sorted(rows["mode_label"].unique(), key=_mode_order)
     width = 0.8 / len(modes)
     fig = new_figure(max(4.5, 1.6 * len(backbones) * max(1, len(modes) / 2) + 2), 4.2)
     ax = fig.subplots()
     for k, mode in enumerate(modes):
-        part = rows[rows["mode_label"] == mode].set_index("backbone").reindex(backbones)
+        part = rows[rows["mode_label"] == mode].set_index("model").reindex(backbones)
         x = np.arange(len(backbones)) + (k - (len(modes) - 1) / 2) * width
         bars = ax.bar(x, part[metric].fillna(0), width, yerr=np.nan_to_num(_errors(part, metric)), capsize=4,
                       color=mode_colour(mode), label=mode, edgecolor="black", linewidth=0.5)
@@ -63,8 +63,8 @@ def metric_bars(agg: pd.DataFrame, task: str, metric: str, path: Path) -> Path:
     ax.set_ylabel(f"test {metric_name(metric)}")
     if metric in BOUNDED:
         ax.set_ylim(0, 1.12)
-    kinds = " / ".join(sorted({"t over seeds" if n > 1 else "bootstrap" for n in rows["n_seeds"]}))
-    ax.set_title(f"{task}: test {metric_name(metric)} (95% CI, {kinds})")
+    kinds = "; ".join(sorted(set(rows["ci"])))
+    ax.set_title(f"{task}: test {metric_name(metric)}\n({kinds})", fontsize=9)
     ax.legend(loc="upper left", ncols=len(modes) + 1, frameon=False)
     return save(fig, path)
 

@@ -39,11 +39,13 @@ def fmt_number(value: float | None, digits: int = 1, scale: float = 1.0, sign: b
     return f"{value * scale:{'+' if sign else ''}.{digits}f}"
 
 
-def ci_cell(value: float, low: float, high: float, sign: bool = False) -> str:
-    """`value [low, high]` in percent with one decimal (a dash when the value is undefined)."""
+def ci_cell(value: float, low: float, high: float, sign: bool = False, percent: bool = True) -> str:
+    """`value [low, high]` in percent with one decimal, or as plain numbers with three (a dash when undefined)."""
     if fmt_number(value) == DASH:
         return DASH
-    return f"{fmt_number(value, 1, 100, sign)} [{fmt_number(low, 1, 100, sign)}, {fmt_number(high, 1, 100, sign)}]"
+    digits, scale = (1, 100) if percent else (3, 1)
+    return (f"{fmt_number(value, digits, scale, sign)} [{fmt_number(low, digits, scale, sign)}, "
+            f"{fmt_number(high, digits, scale, sign)}]")
 
 
 def latex_escape(text: str) -> str:

@@ -11,6 +11,11 @@ from medtransfer.report.render import DASH, Table, ci_cell, fmt_number, latex_do
 
 MAIN_METRICS = {"Accuracy": "accuracy", "Precision": "precision_weighted", "Recall": "recall_weighted",
                 "F1": "f1_weighted", "AUROC": "auroc"}
+PLAIN = {"brier", "calibration_slope", "calibration_intercept"}  # not shares: shown as numbers, not percent
+MORE_METRICS = {"Balanced acc.": "balanced_accuracy", "F1 macro": "f1_macro", "Kappa": "kappa",
+                "Quadratic kappa": "kappa_quadratic", "AUPRC": "auprc", "Sensitivity": "sensitivity",
+                "Specificity": "specificity", "PPV": "ppv", "NPV": "npv", "Brier": "brier", "ECE": "ece",
+                "Cal. slope": "calibration_slope", "Cal. intercept": "calibration_intercept"}
 
 
 def freeze_label(mode: str, head: str | None) -> str:
@@ -26,42 +31,98 @@ def _group_starts(tasks: pd.Series) -> list[int]:
     return [i for i in range(len(tasks)) if i == 0 or tasks.iloc[i] != tasks.iloc[i - 1]]
 
 
-def best_rows(agg: pd.DataFrame, metric: str = "auroc") -> pd.Series:
-    """True on the row with the highest `metric` value of each task (none where every value is undefined)."""
+def best_rows(agg: pd.DataFrame, metric: str = "val_auroc") -> pd.Series:
+    """True on the row with the best validation `metric` of each task: a choice made on val, never on test."""
     best = pd.Series(False, index=agg.index)
+    if metric not in agg:
+        return best
     for _, rows in agg.groupby("task"):
         values = rows[metric].astype(float)
         if values.notna().any():
-            best[values.idxmax()] = True
+            best[values.idxmin() if metric.endswith("loss") else values.idxmax()] = True
     return best
 
 
-def _interval_note(agg: pd.DataFrame) -> str:
-    counts = sorted(agg["n_seeds"].unique())
-    several = [n for n in counts if n > 1]
-    parts = [f"mean and Student-t interval over {' or '.join(map(str, several))} seeds, cut to the metric's range"]
-    parts += ["rows with one seed: that run's percentile bootstrap"] if 1 in counts else []
-    return "; ".join(parts) if several else "percentile bootstrap of the single run"
+def _selection_metric(agg: pd.DataFrame) -> str:
+    """The validation metric the runs selected their epochs on (val_auroc unless every run chose another)."""
+    chosen = {c for c in agg.get("select", pd.Series(dtype=str)).dropna()}
+    return chosen.pop() if len(chosen) == 1 and chosen <= set(agg) else "val_auroc"
+
+
+def _interval_caption(agg: pd.DataFrame) -> str:
+    labels = sorted(agg["ci"].dropna().unique())
+    if len(labels) == 1:
+        return labels[0]
+    return "per row, as the 95% CI column says"
+
+
+def _with_folds(agg: pd.DataFrame) -> bool:
+    return "n_folds" in agg and bool((agg["n_folds"] >= 2).any())
+
+
+def result_table(agg: pd.DataFrame, metrics: dict[str, str], what: str, bold_best: bool = True) -> Table:
+    """Task | Backbone | Freeze | [Train %] | [Folds] | metrics… | [AUROC per fold] | 95% CI over, one row a setup."""
+    agg = agg.reset_index(drop=True)
+    with_fraction, with_folds = _fractions_vary(agg), _with_folds(agg)
+    metrics = {label: m for label, m in metrics.items() if m in agg}
+    header = ["Task", "Backbone", "Freeze"] + (["Train %"] if with_fraction else [])
+    header += (["Folds"] if with_folds else []) + list(metrics)
+    header += (["AUROC per fold"] if with_folds and "auroc_folds" in agg else []) + ["95% CI over"]
+    select = _selection_metric(agg)
+    best = best_rows(agg, select) if bold_best else pd.Series(False, index=agg.index)
+    rows, bold = [], []
+    for i, r in agg.iterrows():
+        # The backbone and any other varied setting; the Freeze column shows the mode.
+        labels = [r["task"], r.get("model", r["backbone"]), freeze_label(r["mode"], r["head"])]
+        labels += [fmt_number(r["train_fraction"], 0, 100)] if with_fraction else []
+        labels += [str(int(r["n_folds"])) if r["n_folds"] >= 2 else DASH] if with_folds else []
+        cells = [ci_cell(r[m], r[f"{m}_low"], r[f"{m}_high"], percent=m not in PLAIN) for m in metrics.values()]
+        cells += [r.get("auroc_folds") if isinstance(r.get("auroc_folds"), str) else DASH] \
+            if with_folds and "auroc_folds" in agg else []
+        rows.append(labels + cells + [str(r["ci"])])
+        bold.append([False] + [bool(best[i])] * (len(header) - 2) + [False])
+    chosen = (f" Bold: the setup with the best validation {select.removeprefix('val_')} of each task (chosen on val, "
+              "reported on test)." if best.any() else "")
+    folds = (" Cross-validated setups pool the out-of-fold test predictions of all folds into one estimate; the "
+             "folds' own AUROCs are listed beside it." if with_folds else "")
+    caption = (f"{what} in % with 95% confidence intervals ({_interval_caption(agg)}; percentile bootstrap, and with "
+               "several seeds the metric is averaged over the seeds inside each resample — see docs/methods.md)."
+               f"{folds}{chosen}")
+    columns = [c for c in ["task", "setup", "backbone", "weights", "mode", "head", "train_fraction", "n_folds",
+                           "n_seeds", "seeds", "n_test", "ci", select] if c in agg]
+    numbers = [c for m in metrics.values() for c in (m, f"{m}_low", f"{m}_high", f"{m}_folds") if c in agg]
+    raw = agg[columns + numbers].assign(best=best.to_numpy())
+    return Table(header, rows, caption, raw, bold, _group_starts(agg["task"]), repeat_first=False)
 
 
 def main_table(agg: pd.DataFrame) -> Table:
-    """Task | Backbone | Freeze | [Train %] | Accuracy | Precision | Recall | F1 | AUROC, best AUROC per task in bold."""
-    agg = agg.reset_index(drop=True)
-    with_fraction = _fractions_vary(agg)
-    header = ["Task", "Backbone", "Freeze"] + (["Train %"] if with_fraction else []) + list(MAIN_METRICS)
-    best = best_rows(agg)
-    rows, bold = [], []
-    for i, r in agg.iterrows():
-        labels = [r["task"], r["backbone"], freeze_label(r["mode"], r["head"])]
-        labels += [fmt_number(r["train_fraction"], 0, 100)] if with_fraction else []
-        rows.append(labels + [ci_cell(r[m], r[f"{m}_low"], r[f"{m}_high"]) for m in MAIN_METRICS.values()])
-        bold.append([False] + [bool(best[i])] * (len(header) - 1))
-    caption = (f"Test-set results in % with 95% confidence intervals ({_interval_note(agg)}). Precision, recall and F1 "
-               "are support-weighted. Best AUROC per task in bold.")
-    columns = ["task", "backbone", "weights", "mode", "head", "train_fraction", "n_seeds", "ci"]
-    metrics = [c for m in MAIN_METRICS.values() for c in (m, f"{m}_low", f"{m}_high")]
-    raw = agg[columns + metrics].assign(best=best.to_numpy())
-    return Table(header, rows, caption, raw, bold, _group_starts(agg["task"]), repeat_first=False)
+    """The paper's layout: Accuracy, weighted Precision, Recall and F1, and AUROC, per setup."""
+    return result_table(agg, MAIN_METRICS, "Test-set results (precision, recall and F1 support-weighted)")
+
+
+def patient_table(patients: pd.DataFrame) -> Table:
+    """The main metrics with one pooled prediction per patient (where the data has patients)."""
+    return result_table(patients, MAIN_METRICS | {"Balanced acc.": "balanced_accuracy", "Kappa": "kappa"},
+                        "Patient-level test results (image probabilities pooled per patient)", bold_best=False)
+
+
+def more_table(agg: pd.DataFrame) -> Table:
+    """Agreement, calibration and (binary tasks) the operating point fixed on val."""
+    return result_table(agg, MORE_METRICS, "More test metrics: sensitivity, specificity, PPV and NPV at the threshold "
+                        "fixed on val (Youden's J) for binary tasks; kappa unweighted, quadratic only for ordinal "
+                        "classes; ECE debiased, in %; Brier score and calibration slope and intercept as plain numbers", bold_best=False)
+
+
+def per_class_table(per_class: pd.DataFrame) -> Table:
+    """Task | Setup | Class | Test cases | Recall [CI]: how each class fares, rare ones included."""
+    per_class = per_class.reset_index(drop=True)
+    header = ["Task", "Setup", "Class", "Test cases", "Recall"]
+    rows = [[r["task"], r["setup"], str(r["class"]), str(int(r["n_test"])),
+             ci_cell(r["recall"], r["recall_low"], r["recall_high"])] for _, r in per_class.iterrows()]
+    caption = ("Per-class recall (sensitivity for each class) on test in %, with the 95% CI of the main table's "
+               "method for that setup. Test cases: images of the class in the test split.")
+    return Table(header, rows, caption, per_class, [], _group_starts(per_class["task"]) if len(per_class) else [],
+                 repeat_first=False)
 
 
 def p_cell(p: float) -> str:
@@ -72,23 +133,26 @@ def p_cell(p: float) -> str:
 
 
 def pairwise_table(pairs: pd.DataFrame, alpha: float = 0.05) -> Table:
-    """One row per compared pair: paired differences a − b with CIs, raw and Holm-adjusted p-values."""
+    """One row per compared pair (seeds aggregated): paired differences a − b with CIs, the tests and Holm."""
     pairs = pairs.reset_index(drop=True)
     with_fraction = _fractions_vary(pairs) if len(pairs) else False
     header = ["Task"] + (["Train %"] if with_fraction else []) + [
-        "Seed", "A", "B", "ΔAUROC", "ΔAccuracy", "DeLong p", "McNemar p", "DeLong p (Holm)", "McNemar p (Holm)"]
+        "A", "B", "Seeds", "ΔAUROC", "ΔAccuracy", "AUROC p", "Accuracy p", "AUROC p (Holm)", "Accuracy p (Holm)",
+        "Tests"]
     rows, bold = [], []
     for _, r in pairs.iterrows():
         lead = [r["task"]] + ([fmt_number(r["train_fraction"], 0, 100)] if with_fraction else [])
-        cells = [str(r["seed"]), r["a"], r["b"], ci_cell(r["auroc_diff"], r["auroc_low"], r["auroc_high"], True),
+        cells = [r["a"], r["b"], f"{int(r['n_seeds_a'])} vs {int(r['n_seeds_b'])}",
+                 ci_cell(r["auroc_diff"], r["auroc_low"], r["auroc_high"], True),
                  ci_cell(r["accuracy_diff"], r["accuracy_low"], r["accuracy_high"], True)]
-        ps = [r["delong_p"], r["mcnemar_p"], r["delong_p_holm"], r["mcnemar_p_holm"]]
-        rows.append(lead + cells + [p_cell(p) for p in ps])
-        bold.append([False] * (len(lead) + len(cells) + 2) + [bool(p < alpha) for p in ps[2:]])
-    caption = ("Paired comparisons A − B on the same test samples, in percentage points with 95% paired-bootstrap CIs "
-               "(patients resampled whole when the data has groups). DeLong's test compares AUROCs (binary tasks only); "
-               "McNemar's exact test compares correctness. Holm's correction runs over all pairs of a task; "
-               f"adjusted p < {alpha} in bold. DeLong and McNemar assume independent samples.")
+        ps = [r["auroc_p"], r["accuracy_p"], r["auroc_p_holm"], r["accuracy_p_holm"]]
+        rows.append(lead + cells + [p_cell(p) for p in ps] + [f"{r['auroc_test']}; {r['accuracy_test']}"])
+        bold.append([False] * (len(lead) + len(cells) + 2) + [bool(p < alpha) for p in ps[2:]] + [False])
+    caption = ("Paired comparisons A − B on the same test samples, each pair once, in percentage points: the "
+               "difference of the seed-averaged metrics with its 95% paired-bootstrap CI (patients resampled whole "
+               "when the data has groups; seeds averaged inside each resample). The p-values come from the tests "
+               "named in the last column, which account for several images per patient where the data has patients. "
+               f"Holm's correction runs over all distinct pairs of a task; adjusted p < {alpha} in bold.")
     return Table(header, rows, caption, pairs, bold, _group_starts(pairs["task"]) if len(pairs) else [])
 
 
