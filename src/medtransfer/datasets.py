@@ -9,7 +9,8 @@ from medtransfer.config import TrainConfig
 from medtransfer.data.dicom_volumes import convert_dicom_tree, holds_dicom
 from medtransfer.data.manifest import ManifestColumns
 from medtransfer.data.sources import load_source
-from medtransfer.data.table import SampleTable
+from medtransfer.data.splits import SplitPlan
+from medtransfer.data.table import SampleTable, with_class_order
 from medtransfer.data.volume_options import VolumeOptions
 from medtransfer.data.volumes import load_volumes
 from medtransfer.engine.cache import cache_root
@@ -17,12 +18,21 @@ from medtransfer.errors import UserError
 
 
 def load_table(cfg: TrainConfig) -> SampleTable:
-    """The configured source as a SampleTable (manifest columns only when given; volumes when modalities are)."""
+    """The configured source as a SampleTable (manifest columns only when given; volumes when modalities are),
+    its classes in the ordinal order of `class_order` when given."""
     if cfg.modalities:
-        return load_volume_table(cfg)
-    given = {k: v for k, v in {"path": cfg.path_col, "label": cfg.label_col, "group": cfg.group_col,
-                               "split": cfg.split_col}.items() if v is not None}
-    return load_source(cfg.data, ManifestColumns(**given), cfg.image_root, cfg.skip_missing)
+        table = load_volume_table(cfg)
+    else:
+        given = {k: v for k, v in {"path": cfg.path_col, "label": cfg.label_col, "group": cfg.group_col,
+                                   "split": cfg.split_col}.items() if v is not None}
+        table = load_source(cfg.data, ManifestColumns(**given), cfg.image_root, cfg.skip_missing)
+    return with_class_order(table, cfg.class_order) if cfg.class_order else table
+
+
+def split_plan(cfg: TrainConfig) -> SplitPlan:
+    """How a run's data is split: carved with the split seed, which stays fixed when only the training seed varies."""
+    return SplitPlan(cfg.test_fraction, cfg.val_fraction, cfg.train_fraction, cfg.split_seed, cfg.folds, cfg.fold,
+                     allow_missing_classes=cfg.allow_missing_classes)
 
 
 def volume_options(cfg: TrainConfig) -> VolumeOptions:

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import save_file
 
 from medtransfer.config import TrainConfig, task_name
-from medtransfer.data.splits import SplitPlan, assign_splits
+from medtransfer.data.splits import assign_splits, missing_classes
 from medtransfer.data.table import SampleTable
-from medtransfer.datasets import load_table
+from medtransfer.datasets import load_table, split_plan
 from medtransfer.engine.cache import cache_root
 from medtransfer.engine.device import pick_device, seed_everything
 from medtransfer.engine.features import cached_features, extract_table, feature_cache, feature_key
@@ -27,7 +27,7 @@ from medtransfer.engine.knn import KNNProbe
 from medtransfer.engine.pipeline import DataPath, default_workers
 from medtransfer.engine.sweep import HeadSweep
 from medtransfer.evaluation.bootstrap import BootstrapSpec, bootstrap_ci
-from medtransfer.evaluation.metrics import confusion
+from medtransfer.evaluation.metrics import confusion, youden_threshold
 from medtransfer.evaluation.patients import PatientPredictions, pool_by_patient
 from medtransfer.models.adapt import add_lora, enable_grad_checkpointing, freeze_blocks, frozen_norm_eval, merge_lora
 from medtransfer.models.backbone import Backbone, build_backbone
@@ -180,20 +180,44 @@ def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: di
     return Fitted(probs, history, best, {"model.safetensors": state}, timing)
 
 
+def _per_class(ci: dict[str, dict], classes: list[str]) -> dict[str, dict]:
+    """Moves the per-class recalls (`recall_c<k>`) out of the flat metrics into {class: {recall: CI}}."""
+    return {name: {"recall": ci.pop(f"recall_c{k}")} for k, name in enumerate(classes) if f"recall_c{k}" in ci}
+
+
+def _score_splits(y: dict[str, np.ndarray], probs: dict[str, np.ndarray], groups: dict[str, np.ndarray | None],
+                  spec: BootstrapSpec, classes: list[str], ordinal: bool, reporter: Reporter) -> dict:
+    """Val and test metrics with CIs; a binary task's operating point is fixed on val (Youden's J), then applied."""
+    threshold = youden_threshold(y["val"], probs["val"]) if len(classes) == 2 else None
+    out: dict = {"per_class": {}}
+    for split in EVAL_SPLITS:
+        with reporter.task(f"bootstrap {split}", spec.n) as advance:
+            out[split] = bootstrap_ci(y[split], probs[split], spec, groups[split], advance, threshold=threshold,
+                                      ordinal=ordinal)
+        out["per_class"][split] = _per_class(out[split], classes)
+        counts = np.bincount(y[split], minlength=len(classes))
+        for k, name in enumerate(classes):
+            out["per_class"][split].setdefault(name, {})["n"] = int(counts[k])
+    if threshold is not None:
+        out["threshold"] = {"value": threshold, "rule": "Youden's J on val", "positive_class": classes[1]}
+    return out
+
+
 def _evaluate(cfg: TrainConfig, table: SampleTable, frame: pd.DataFrame, rows: dict[str, np.ndarray],
               probs: dict[str, np.ndarray], reporter: Reporter) -> dict:
     spec = BootstrapSpec(n=cfg.bootstrap, seed=cfg.seed)
-    y = frame["target"].to_numpy()
+    target = frame["target"].to_numpy()
     grouped = table.has_groups
-    out: dict = {}
-    for split in EVAL_SPLITS:
-        groups = frame["group"].to_numpy()[rows[split]] if grouped else None
-        with reporter.task(f"bootstrap {split}", spec.n) as advance:
-            out[split] = bootstrap_ci(y[rows[split]], probs[split], spec, groups, advance)
-    out["confusion"] = {s: confusion(y[rows[s]], probs[s]) for s in EVAL_SPLITS}
+    y = {s: target[rows[s]] for s in EVAL_SPLITS}
+    groups = {s: frame["group"].to_numpy()[rows[s]] if grouped else None for s in EVAL_SPLITS}
+    out = _score_splits(y, probs, groups, spec, table.classes, table.ordinal, reporter)
+    out["confusion"] = {s: confusion(y[s], probs[s]) for s in EVAL_SPLITS}
+    out["counts"] = {s: {name: int(n) for name, n in zip(table.classes, np.bincount(target[r], minlength=len(
+        table.classes)))} for s, r in rows.items()}
     out["bootstrap"] = {"n": spec.n, "level": spec.level, "unit": "group" if grouped else "sample", "seed": spec.seed}
+    out["ordinal"] = table.ordinal
     if grouped:
-        out["patient"] = _patient_metrics(cfg, frame, rows, probs, spec)
+        out["patient"] = _patient_metrics(cfg, table, frame, rows, probs, spec, reporter)
     return out
 
 
@@ -204,11 +228,12 @@ def patient_predictions(frame: pd.DataFrame, rows: dict[str, np.ndarray], probs:
     return {s: pool_by_patient(groups[rows[s]], y[rows[s]], probs[s], how) for s in EVAL_SPLITS}
 
 
-def _patient_metrics(cfg: TrainConfig, frame: pd.DataFrame, rows: dict[str, np.ndarray],
-                     probs: dict[str, np.ndarray], spec: BootstrapSpec) -> dict:
-    """The same metrics with CIs over patients, one pooled prediction per patient."""
+def _patient_metrics(cfg: TrainConfig, table: SampleTable, frame: pd.DataFrame, rows: dict[str, np.ndarray],
+                     probs: dict[str, np.ndarray], spec: BootstrapSpec, reporter: Reporter) -> dict:
+    """The same metrics with CIs over patients, one pooled prediction per patient (its own val threshold)."""
     pooled = patient_predictions(frame, rows, probs, cfg.patient_agg)
-    out: dict = {s: bootstrap_ci(p.y, p.prob, spec) for s, p in pooled.items()}
+    out = _score_splits({s: p.y for s, p in pooled.items()}, {s: p.prob for s, p in pooled.items()},
+                        dict.fromkeys(EVAL_SPLITS), spec, table.classes, table.ordinal, reporter)
     out.update({f"n_{s}": int(len(p.ids)) for s, p in pooled.items()})
     out["aggregation"] = cfg.patient_agg
     return out
@@ -250,8 +275,10 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
         table = load_table(cfg)
         for note in table.notes:
             reporter.log(f"note: {note}")
-        frame = assign_splits(table, SplitPlan(cfg.test_fraction, cfg.val_fraction, cfg.train_fraction, cfg.seed,
-                                                 cfg.folds, cfg.fold))
+        frame = assign_splits(table, split_plan(cfg))
+        absent = missing_classes(frame, table.classes)
+        for split, names in absent.items():
+            reporter.log(f"warning: class(es) {names} have no {split} samples (--allow-missing-classes)")
         rows = _split_rows(frame)
         seed_everything(cfg.seed)
         device = pick_device(cfg.device)
@@ -270,6 +297,8 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
         metrics.update({"n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])),
                         "n_test": int(len(rows["test"])), "classes": table.classes, "best_epoch": fitted.best_epoch,
                         "notes": table.notes, "timing": timing, **fitted.extra})
+        if absent:
+            metrics["missing_classes"] = absent
         resolved = cfg.model_dump() | {"task": task_name(cfg.task, cfg.data), "out": str(out), "timm_name": backbone.timm_name,
                                        "preprocess": backbone.preprocess.as_dict(), "pooling_resolved": backbone.pooling,
                                        "weights_identity": weights_identity(cfg.weights, backbone.timm_name, cfg.seed)}

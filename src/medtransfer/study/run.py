@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from medtransfer.data.splits import SplitPlan, assign_splits
-from medtransfer.datasets import load_table
+from medtransfer.data.splits import assign_splits
+from medtransfer.datasets import load_table, split_plan
 from medtransfer.errors import UserError
 from medtransfer.models.catalog import resolve
 from medtransfer.models.weights import check_weights_arg
@@ -41,7 +41,7 @@ def _split_counts(study: Study, specs: list[RunSpec]) -> dict[str, dict[str, int
             continue
         cfg = spec.config
         table = load_table(cfg)
-        frame = assign_splits(table, SplitPlan(cfg.test_fraction, cfg.val_fraction, 1.0, cfg.seed, cfg.folds, cfg.fold))
+        frame = assign_splits(table, split_plan(cfg.model_copy(update={"train_fraction": 1.0})))
         counts[task] = {s: int((frame["split"] == s).sum()) for s in ("train", "val", "test")}
     return counts
 
