@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from medtransfer.evaluation.bootstrap import BootstrapSpec, bootstrap_ci, percentile_interval, resample_counts
-from medtransfer.evaluation.metrics import METRICS, compute_metrics
+from medtransfer.evaluation.bootstrap import (
+    BootstrapSpec,
+    bootstrap_ci,
+    draw_metrics,
+    ece_interval,
+    percentile_interval,
+    resample_counts,
+    summarise_draws,
+)
+from medtransfer.evaluation.metrics import compute_metrics
 from medtransfer.evaluation.weighted import CHUNK
 
 
@@ -86,8 +94,8 @@ def test_same_seed_same_interval_different_seed_different() -> None:
     b = bootstrap_ci(y, prob, BootstrapSpec(n=300, seed=11))
     c = bootstrap_ci(y, prob, BootstrapSpec(n=300, seed=12))
     assert a == b
-    assert any(a[m]["low"] != c[m]["low"] or a[m]["high"] != c[m]["high"] for m in METRICS)
-    assert all(a[m]["value"] == c[m]["value"] for m in METRICS)  # the point value does not depend on the seed
+    assert any(a[m]["low"] != c[m]["low"] or a[m]["high"] != c[m]["high"] for m in a)
+    assert all(a[m]["value"] == c[m]["value"] for m in a)  # the point value does not depend on the seed
 
 
 def test_same_seed_same_interval_with_groups() -> None:
@@ -98,7 +106,7 @@ def test_same_seed_same_interval_with_groups() -> None:
     b = bootstrap_ci(y, prob, BootstrapSpec(n=300, seed=11), groups=groups)
     c = bootstrap_ci(y, prob, BootstrapSpec(n=300, seed=12), groups=groups)
     assert a == b
-    assert any(a[m]["low"] != c[m]["low"] or a[m]["high"] != c[m]["high"] for m in METRICS)
+    assert any(a[m]["low"] != c[m]["low"] or a[m]["high"] != c[m]["high"] for m in a)
 
 
 def test_group_interval_wider_with_intra_group_correlation() -> None:
@@ -152,15 +160,70 @@ def test_interval_contains_point_value_for_reasonable_classifier() -> None:
     logits = rng.normal(size=(n, k))
     logits[np.arange(n), y] += 1.5
     prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    out = bootstrap_ci(y, prob, BootstrapSpec(n=1000, seed=0))
-    assert set(out) == set(METRICS)
-    point = compute_metrics(y, prob)
-    for name in METRICS:
+    out = bootstrap_ci(y, prob, BootstrapSpec(n=1000, seed=0), ordinal=True)
+    point = compute_metrics(y, prob, ordinal=True)
+    assert set(out) == set(point)
+    for name in point:
         ci = out[name]
         assert ci["value"] == point[name]
         assert ci["low"] <= ci["value"] <= ci["high"], (name, ci)
         assert ci["low"] < ci["high"], (name, ci)
-        assert -1.0 <= ci["low"] and ci["high"] <= 1.0
+        assert -1.0 <= ci["low"] and ci["high"] <= (2.0 if name == "brier" else 1.0)  # multi-class Brier: 0-2
+
+
+def test_binary_interval_with_threshold_matches_its_own_draws() -> None:
+    """bootstrap_ci(threshold=t) is compute_metrics(threshold=t) with draw_metrics(thresholds=[t]) summarised."""
+    rng = np.random.default_rng(13)
+    y, prob = simulated_classifier(rng, 200, 0.8)
+    spec = BootstrapSpec(n=300, seed=4)
+    out = bootstrap_ci(y, prob, spec, threshold=0.7)
+    draws = draw_metrics(y, [prob], spec, thresholds=[0.7])[0]
+    assert out == summarise_draws(compute_metrics(y, prob, threshold=0.7), draws, spec.level)
+    assert out["sensitivity"] != bootstrap_ci(y, prob, spec)["sensitivity"]
+    assert {"auprc", "sensitivity", "specificity", "ppv", "npv", "brier", "calibration_slope"} <= set(out)
+
+
+def test_draw_metrics_one_threshold_per_model() -> None:
+    rng = np.random.default_rng(14)
+    y, prob = simulated_classifier(rng, 100, 0.8)
+    spec = BootstrapSpec(n=50, seed=0)
+    a, b = draw_metrics(y, [prob, prob], spec, thresholds=[None, 0.9])
+    np.testing.assert_array_equal(a["auroc"], b["auroc"])  # the same resamples for both models
+    assert (b["sensitivity"] <= a["sensitivity"]).all() and (b["sensitivity"] < a["sensitivity"]).any()
+    with pytest.raises(ValueError):
+        draw_metrics(y, [prob, prob], spec, thresholds=[0.5])
+
+
+def test_ordinal_adds_quadratic_kappa_interval() -> None:
+    rng = np.random.default_rng(15)
+    y = rng.integers(0, 4, 200)
+    prob = rng.dirichlet(np.ones(4), 200)
+    prob[np.arange(200), y] += 0.3  # right about 60% of the time
+    prob /= prob.sum(axis=1, keepdims=True)
+    spec = BootstrapSpec(n=200, seed=0)
+    assert "kappa_quadratic" not in bootstrap_ci(y, prob, spec)
+    ci = bootstrap_ci(y, prob, spec, ordinal=True)["kappa_quadratic"]
+    assert ci["low"] < ci["value"] < ci["high"]
+
+
+def test_ece_interval_by_hand() -> None:
+    """Draws 0.10, 0.11, ..., 0.30 (median 0.20) around a value 0.15: level 0.9 picks percentiles 0.11, 0.29."""
+    draws = np.linspace(0.10, 0.30, 21)
+    low, high = ece_interval(0.15, draws, 0.9)
+    # value - (q_hi - m) - (m - value) = 0.15 - 0.09 - 0.05; value + (m - q_lo) = 0.15 + 0.09
+    np.testing.assert_allclose([low, high], [0.01, 0.24], atol=1e-12)
+    # the draws' median below the value: no downward margin, a basic interval about the median
+    np.testing.assert_allclose(ece_interval(0.25, draws, 0.9), [0.25 - 0.09, 0.25 + 0.09], atol=1e-12)
+    assert ece_interval(0.02, draws, 0.9)[0] == 0.0  # cut at 0
+    assert all(math.isnan(v) for v in ece_interval(0.1, np.full(5, np.nan), 0.9))
+
+
+def test_summarise_draws_uses_the_ece_interval_for_ece_only() -> None:
+    draws = np.linspace(0.10, 0.30, 21)
+    out = summarise_draws({"ece": 0.15, "accuracy": 0.15}, {"ece": draws, "accuracy": draws}, 0.9)
+    assert (out["ece"]["low"], out["ece"]["high"]) == ece_interval(0.15, draws, 0.9)
+    assert (out["accuracy"]["low"], out["accuracy"]["high"]) == percentile_interval(draws, 0.9)
+    assert out["ece"]["value"] == out["accuracy"]["value"] == 0.15
 
 
 def test_wider_level_nests_narrower() -> None:
@@ -168,7 +231,7 @@ def test_wider_level_nests_narrower() -> None:
     y, prob = simulated_classifier(rng, 200, 0.8)
     wide = bootstrap_ci(y, prob, BootstrapSpec(n=500, level=0.95, seed=3))
     narrow = bootstrap_ci(y, prob, BootstrapSpec(n=500, level=0.5, seed=3))
-    for name in METRICS:
+    for name in wide:
         assert wide[name]["low"] <= narrow[name]["low"] <= narrow[name]["high"] <= wide[name]["high"], name
     assert narrow["accuracy"]["high"] - narrow["accuracy"]["low"] < wide["accuracy"]["high"] - wide["accuracy"]["low"]
 
@@ -189,7 +252,7 @@ def test_metric_undefined_on_every_resample_gives_nan_interval() -> None:
     p0 = 0.6 + 0.4 * rng.random(40)
     prob = np.c_[p0, 1 - p0]
     out = bootstrap_ci(y, prob, BootstrapSpec(n=200, seed=0))
-    for name in ("auroc", "kappa"):
+    for name in ("auroc", "kappa", "auprc", "calibration_slope", "calibration_intercept", "recall_c1"):
         assert math.isnan(out[name]["value"]), name
         assert math.isnan(out[name]["low"]) and math.isnan(out[name]["high"]), name
     assert out["accuracy"] == {"value": 1.0, "low": 1.0, "high": 1.0}

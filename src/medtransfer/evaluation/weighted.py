@@ -2,15 +2,16 @@
 
 sklearn costs ~10 ms a call, so 2,000 resamples of 8 metrics took minutes per split. A resample is just a
 count per sample (how often it was drawn), so confusion matrices and AUROC of every resample are a few
-matrix products. The point estimates still come from sklearn (metrics.py); tests check that these
-vectorised versions equal sklearn on materialised resamples.
+matrix products. The point estimates come from metrics.py (sklearn where it has the metric); tests check that
+these vectorised versions equal it on materialised resamples.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from medtransfer.evaluation.calibration import ece_for_counts
+from medtransfer.evaluation.calibration import calibration_fit_for_counts, debiased_ece_for_counts
+from medtransfer.evaluation.metrics import brier_losses, predicted_labels
 
 CHUNK = 256  # resamples per block: bounds memory at CHUNK x n floats
 
@@ -26,8 +27,15 @@ def confusion_counts(y: np.ndarray, pred: np.ndarray, counts: np.ndarray, k: int
     return (counts @ cell).reshape(-1, k, k)
 
 
-def from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy, balanced accuracy, weighted/macro P/R/F1 and quadratic kappa, mirroring sklearn's conventions."""
+def _kappa(cm: np.ndarray, penalty: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """Weighted kappa 1 - sum(penalty * observed) / sum(penalty * expected), as sklearn's cohen_kappa_score."""
+    expected = support[:, :, None] * predicted[:, None, :] / np.maximum(cm.sum(axis=(1, 2)), 1)[:, None, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1 - (penalty * cm).sum(axis=(1, 2)) / (penalty * expected).sum(axis=(1, 2))
+
+
+def from_confusion(cm: np.ndarray, ordinal: bool = False) -> dict[str, np.ndarray]:
+    """Every label metric of (B, K, K) confusion matrices, mirroring sklearn's conventions (see metrics.py)."""
     k = cm.shape[1]
     total = cm.sum(axis=(1, 2))
     diag = np.diagonal(cm, axis1=1, axis2=2)
@@ -38,19 +46,27 @@ def from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
     present = support > 0
     balanced = np.where(present.any(axis=1), (recall * present).sum(axis=1) / np.maximum(present.sum(axis=1), 1), 0.0)
     idx = np.arange(k)
-    penalty = (idx[:, None] - idx[None, :]) ** 2 / max((k - 1) ** 2, 1)
-    expected = support[:, :, None] * predicted[:, None, :] / np.maximum(total, 1)[:, None, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        kappa = 1 - (penalty * cm).sum(axis=(1, 2)) / (penalty * expected).sum(axis=(1, 2))
-    return {
+    out = {
         "accuracy": _safe_div(diag.sum(axis=1), total),
         "balanced_accuracy": balanced,
         "precision_weighted": (precision * weights).sum(axis=1),
         "recall_weighted": (recall * weights).sum(axis=1),
         "f1_weighted": (f1 * weights).sum(axis=1),
         "f1_macro": f1.mean(axis=1),
-        "kappa": kappa,
+        "kappa": _kappa(cm, 1.0 - np.eye(k), support, predicted),
     }
+    if ordinal:
+        out["kappa_quadratic"] = _kappa(cm, (idx[:, None] - idx[None, :]) ** 2.0, support, predicted)
+    if k == 2:
+        tn, fp, fn, tp = cm[:, 0, 0], cm[:, 0, 1], cm[:, 1, 0], cm[:, 1, 1]
+        out |= {"sensitivity": _nan_div(tp, tp + fn), "specificity": _nan_div(tn, tn + fp),
+                "ppv": _nan_div(tp, tp + fp), "npv": _nan_div(tn, tn + fn)}
+    out |= {f"recall_c{c}": _nan_div(diag[:, c], support[:, c]) for c in idx}
+    return out
+
+
+def _nan_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.divide(num, den, out=np.full(np.shape(num), np.nan), where=den > 0)
 
 
 def binary_auroc(positive: np.ndarray, score: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -85,14 +101,37 @@ def auroc_counts(y: np.ndarray, prob: np.ndarray, counts: np.ndarray) -> np.ndar
         return np.where(finite, per_class, 0.0).sum(axis=1) / finite.sum(axis=1)
 
 
-def metrics_for_counts(y: np.ndarray, prob: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Every metric for each resample (row of counts), in blocks of CHUNK rows."""
-    pred = prob.argmax(axis=1)
+def average_precision_counts(positive: np.ndarray, score: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Weighted average precision (sklearn's: sum over thresholds of recall gain x precision); NaN without positives."""
+    order = np.argsort(-score, kind="stable")
+    s, pos = score[order], positive[order].astype(float)
+    w = counts[:, order]
+    last = np.r_[s[1:] != s[:-1], True]  # end of each tie block: a threshold takes its whole block
+    tp = np.cumsum(w * pos, axis=1)[:, last]
+    called = np.cumsum(w, axis=1)[:, last]
+    gain = np.diff(tp, axis=1, prepend=0.0)
+    n_pos = tp[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(n_pos > 0, (gain * _safe_div(tp, called)).sum(axis=1) / n_pos, np.nan)
+
+
+def metrics_for_counts(y: np.ndarray, prob: np.ndarray, counts: np.ndarray, *, threshold: float | None = None,
+                       ordinal: bool = False) -> dict[str, np.ndarray]:
+    """Every metric of compute_metrics (same keywords) for each resample (row of counts), in blocks of CHUNK rows."""
+    y, prob = np.asarray(y), np.asarray(prob, dtype=float)
+    k = prob.shape[1]
+    pred = predicted_labels(prob, threshold)
+    loss = brier_losses(y, prob)
     blocks = []
     for start in range(0, len(counts), CHUNK):
-        c = counts[start:start + CHUNK].astype(float)
-        out = from_confusion(confusion_counts(y, pred, c, prob.shape[1]))
+        c = np.asarray(counts[start:start + CHUNK], dtype=float)
+        out = from_confusion(confusion_counts(y, pred, c, k), ordinal)
         out["auroc"] = auroc_counts(y, prob, c)
-        out["ece"] = ece_for_counts(y, prob, c)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["brier"] = (c @ loss) / c.sum(axis=1)
+        out["ece"] = debiased_ece_for_counts(y, prob, c)
+        if k == 2:
+            out["auprc"] = average_precision_counts(y == 1, prob[:, 1], c)
+            out |= calibration_fit_for_counts(y, prob[:, 1], c)
         blocks.append(out)
     return {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}
