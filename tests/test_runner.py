@@ -31,7 +31,10 @@ def test_frozen_run_writes_the_contract(tmp_path):
                                                    "metrics.json", "patient_predictions.csv", "predictions.csv"]
     m = json.loads((d / "metrics.json").read_text())
     for split in ("val", "test"):
-        assert set(m[split]) == set(METRICS)
+        # every metric of a 3-class nominal task: no binary operating point, no quadratic kappa
+        binary_or_ordinal = {"auprc", "sensitivity", "specificity", "ppv", "npv", "calibration_slope",
+                             "calibration_intercept", "kappa_quadratic"}
+        assert set(m[split]) == set(METRICS) - binary_or_ordinal
         for entry in m[split].values():
             assert set(entry) == {"value", "low", "high"}
     assert m["bootstrap"] == {"n": 200, "level": 0.95, "unit": "group", "seed": 0}
@@ -73,7 +76,10 @@ def test_frozen_breastmnist_with_local_safetensors_reuses_the_cache(tmp_path, sh
 
 def test_ham10000_subset_splits_by_lesion(tmp_path, shared_data):
     outcome = run(tmp_path, "ham", data=str(shared_data / "ham10000_subset" / "subset_metadata.csv"),
-                  backbone="resnet18", weights="none", image_size=32, epochs=3, test_fraction=0.3, val_fraction=0.3)
+                  backbone="resnet18", weights="none", image_size=32, epochs=3, test_fraction=0.3, val_fraction=0.3,
+                  allow_missing_classes=True)
+    # akiec has 2 lesions in the subset: it cannot reach train, val and test, and the run says so
+    assert outcome.metrics["missing_classes"] == {"val": ["akiec"]}
     preds = pd.read_csv(outcome.run_dir / "predictions.csv")
     meta = pd.read_csv(shared_data / "ham10000_subset" / "subset_metadata.csv")
     assert outcome.metrics["bootstrap"]["unit"] == "group"
@@ -87,7 +93,7 @@ def test_ham10000_subset_splits_by_lesion(tmp_path, shared_data):
 def test_ham10000_full_metadata_with_skip_missing(tmp_path, shared_data):
     outcome = run(tmp_path, "ham", data=str(shared_data / "ham10000_subset" / "HAM10000_metadata.csv"),
                   skip_missing=True, backbone="resnet18", weights="none", image_size=32, epochs=2,
-                  test_fraction=0.3, val_fraction=0.3)
+                  test_fraction=0.3, val_fraction=0.3, allow_missing_classes=True)
     assert any("9891" in note for note in outcome.metrics["notes"])
     assert outcome.metrics["n_train"] + outcome.metrics["n_val"] + outcome.metrics["n_test"] == 124
 

@@ -13,8 +13,9 @@ from medtransfer.report.collect import collect_runs, find_run_dirs, task_of
 def test_finished_runs_become_labelled_rows(study: Path) -> None:
     index = collect_runs(study)
     runs = index.runs
-    assert len(runs) == 17  # 2 tasks × 2 backbones × 2 modes × 2 seeds + the half-data run
-    assert set(runs["task"]) == {"binary_lesion", "three-class"}
+    # 2 tasks × 2 backbones × 2 modes × 2 seeds + the half-data run, 3 folds × 2 seeds, and the lr=0.01 run
+    assert len(runs) == 17 + 6 + 1
+    assert set(runs["task"]) == {"binary_lesion", "three-class", "cv"}
     assert set(runs["backbone"]) == {"resnet18", "dinov2_vits14"}
     assert set(runs["mode"]) == {"frozen", "finetune"}
     assert set(runs.loc[runs["mode"] == "frozen", "head"]) == {"linear"}
@@ -22,7 +23,7 @@ def test_finished_runs_become_labelled_rows(study: Path) -> None:
     assert sorted(runs["train_fraction"].unique()) == [0.5, 1.0]
     assert set(runs["seed"]) == {0, 1}
     assert all(Path(d).is_dir() for d in runs["run_dir"])
-    assert set(METRICS) <= set(index.metrics)
+    assert set(METRICS) - {"kappa_quadratic"} <= set(index.metrics)  # no task here is ordinal
     for name in ("auroc", "accuracy", "f1_weighted"):
         assert ((runs[f"{name}_low"] <= runs[name] + 1e-12) & (runs[name] <= runs[f"{name}_high"] + 1e-12)).all()
     assert (runs["bootstrap_n"] == 200).all()
@@ -41,7 +42,7 @@ def test_report_folder_is_not_a_run(study: Path, report_dir: Path) -> None:
     assert report_dir.parent == study
     found = find_run_dirs(study)
     assert not any(report_dir in d.parents or d == report_dir for d in found)
-    assert len(collect_runs(study).runs) == 17
+    assert len(collect_runs(study).runs) == 24
 
 
 def test_run_subfolders_are_not_searched(tmp_path: Path) -> None:

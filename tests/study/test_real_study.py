@@ -18,7 +18,7 @@ STUDY = """
 name: real-small
 datasets:
   breastmnist: {{data: {breast}}}
-  ham10000: {{data: {ham}, test_fraction: 0.3, val_fraction: 0.3, class_weights: true}}
+  ham10000: {{data: {ham}, test_fraction: 0.3, val_fraction: 0.3, class_weights: true, allow_missing_classes: true}}
 backbones:
   - {{name: resnet18, image_size: 64, weights: {resnet}}}
   - {{name: dinov2_vits14, image_size: 56, weights: {dino}}}
