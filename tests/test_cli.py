@@ -147,3 +147,21 @@ def test_truncated_image_decoded_in_a_worker_is_one_line(tmp_path, out, monkeypa
     line = assert_bad_input(["train", str(root), *FAST, "--workers", "1", "--cache-dir", str(tmp_path / "c")],
                             out, monkeypatch, capsys, "img_004.png")
     assert "Original Traceback" not in line and "unreadable image" in line
+
+
+def test_blank_group_ids_stop_the_run_before_training(tmp_path, out, monkeypatch, capsys):
+    root = write_class_folder(tmp_path / "imgs", {"a": 12, "b": 12})
+    rows = [f"{c}/img_{i:03d}.png,{c},{'' if i % 5 == 0 else f'p{c}{i // 2}'}" for c in "ab" for i in range(12)]
+    csv = root / "m.csv"
+    csv.write_text("path,label,patient\n" + "\n".join(rows) + "\n")
+    trained = []
+    monkeypatch.setattr("medtransfer.runner.build_backbone", lambda *a, **k: trained.append(1))
+    line = assert_bad_input(["train", str(csv), "--group-col", "patient", *FAST], out, monkeypatch, capsys,
+                            "blank group id")
+    assert "group column" in line and not trained  # refused at load, before any model exists
+
+
+def test_a_class_too_rare_for_every_split_is_one_line(tmp_path, out, monkeypatch, capsys):
+    root = write_class_folder(tmp_path / "imgs", {"a": 12, "b": 12, "rare": 2})
+    line = assert_bad_input(["train", str(root), *FAST], out, monkeypatch, capsys, "'rare'")
+    assert "--allow-missing-classes" in line

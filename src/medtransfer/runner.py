@@ -188,7 +188,8 @@ def _per_class(ci: dict[str, dict], classes: list[str]) -> dict[str, dict]:
 def _score_splits(y: dict[str, np.ndarray], probs: dict[str, np.ndarray], groups: dict[str, np.ndarray | None],
                   spec: BootstrapSpec, classes: list[str], ordinal: bool, reporter: Reporter) -> dict:
     """Val and test metrics with CIs; a binary task's operating point is fixed on val (Youden's J), then applied."""
-    threshold = youden_threshold(y["val"], probs["val"]) if len(classes) == 2 else None
+    # Both classes are in val (splits guarantee it for images; pooling could in principle leave patients of one).
+    threshold = youden_threshold(y["val"], probs["val"]) if len(classes) == 2 and len(set(y["val"])) == 2 else None
     out: dict = {"per_class": {}}
     for split in EVAL_SPLITS:
         with reporter.task(f"bootstrap {split}", spec.n) as advance:

@@ -61,7 +61,8 @@ def sklearn_reference(y: np.ndarray, prob: np.ndarray, threshold: float | None =
                       ordinal: bool = False) -> dict[str, float]:
     k = prob.shape[1]
     labels = np.arange(k)
-    pred = prob.argmax(axis=1) if threshold is None else (prob[:, 1] >= threshold).astype(int)
+    pred = prob.argmax(axis=1)  # the label metrics; the operating point alone uses the threshold
+    at_threshold = pred if threshold is None else (prob[:, 1] >= threshold).astype(int)
     if k == 2:
         roc = roc_auc_score(y, prob[:, 1])
     else:
@@ -87,10 +88,10 @@ def sklearn_reference(y: np.ndarray, prob: np.ndarray, threshold: float | None =
         if k == 2:
             out |= {
                 "auprc": average_precision_score(y, prob[:, 1]),
-                "sensitivity": recall_score(y, pred, pos_label=1),
-                "specificity": recall_score(y, pred, pos_label=0),
-                "ppv": precision_score(y, pred, pos_label=1),
-                "npv": precision_score(y, pred, pos_label=0),
+                "sensitivity": recall_score(y, at_threshold, pos_label=1),
+                "specificity": recall_score(y, at_threshold, pos_label=0),
+                "ppv": precision_score(y, at_threshold, pos_label=1),
+                "npv": precision_score(y, at_threshold, pos_label=0),
                 **{name: v[0] for name, v in calibration_fit_for_counts(y, prob[:, 1], np.ones((1, len(y)))).items()},
             }
     return out
@@ -121,7 +122,9 @@ def test_binary_with_a_threshold_equals_sklearn(seed: int) -> None:
     threshold = float(rng.uniform(0.2, 0.8))
     got = compute_metrics(y, prob, threshold=threshold)
     assert_equal_to_reference(got, sklearn_reference(y, prob, threshold))
-    assert got["accuracy"] != compute_metrics(y, prob)["accuracy"]  # the threshold did move the labels
+    base = compute_metrics(y, prob)
+    assert got["sensitivity"] != base["sensitivity"]  # the threshold did move the operating point
+    assert got["accuracy"] == base["accuracy"]  # and nothing else
 
 
 @pytest.mark.parametrize("k", [3, 5])
@@ -170,9 +173,10 @@ def test_hand_computed_binary_operating_point() -> None:
     assert got["specificity"] == pytest.approx(1 / 3)
     assert got["ppv"] == pytest.approx(2 / 4)
     assert got["npv"] == pytest.approx(1 / 2)
-    assert got["accuracy"] == pytest.approx(3 / 6)
-    assert (got["recall_c0"], got["recall_c1"]) == (pytest.approx(1 / 3), pytest.approx(2 / 3))
-    assert confusion(y, prob, threshold=0.4) == [[1, 2], [1, 2]]
+    # argmax (p >= 0.5 here): pred = [0, 1, 0, 1, 0, 1] -> the label metrics and the confusion matrix
+    assert got["accuracy"] == pytest.approx(4 / 6)
+    assert (got["recall_c0"], got["recall_c1"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
+    assert confusion(y, prob) == [[2, 1], [1, 2]]
     # the probability metrics do not depend on the threshold
     base = compute_metrics(y, prob)
     for name in ("auroc", "auprc", "brier", "ece", "calibration_slope", "calibration_intercept"):
@@ -344,3 +348,17 @@ def test_predicted_labels_rule() -> None:
 def test_class_counts() -> None:
     assert class_counts(np.array([2, 0, 2, 2]), 4) == [1, 0, 3, 0]
     assert class_counts(np.array([], dtype=int), 2) == [0, 0]
+
+
+def test_a_threshold_per_sample_is_each_samples_own_cut() -> None:
+    """Pooled cross-validation keeps each fold's val threshold: a per-sample array of thresholds."""
+    y = np.array([0, 1, 0, 1, 0, 1])
+    p1 = np.array([0.35, 0.45, 0.55, 0.65, 0.2, 0.3])
+    cut = np.array([0.4, 0.4, 0.6, 0.6, 0.25, 0.25])  # three folds of two samples
+    got = compute_metrics(y, np.c_[1 - p1, p1], threshold=cut)
+    # positives called: 0.45 >= 0.4, 0.65 >= 0.6, 0.3 >= 0.25; no negative reaches its own cut
+    assert got["sensitivity"] == 1.0 and got["specificity"] == 1.0
+    counts = np.ones((1, 6))
+    from medtransfer.evaluation.weighted import metrics_for_counts
+
+    assert metrics_for_counts(y, np.c_[1 - p1, p1], counts, threshold=cut)["sensitivity"][0] == 1.0

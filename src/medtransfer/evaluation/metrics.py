@@ -1,8 +1,9 @@
 """The metrics named in DESIGN.md, computed on a whole split at once (scikit-learn where it has the metric).
 
-Predicted labels are the argmax, or for a binary task given a threshold t fixed on val, class 1 when
-p_pos >= t; every label metric (accuracy ... recall_c{k}, the confusion matrix) uses the same labels. AUROC,
-AUPRC, Brier, ECE and the calibration fit use the probabilities, whatever the threshold.
+Predicted labels are the argmax for every label metric (accuracy ... recall_c{k}, the confusion matrix), as
+in the reference study and the paired tests. A binary task's operating point (sensitivity, specificity, PPV,
+NPV) uses a threshold t fixed on val instead: class 1 when p_pos >= t. AUROC, AUPRC, Brier, ECE and the
+calibration fit use the probabilities.
 """
 
 from __future__ import annotations
@@ -89,14 +90,16 @@ def compute_metrics(y: np.ndarray, prob: np.ndarray, *, threshold: float | None 
                     ordinal: bool = False) -> dict[str, float]:
     """All metrics for true labels `y` (ints) and class probabilities `prob` (n, K).
 
-    threshold: binary tasks only, the cut on prob[:, 1] fixed on val (class 1 when p >= threshold); None is the
-    argmax, i.e. 0.5 with an exact tie going to class 0. ordinal: the class indices are ordered, and
-    kappa_quadratic is added. ece is the debiased 15-bin top-label ECE (calibration.debiased_ece).
+    threshold: binary tasks only, the cut on prob[:, 1] fixed on val (class 1 when p >= threshold) for the four
+    operating-point metrics (sensitivity, specificity, PPV, NPV); None is the argmax, i.e. 0.5 with an exact tie
+    going to class 0. Every other label metric uses the argmax, as the reference study and the paired tests do.
+    ordinal: the class indices are ordered, and kappa_quadratic is added. ece is the debiased 15-bin top-label
+    ECE (calibration.debiased_ece).
     """
     y, prob = np.asarray(y), np.asarray(prob, dtype=float)
     k = prob.shape[1]
     labels = np.arange(k)
-    pred = predicted_labels(prob, threshold)
+    pred = predicted_labels(prob)
     cm = confusion_matrix(y, pred, labels=labels)
     with warnings.catch_warnings():
         # Absent classes make some precisions 0/0; sklearn's zero_division handles it, the warning is noise.
@@ -122,7 +125,7 @@ def compute_metrics(y: np.ndarray, prob: np.ndarray, *, threshold: float | None 
         "ece": debiased_ece(y, prob),  # clinicians read the probabilities; the plug-in ECE is biased upward
     }
     if k == 2:
-        (tn, fp), (fn, tp) = cm
+        (tn, fp), (fn, tp) = confusion_matrix(y, predicted_labels(prob, threshold), labels=labels)
         out |= {
             "auprc": float(average_precision_score(y == 1, prob[:, 1])) if (y == 1).any() else float("nan"),
             "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
@@ -134,6 +137,6 @@ def compute_metrics(y: np.ndarray, prob: np.ndarray, *, threshold: float | None 
     return ordered | {f"recall_c{c}": _ratio(cm[c, c], cm[c].sum()) for c in labels}
 
 
-def confusion(y: np.ndarray, prob: np.ndarray, *, threshold: float | None = None) -> list[list[int]]:
-    """Confusion matrix (rows true, columns predicted) over all classes, labels as in compute_metrics."""
-    return confusion_matrix(y, predicted_labels(np.asarray(prob), threshold), labels=np.arange(prob.shape[1])).tolist()
+def confusion(y: np.ndarray, prob: np.ndarray) -> list[list[int]]:
+    """Confusion matrix (rows true, columns predicted by argmax) over all classes, as the label metrics count."""
+    return confusion_matrix(y, predicted_labels(np.asarray(prob)), labels=np.arange(prob.shape[1])).tolist()

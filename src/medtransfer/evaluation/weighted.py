@@ -57,12 +57,15 @@ def from_confusion(cm: np.ndarray, ordinal: bool = False) -> dict[str, np.ndarra
     }
     if ordinal:
         out["kappa_quadratic"] = _kappa(cm, (idx[:, None] - idx[None, :]) ** 2.0, support, predicted)
-    if k == 2:
-        tn, fp, fn, tp = cm[:, 0, 0], cm[:, 0, 1], cm[:, 1, 0], cm[:, 1, 1]
-        out |= {"sensitivity": _nan_div(tp, tp + fn), "specificity": _nan_div(tn, tn + fp),
-                "ppv": _nan_div(tp, tp + fp), "npv": _nan_div(tn, tn + fn)}
     out |= {f"recall_c{c}": _nan_div(diag[:, c], support[:, c]) for c in idx}
     return out
+
+
+def operating_point(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Sensitivity, specificity, PPV and NPV of (B, 2, 2) confusion matrices at a binary task's threshold."""
+    tn, fp, fn, tp = cm[:, 0, 0], cm[:, 0, 1], cm[:, 1, 0], cm[:, 1, 1]
+    return {"sensitivity": _nan_div(tp, tp + fn), "specificity": _nan_div(tn, tn + fp),
+            "ppv": _nan_div(tp, tp + fp), "npv": _nan_div(tn, tn + fn)}
 
 
 def _nan_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -120,7 +123,8 @@ def metrics_for_counts(y: np.ndarray, prob: np.ndarray, counts: np.ndarray, *, t
     """Every metric of compute_metrics (same keywords) for each resample (row of counts), in blocks of CHUNK rows."""
     y, prob = np.asarray(y), np.asarray(prob, dtype=float)
     k = prob.shape[1]
-    pred = predicted_labels(prob, threshold)
+    pred = predicted_labels(prob)
+    at_threshold = predicted_labels(prob, threshold) if k == 2 else pred
     loss = brier_losses(y, prob)
     blocks = []
     for start in range(0, len(counts), CHUNK):
@@ -131,6 +135,7 @@ def metrics_for_counts(y: np.ndarray, prob: np.ndarray, counts: np.ndarray, *, t
             out["brier"] = (c @ loss) / c.sum(axis=1)
         out["ece"] = debiased_ece_for_counts(y, prob, c)
         if k == 2:
+            out |= operating_point(confusion_counts(y, at_threshold, c, k))
             out["auprc"] = average_precision_counts(y == 1, prob[:, 1], c)
             out |= calibration_fit_for_counts(y, prob[:, 1], c)
         blocks.append(out)

@@ -91,10 +91,10 @@ def reliability_diagram(runs: pd.DataFrame, path: Path) -> Path:
         y, prob, _ = label_arrays(read_predictions(run["run_dir"]))
         curve = reliability_curve(y, prob, RELIABILITY_BINS)
         filled = curve["count"] > 0
-        ece = expected_calibration_error(y, prob)  # the 15-bin ECE of metrics.json and the tables
+        ece = expected_calibration_error(y, prob)  # plug-in, as the curve drawn; the tables give the debiased one
         colour = colours[run["setup"]]
         top.plot(curve["confidence"][filled], curve["accuracy"][filled], marker="o", color=colour,
-                 label=f"{run['setup']} (ECE {ece:.3f})")
+                 label=f"{run['setup']} (plug-in ECE {ece:.3f})")
         bottom.stairs(curve["count"], curve["edges"], color=colour, linewidth=1.4)
     top.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect calibration")
     # The top-label confidence is never below 1/K, so the axis starts there.
