@@ -100,6 +100,7 @@ def compute_metrics(y: np.ndarray, prob: np.ndarray, *, threshold: float | None 
     k = prob.shape[1]
     labels = np.arange(k)
     pred = predicted_labels(prob)
+    at_threshold = predicted_labels(prob, threshold)  # a threshold on more than two classes is refused here
     cm = confusion_matrix(y, pred, labels=labels)
     with warnings.catch_warnings():
         # Absent classes make some precisions 0/0; sklearn's zero_division handles it, the warning is noise.
@@ -125,7 +126,7 @@ def compute_metrics(y: np.ndarray, prob: np.ndarray, *, threshold: float | None 
         "ece": debiased_ece(y, prob),  # clinicians read the probabilities; the plug-in ECE is biased upward
     }
     if k == 2:
-        (tn, fp), (fn, tp) = confusion_matrix(y, predicted_labels(prob, threshold), labels=labels)
+        (tn, fp), (fn, tp) = confusion_matrix(y, at_threshold, labels=labels)
         out |= {
             "auprc": float(average_precision_score(y == 1, prob[:, 1])) if (y == 1).any() else float("nan"),
             "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),

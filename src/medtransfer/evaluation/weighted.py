@@ -124,7 +124,7 @@ def metrics_for_counts(y: np.ndarray, prob: np.ndarray, counts: np.ndarray, *, t
     y, prob = np.asarray(y), np.asarray(prob, dtype=float)
     k = prob.shape[1]
     pred = predicted_labels(prob)
-    at_threshold = predicted_labels(prob, threshold) if k == 2 else pred
+    at_threshold = predicted_labels(prob, threshold)  # a threshold on more than two classes is refused here
     loss = brier_losses(y, prob)
     blocks = []
     for start in range(0, len(counts), CHUNK):
