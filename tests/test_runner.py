@@ -54,7 +54,7 @@ def test_frozen_run_writes_the_contract(tmp_path):
     test_patients = preds[preds.split == "test"].group.nunique()
     assert m["patient"]["n_test"] == test_patients == (patients.split == "test").sum()
     assert m["patient"]["aggregation"] == "mean"
-    assert set(m["patient"]["test"]) == set(METRICS)
+    assert set(m["patient"]["test"]) == set(METRICS) - binary_or_ordinal
     assert patients.groupby("split")["n_images"].sum()["test"] == m["n_test"]
 
 

@@ -279,7 +279,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
         frame = assign_splits(table, split_plan(cfg))
         absent = missing_classes(frame, table.classes)
         for split, names in absent.items():
-            reporter.log(f"warning: class(es) {names} have no {split} samples (--allow-missing-classes)")
+            reporter.log(f"warning: class(es) {names} have no {split} samples (recorded as missing_classes)")
         rows = _split_rows(frame)
         seed_everything(cfg.seed)
         device = pick_device(cfg.device)

@@ -9,7 +9,7 @@ from threadpoolctl import threadpool_limits
 
 from medtransfer.evaluation import seeds
 from medtransfer.evaluation.bootstrap import BootstrapSpec, draw_metrics, resample_counts, summarise_draws
-from medtransfer.evaluation.metrics import compute_metrics
+from medtransfer.evaluation.metrics import compute_metrics, metric_range
 from medtransfer.evaluation.seeds import combine_seeds, combined_ci, interval_label, seed_sd
 from medtransfer.evaluation.weighted import binary_auroc
 
@@ -278,9 +278,11 @@ def test_combined_draws_stay_inside_the_metric_range():
     good = np.c_[1 - y * 0.9 - 0.05, y * 0.9 + 0.05]  # separates perfectly
     noisy = np.random.default_rng(2).random(len(y))
     probs = [good, good, np.c_[1 - noisy, noisy]]
-    ci = combined_ci(y, probs, SPEC)
-    for name, (low, high) in seeds.RANGES.items():
-        assert low <= ci[name]["low"] <= ci[name]["high"] <= high, name
+    ci = combined_ci(y, probs, SPEC, thresholds=[0.5, 0.6, 0.7])  # seeds' operating points differ too
+    for name, entry in ci.items():
+        low, high = metric_range(name)
+        assert low <= entry["low"] <= entry["high"] <= high, name
+    assert {"sensitivity", "ppv", "auprc", "recall_c1"} <= set(ci)
 
 
 def test_a_seed_undefined_on_the_whole_set_drops_out_of_that_metric():

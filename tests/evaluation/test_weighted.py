@@ -141,6 +141,19 @@ def test_more_resamples_than_one_chunk() -> None:
     assert_matches_materialised(y, prob, counts[picked])
 
 
+@pytest.mark.parametrize("names", [("auroc", "accuracy"), ("ece",), ("calibration_slope", "sensitivity")])
+def test_named_metrics_equal_those_of_the_full_computation(names: tuple[str, ...]) -> None:
+    """Asking for some metrics skips the others' cost and changes none of the values."""
+    rng = np.random.default_rng(11)
+    y, prob = random_split(rng, 40, 2)
+    counts = rng.multinomial(40, np.full(40, 1 / 40), size=30)
+    whole = metrics_for_counts(y, prob, counts, threshold=0.4)
+    some = metrics_for_counts(y, prob, counts, threshold=0.4, names=names)
+    assert set(some) == set(names)
+    for name in names:
+        np.testing.assert_array_equal(some[name], whole[name])
+
+
 def test_binary_auroc_equals_sklearn_with_sample_weight() -> None:
     rng = np.random.default_rng(8)
     n = 80

@@ -60,7 +60,7 @@ def test_seeds_combine_into_the_mean_with_an_interval_that_says_what_it_covers(i
 
 
 def test_three_folds_pool_into_one_out_of_fold_estimate(index: RunIndex, summary: Summary) -> None:
-    row = _row(summary.setups, "cv", "resnet18 / frozen")
+    row = _row(summary.setups, "cv", "resnet18 / frozen, 3-fold CV")
     assert (row["n_folds"], row["n_seeds"]) == (3, 2)
     assert row["n_test"] == 120  # every sample once: the folds' held-out parts cover the data
     runs = index.runs[index.runs["task"] == "cv"]
@@ -75,14 +75,35 @@ def test_three_folds_pool_into_one_out_of_fold_estimate(index: RunIndex, summary
     assert "3 folds" in row["ci"]
 
 
+def test_folds_sharing_a_predefined_test_split_are_replicates(study: Path, tmp_path: Path) -> None:
+    """With a predefined test split each fold holds out val: the folds share one test set and are not pooled."""
+    source = study / "cv" / "resnet18-frozen-fold0-s0"
+    for fold in range(3):
+        run = tmp_path / f"fold{fold}"
+        shutil.copytree(study / "cv" / f"resnet18-frozen-fold{fold}-s0", run)
+        for name in ("predictions.csv", "patient_predictions.csv"):  # fold 0's test rows, another model's scores
+            mine, shared = (pd.read_csv(d / name, dtype=str, keep_default_na=False) for d in (run, source))
+            test = shared[shared["split"] == "test"].reset_index(drop=True)
+            probs = [c for c in test if c.startswith("prob_")]
+            test[probs] = np.roll(test[probs].to_numpy(), fold, axis=0)
+            pd.concat([mine[mine["split"] != "test"], test]).to_csv(run / name, index=False)
+    summary = summarise(collect_runs(tmp_path))
+    assert summary.excluded.empty
+    row = summary.setups.iloc[0]
+    assert (row["n_seeds"], row["n_folds"], row["seeds"]) == (3, 0, "0/f0,0/f1,0/f2")  # one test set, not pooled
+    assert row["ci"].endswith("over test patients, 3 fold models")
+
+
 def test_a_missing_fold_is_listed_never_dropped_silently(study: Path, tmp_path: Path) -> None:
     for run in (study / "cv").iterdir():
         if run.name != "resnet18-frozen-fold2-s1":
             shutil.copytree(run, tmp_path / run.name)
     summary = summarise(collect_runs(tmp_path))
     assert summary.setups.iloc[0]["n_seeds"] == 1
-    assert len(summary.excluded) == 2  # seed 1's folds 0 and 1 are not pooled without fold 2
-    assert summary.excluded["reason"].str.contains(r"fold\(s\) \[2\] of 3").all()
+    # seed 1's folds 0 and 1 are not pooled without fold 2, at the image level and at the patient level
+    reasons = summary.excluded["reason"]
+    assert len(reasons) == 4 and reasons.str.contains(r"fold\(s\) \[2\] of 3").all()
+    assert reasons.str.startswith("patient level: ").sum() == 2
 
 
 def test_a_seed_on_other_test_samples_is_listed_not_mixed(study: Path, tmp_path: Path) -> None:

@@ -49,11 +49,12 @@ def test_main_table_layout_and_bold_best_on_val(report_dir: Path) -> None:
         assert row[2].strip("*") in ("yes (linear)", "no")
         for cell in row[5:10]:
             assert CELL.match(cell.strip("*")), cell
-        assert row[-1].startswith("95% CI, ") and "bootstrap over test" in row[-1]
+        where = "over out-of-fold" if row[0] == "cv" else "over test"  # the fixture's one cross-validated task
+        assert row[-1].startswith("95% CI, ") and where in row[-1], row
     caption = (tables / "main_table.md").read_text()
     assert "chosen on val" in caption and "out-of-fold" in caption
     cv = [r for r in rows if r[0] == "cv"]
-    assert len(cv) == 1 and cv[0][4] == "3" and len(cv[0][10].split(", ")) == 3
+    assert len(cv) == 1 and cv[0][4].strip("*") == "3" and len(cv[0][10].strip("*").split(", ")) == 3
 
 
 def test_main_csv_holds_raw_numbers(report_dir: Path) -> None:
@@ -111,9 +112,11 @@ def test_cost_table_shows_missing_fields_as_dash(report_dir: Path) -> None:
     rows = _md_rows(report_dir / "tables" / "cost.md")
     assert len(rows) == 24
     finetune = [r for r in rows if r[2] == "no"]
-    assert finetune and all(r[5] == DASH for r in finetune)  # fine-tuning extracts no features
+    assert finetune and all(r[6] == DASH for r in finetune)  # fine-tuning extracts no features
+    cv = [r for r in rows if r[0] == "cv"]  # 3 folds x 2 seeds, each row its own fold
+    assert sorted((r[4], r[5]) for r in cv) == [(s, f) for s in "01" for f in "012"] and "3-fold CV" in cv[0][1]
     frame = pd.DataFrame([{"task": "t", "backbone": "b", "mode": "frozen", "head": "linear", "train_fraction": 1.0,
                            "seed": 0, "extract_seconds": 12.34, "train_seconds": np.nan, "cache_hit": False,
                            "n_params": 21_500_000}])
     table = cost_table(frame)
-    assert table.rows[0][5:] == ["12.3", DASH, DASH, DASH, "21.50 M"]
+    assert table.rows[0][5:] == [DASH, "12.3", DASH, DASH, DASH, "21.50 M"]

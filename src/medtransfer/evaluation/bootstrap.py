@@ -6,7 +6,7 @@ summarise_draws is the one place that maps resampled values to intervals.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,8 +66,9 @@ def ece_interval(value: float, draws: np.ndarray, level: float) -> tuple[float, 
 
 def draw_metrics(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpec, groups: np.ndarray | None = None,
                  progress: Callable[[int], None] | None = None, *, thresholds: Sequence[float | None] | None = None,
-                 ordinal: bool = False) -> list[dict[str, np.ndarray]]:
-    """Every metric of each model on the same spec.n seeded resamples: each block of counts drawn once, used by all.
+                 ordinal: bool = False, names: Collection[str] | None = None) -> list[dict[str, np.ndarray]]:
+    """Every metric (or only `names`) of each model on the same spec.n seeded resamples: each block of counts drawn
+    once, used by all.
 
     One model gives its bootstrap CI; several give paired differences on identical resamples. thresholds: one per
     model (None: argmax), as compute_metrics' threshold.
@@ -81,7 +82,8 @@ def draw_metrics(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpec
     for start in range(0, spec.n, CHUNK):
         counts = resample_counts(len(y), groups, min(CHUNK, spec.n - start), rng)
         for model_blocks, prob, threshold in zip(blocks, probs, thresholds):
-            model_blocks.append(metrics_for_counts(y, prob, counts, threshold=threshold, ordinal=ordinal))
+            model_blocks.append(metrics_for_counts(y, prob, counts, threshold=threshold, ordinal=ordinal,
+                                                   names=names))
         if progress:
             progress(len(counts))
     return [{name: np.concatenate([b[name] for b in model_blocks]) for name in model_blocks[0]}

@@ -61,6 +61,19 @@ def youden_threshold(y: np.ndarray, prob: np.ndarray) -> float:
     return float(thresholds[1:][np.argmax(scaled[1:])])
 
 
+SIGNED = ("kappa", "kappa_quadratic")  # agreement beyond chance: -1 to 1
+UNBOUNDED = ("calibration_slope", "calibration_intercept")
+
+
+def metric_range(name: str) -> tuple[float, float]:
+    """Where a metric can lie: shares in [0, 1], kappas in [-1, 1], the multi-class Brier score in [0, 2]."""
+    if name in UNBOUNDED:
+        return -np.inf, np.inf
+    if name in SIGNED:
+        return -1.0, 1.0
+    return (0.0, 2.0) if name == "brier" else (0.0, 1.0)
+
+
 def class_counts(y: np.ndarray, n_classes: int) -> list[int]:
     """Number of samples of each class index 0..n_classes-1."""
     return np.bincount(np.asarray(y, dtype=int), minlength=n_classes)[:n_classes].tolist()

@@ -68,14 +68,14 @@ def _cluster_index(groups: np.ndarray | None, n: int) -> np.ndarray:
     return np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
 
 
-def _paired_draws(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpec,
-                  groups: np.ndarray | None) -> list[dict[str, np.ndarray]]:
-    """Every metric of every model on the same spec.n resamples: each block of counts is drawn once, used by all."""
+def _paired_draws(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpec, groups: np.ndarray | None,
+                  names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+    """The named metrics of every model on the same spec.n resamples: each block of counts drawn once, used by all."""
     if spec.n < 1:
         raise ValueError(f"need at least one resample, got {spec.n}")
     if groups is not None and np.shape(groups) != (len(y),):
         raise ValueError(f"need one group per sample, got groups {np.shape(groups)} for {len(y)} samples")
-    return draw_metrics(y, probs, spec, groups)  # the resamples each model's bootstrap_ci used
+    return draw_metrics(y, probs, spec, groups, names=names)  # the resamples each model's bootstrap_ci used
 
 
 def _diff_summary(point_a: dict[str, float], point_b: dict[str, float], draws_a: dict[str, np.ndarray],
@@ -102,7 +102,7 @@ def paired_bootstrap_diff(
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {METRICS}")
     y, prob_a, prob_b = np.asarray(y), np.asarray(prob_a, dtype=float), np.asarray(prob_b, dtype=float)
     _check_probs(y, [prob_a, prob_b])
-    draws_a, draws_b = _paired_draws(y, [prob_a, prob_b], spec, groups)
+    draws_a, draws_b = _paired_draws(y, [prob_a, prob_b], spec, groups, metrics)
     return _diff_summary(compute_metrics(y, prob_a), compute_metrics(y, prob_b), draws_a, draws_b, metrics,
                          spec.level)
 
@@ -303,7 +303,7 @@ def compare_setups(
     used = list(dict.fromkeys(name for pair in pairs for name in pair))
     # one pass of resamples for every seed of every setup used; the seed mean is taken inside each resample
     flat = [p for name in used for p in seeds[name]]
-    draws = _paired_draws(y, flat, spec, groups) if used else []
+    draws = _paired_draws(y, flat, spec, groups, ("auroc", "accuracy")) if used else []
     mean_draws, points, start = {}, {}, 0
     for name in used:
         own = draws[start:start + len(seeds[name])]

@@ -13,12 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from medtransfer.evaluation.bootstrap import BootstrapSpec, draw_metrics, summarise_draws
-from medtransfer.evaluation.metrics import compute_metrics
+from medtransfer.evaluation.metrics import compute_metrics, metric_range
 
 # Where each metric can lie: the seed term can push a draw past a bound the metric never crosses, and cutting
 # there keeps coverage (the truth is inside). Metrics not named here are not cut.
-RANGES = {"kappa": (-1.0, 1.0)} | {m: (0.0, 1.0) for m in (
-    "accuracy", "balanced_accuracy", "auroc", "precision_weighted", "recall_weighted", "f1_weighted", "f1_macro", "ece")}
 SEED_STREAM = 1  # the seed-term draws get their own stream, so the test resamples equal draw_metrics' alone
 UNITS = {"group": "patients", "sample": "images"}  # metrics.json's bootstrap unit, as a caption says it
 
@@ -59,8 +57,8 @@ def combine_seeds(points: Sequence[dict[str, float]], draws: Sequence[dict[str, 
         # A resample on which any seed's metric is undefined stays NaN: summarise_draws leaves it out.
         mean_draw = d.mean(axis=0)
         combined[name] = mean_draw + seed_sd(p, d) * seed_t(len(p), spec) if len(p) > 1 else mean_draw
-        if name in RANGES:
-            combined[name] = np.clip(combined[name], *RANGES[name])
+        # Cutting the draws to where the metric can lie keeps the coverage: the truth is always inside.
+        combined[name] = np.clip(combined[name], *metric_range(name))
     return summarise_draws(value, combined, spec.level)
 
 
@@ -85,7 +83,7 @@ def combined_ci(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpec,
 
 
 def interval_label(n_seeds: int, unit: str, n_folds: int = 0, n_resamples: int | None = None, *,
-                   level: float = 0.95) -> str:
+                   level: float = 0.95, replicate: str = "seed") -> str:
     """Caption of a combined_ci interval, e.g. '95% CI, bootstrap over test patients, 3 seeds'."""
     if n_seeds < 1:
         raise ValueError(f"n_seeds must be at least 1, got {n_seeds}")
@@ -94,5 +92,5 @@ def interval_label(n_seeds: int, unit: str, n_folds: int = 0, n_resamples: int |
     noun = UNITS.get(unit, unit)
     where = f"out-of-fold {noun}, {n_folds} folds pooled" if n_folds else f"test {noun}"
     method = "bootstrap" if n_resamples is None else f"{n_resamples}-resample bootstrap"
-    seeds = "1 seed" if n_seeds == 1 else f"{n_seeds} seeds"
+    seeds = f"{n_seeds} {replicate}" + ("s" if n_seeds > 1 else "")  # a replicate: a seed, or a fold's model
     return f"{100 * level:g}% CI, {method} over {where}, {seeds}"

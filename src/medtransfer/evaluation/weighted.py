@@ -8,6 +8,8 @@ these vectorised versions equal it on materialised resamples.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from medtransfer.evaluation.calibration import calibration_fit_for_counts, debiased_ece_for_counts
@@ -119,10 +121,14 @@ def average_precision_counts(positive: np.ndarray, score: np.ndarray, counts: np
 
 
 def metrics_for_counts(y: np.ndarray, prob: np.ndarray, counts: np.ndarray, *, threshold: float | None = None,
-                       ordinal: bool = False) -> dict[str, np.ndarray]:
-    """Every metric of compute_metrics (same keywords) for each resample (row of counts), in blocks of CHUNK rows."""
+                       ordinal: bool = False, names: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    """Every metric of compute_metrics (same keywords), or only `names`, for each resample (row of counts)."""
     y, prob = np.asarray(y), np.asarray(prob, dtype=float)
     k = prob.shape[1]
+
+    def wanted(*metrics: str) -> bool:  # the costly ones (ECE, calibration fits) only when asked for
+        return names is None or not set(metrics).isdisjoint(names)
+
     pred = predicted_labels(prob)
     at_threshold = predicted_labels(prob, threshold)  # a threshold on more than two classes is refused here
     loss = brier_losses(y, prob)
@@ -130,13 +136,18 @@ def metrics_for_counts(y: np.ndarray, prob: np.ndarray, counts: np.ndarray, *, t
     for start in range(0, len(counts), CHUNK):
         c = np.asarray(counts[start:start + CHUNK], dtype=float)
         out = from_confusion(confusion_counts(y, pred, c, k), ordinal)
-        out["auroc"] = auroc_counts(y, prob, c)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["brier"] = (c @ loss) / c.sum(axis=1)
-        out["ece"] = debiased_ece_for_counts(y, prob, c)
+        if wanted("auroc"):
+            out["auroc"] = auroc_counts(y, prob, c)
+        if wanted("brier"):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                out["brier"] = (c @ loss) / c.sum(axis=1)
+        if wanted("ece"):
+            out["ece"] = debiased_ece_for_counts(y, prob, c)
         if k == 2:
             out |= operating_point(confusion_counts(y, at_threshold, c, k))
-            out["auprc"] = average_precision_counts(y == 1, prob[:, 1], c)
-            out |= calibration_fit_for_counts(y, prob[:, 1], c)
-        blocks.append(out)
+            if wanted("auprc"):
+                out["auprc"] = average_precision_counts(y == 1, prob[:, 1], c)
+            if wanted("calibration_slope", "calibration_intercept"):
+                out |= calibration_fit_for_counts(y, prob[:, 1], c)
+        blocks.append({name: v for name, v in out.items() if names is None or name in names})
     return {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}

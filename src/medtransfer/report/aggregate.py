@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.config import MODE_DEFAULTS
 from medtransfer.evaluation.bootstrap import BootstrapSpec
 from medtransfer.evaluation.paired import COLUMNS, compare_setups, holm
 from medtransfer.evaluation.seeds import combined_ci, interval_label
-from medtransfer.report.collect import SKIPPED_COLUMNS, RunIndex
-from medtransfer.report.predictions import class_names, label_arrays, read_predictions
+from medtransfer.report.collect import SETTING, SKIPPED_COLUMNS, RunIndex
+from medtransfer.report.predictions import class_names, label_arrays, pools_out_of_fold, read_predictions
 
 LABELS = ["task", "backbone", "weights", "mode", "head", "train_fraction", "folds", "setup", "mode_label", "model",
           "select"]
@@ -34,8 +35,9 @@ class Replicates:
     thresholds: list[np.ndarray | None]  # per sample: each fold fixed its own threshold on its own val
     groups: np.ndarray | None
     classes: list[str]
-    seeds: list[int]
+    seeds: list[str]  # replicate labels: the seed, or seed/fold for folds sharing a predefined test split
     fold_values: dict[str, list[float]] = field(default_factory=dict)  # per fold, mean over seeds
+    replicate: str = "seed"  # or "fold model": folds that share one predefined test split
 
 
 @dataclass
@@ -64,9 +66,18 @@ def _read(run_dir: str, patients: bool) -> pd.DataFrame | None:
     return frame.assign(group=np.nan).sort_values("sample_id").reset_index(drop=True)
 
 
-def _pool_folds(runs: pd.DataFrame, patients: bool) -> tuple[pd.DataFrame | None, np.ndarray | None, str]:
-    """One seed's test predictions: its run's, or every fold's held-out part pooled; '' or why it cannot be."""
-    folds = int(runs["folds"].iloc[0])
+ARGMAX = float(np.nextafter(0.5, 1.0))  # p1 >= this is the argmax rule (a tie at 0.5 goes to class 0)
+
+
+def _spec(run: pd.Series) -> BootstrapSpec:
+    """The bootstrap a run's own CIs used (runs from before it was recorded: the defaults)."""
+    n, seed = run.get("bootstrap_n"), run.get("bootstrap_seed")
+    return BootstrapSpec(n=int(n) if pd.notna(n) else 2000, seed=int(seed) if pd.notna(seed) else 0)
+
+
+def _pool_folds(runs: pd.DataFrame, patients: bool, pooled: bool) -> tuple[pd.DataFrame | None, np.ndarray | None, str]:
+    """One replicate's test predictions: its run's, or every fold's held-out part pooled; '' or why it cannot be."""
+    folds = int(runs["folds"].iloc[0]) if pooled else 0
     if folds >= 2:
         missing = sorted(set(range(folds)) - set(runs["fold"]))
         if missing:
@@ -77,26 +88,32 @@ def _pool_folds(runs: pd.DataFrame, patients: bool) -> tuple[pd.DataFrame | None
         if part is None:
             return None, None, f"{PATIENTS_FILE} is missing"
         parts.append(part)
-        # Patient-level probabilities differ from the image ones, so the image-level threshold does not carry over.
-        threshold = np.nan if patients or run.get("threshold") is None else float(run["threshold"])
-        thresholds.append(np.full(len(part), threshold))
-    pooled = pd.concat(parts, ignore_index=True)
-    if pooled["sample_id"].duplicated().any():
+        # Patients have their own threshold, fixed on the patients of val; a run without one (recorded before
+        # operating points were) is scored by the argmax rule, so no sample silently becomes a negative.
+        threshold = run.get("patient_threshold" if patients else "threshold")
+        thresholds.append(np.full(len(part), float(threshold) if pd.notna(threshold) else ARGMAX))
+    frame = pd.concat(parts, ignore_index=True)
+    if frame["sample_id"].duplicated().any():
         return None, None, "its folds' test parts overlap, so they are not out-of-fold predictions"
-    order = np.argsort(pooled["sample_id"].to_numpy(), kind="stable")
+    order = np.argsort(frame["sample_id"].to_numpy(), kind="stable")
     threshold = np.concatenate(thresholds)[order]
-    return pooled.iloc[order].reset_index(drop=True), None if np.isnan(threshold).all() else threshold, ""
+    return frame.iloc[order].reset_index(drop=True), threshold, ""
 
 
 def _replicates(setup: pd.DataFrame, patients: bool) -> tuple[Replicates | None, list[dict]]:
-    """The setup's seeds on one shared test set; a seed whose test set differs from the others' is listed, not mixed."""
+    """The setup's seeds on one shared test set; a seed whose test set differs from the others' is listed, not mixed.
+
+    Folds pooled out of fold make one replicate per seed; folds that share a predefined test split are replicates.
+    """
     excluded, seeds = [], {}
-    for seed, runs in setup.groupby("seed", sort=True):
-        frame, threshold, reason = _pool_folds(runs, patients)
+    pooled = pools_out_of_fold(setup)
+    by_fold = not pooled and int(setup["folds"].iloc[0]) >= 2
+    for key, runs in setup.groupby(["seed", "fold"] if by_fold else ["seed"]):
+        frame, threshold, reason = _pool_folds(runs, patients, pooled)
         if reason:
             excluded += [_exclude(run, reason) for _, run in runs.iterrows()]
-        else:
-            seeds[int(seed)] = (frame, threshold, runs)
+        else:  # a replicate is a seed, or a seed's fold when the folds share one predefined test split
+            seeds[f"{int(key[0])}/f{int(key[1])}" if by_fold else str(int(key[0]))] = (frame, threshold, runs)
     if not seeds:
         return None, excluded
     keys = {s: (tuple(f["sample_id"]), tuple(f["label"]), tuple(class_names(f))) for s, (f, _, _) in seeds.items()}
@@ -109,9 +126,11 @@ def _replicates(setup: pd.DataFrame, patients: bool) -> tuple[Replicates | None,
     frames = [f for f, _, _ in seeds.values()]
     y, _, classes = label_arrays(frames[0])
     groups = frames[0]["group"].to_numpy() if frames[0]["group"].notna().all() else None
-    reps = Replicates(common[0], y, [label_arrays(f)[1] for f in frames], [t for _, t, _ in seeds.values()],
-                      groups, classes, list(seeds))
-    if int(setup["folds"].iloc[0]) >= 2 and not patients:
+    binary = len(classes) == 2
+    reps = Replicates(common[0], y, [label_arrays(f)[1] for f in frames],
+                      [t if binary else None for _, t, _ in seeds.values()], groups, classes, list(seeds),
+                      replicate="fold model" if by_fold else "seed")
+    if pooled and not patients:
         reps.fold_values = _fold_values(pd.concat([r for _, _, r in seeds.values()]))
     return reps, excluded
 
@@ -125,12 +144,12 @@ def _fold_values(runs: pd.DataFrame) -> dict[str, list[float]]:
 
 def _estimate(setup: pd.DataFrame, reps: Replicates, unit: str) -> tuple[dict, dict]:
     first = setup.iloc[0]
-    spec = BootstrapSpec(n=int(first["bootstrap_n"] or 2000), seed=int(first["bootstrap_seed"] or 0))
+    spec = _spec(first)
     thresholds = None if all(t is None for t in reps.thresholds) else reps.thresholds
     ci = combined_ci(reps.y, reps.probs, spec, reps.groups, thresholds=thresholds, ordinal=bool(first["ordinal"]))
-    folds = int(first["folds"])
+    folds = int(first["folds"]) if reps.fold_values else 0  # folds that shared a test split count as replicates
     row = {"n_seeds": len(reps.seeds), "seeds": ",".join(map(str, reps.seeds)), "n_folds": folds,
-           "n_test": len(reps.y), "ci": interval_label(len(reps.seeds), unit, folds, spec.n)}
+           "n_test": len(reps.y), "ci": interval_label(len(reps.seeds), unit, folds, spec.n, replicate=reps.replicate)}
     for name, entry in ci.items():
         row.update({name: entry["value"], f"{name}_low": entry["low"], f"{name}_high": entry["high"]})
         if name in reps.fold_values:
@@ -170,7 +189,8 @@ def summarise(index: RunIndex) -> Summary:
         class_rows += _per_class(labels, reps, ci)
         groups.append((labels, reps))
         if reps.groups is not None:
-            patient_reps, _ = _replicates(setup, patients=True)
+            patient_reps, left_out = _replicates(setup, patients=True)
+            excluded += [entry | {"reason": f"patient level: {entry['reason']}"} for entry in left_out]
             if patient_reps is not None:
                 patient_rows.append(labels | _estimate(setup, patient_reps, "group")[0])  # one row per patient
     frame = pd.DataFrame(rows)
@@ -186,9 +206,10 @@ def one_factor_pairs(setups: pd.DataFrame, factors: tuple[str, ...] = FACTORS) -
     rows = setups[columns].drop_duplicates().to_dict("records")
 
     def differences(a: dict, b: dict) -> int:
-        main = [f for f in factors if f in FACTORS]
-        others = [f for f in factors if f not in FACTORS] if a.get("mode") == b.get("mode") else []
-        return sum(str(a[f]) != str(b[f]) for f in main + others)
+        others = [f for f in factors if f not in FACTORS]
+        if a.get("mode") != b.get("mode"):  # a mode brings its own lr, epochs, batch size and augmentation
+            others = [f for f in others if f.removeprefix(SETTING) not in MODE_DEFAULTS["frozen"]]
+        return sum(str(a[f]) != str(b[f]) for f in [*FACTORS, *others] if f in a)
 
     return [(a["setup"], b["setup"]) for i, a in enumerate(rows) for b in rows[i + 1:] if differences(a, b) == 1]
 
@@ -207,8 +228,8 @@ def _pairs(groups: list[tuple[dict, Replicates]], index: RunIndex) -> pd.DataFra
         if not pairs:
             continue
         reps = members[0][1]
-        run = index.runs[index.runs["setup"] == members[0][0]["setup"]].iloc[0]
-        spec = BootstrapSpec(n=int(run["bootstrap_n"] or 2000), seed=int(run["bootstrap_seed"] or 0))
+        runs = index.runs
+        spec = _spec(runs[(runs["task"] == task) & (runs["setup"] == members[0][0]["setup"])].iloc[0])
         probs = {labels["setup"]: r.probs for labels, r in members}
         frame = compare_setups(reps.y, probs, spec, reps.groups, pairs)
         parts.append(frame.assign(task=task, train_fraction=fraction, n_test=len(reps.y)))

@@ -28,6 +28,10 @@ from medtransfer.report.tables import (
 def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
     summary = summarise(index)
     agg = summary.setups
+    if agg.empty:  # every finished run waits for a fold still missing, or was left out for another reason
+        reasons = "; ".join(sorted(set(summary.excluded["reason"])))
+        raise UserError(str(runs_dir), f"holds no complete setup ({reasons})",
+                        "finish the missing runs (`medtransfer run STUDY.yaml --resume`), then report again")
     tables = {"main_table": ("Main results", main_table(agg))}
     if len(summary.patients):
         tables["patient_table"] = ("Patient-level results", patient_table(summary.patients))
@@ -43,8 +47,10 @@ def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
     index.runs.to_csv(table_dir / "runs.csv", index=False)
     skipped = pd.concat([index.skipped, summary.excluded], ignore_index=True) if len(summary.excluded) else index.skipped
     skipped.to_csv(table_dir / "skipped_runs.csv", index=False)
-    figures = write_figures(index.runs, agg, folder / "figures", metric)
-    tasks = sorted(index.runs["task"].unique())
+    # A task whose every setup was left out (listed under "Runs not included") has no figures.
+    runs = index.runs[index.runs["task"].isin(agg["task"])]
+    figures = write_figures(runs, agg, folder / "figures", metric)
+    tasks = sorted(agg["task"].unique())
     parts = ReportParts(runs_dir, len(index.runs), tasks, dict(tables.values()), figures, skipped)
     write_html(parts, folder / "report.html")
 

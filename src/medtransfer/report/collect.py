@@ -14,7 +14,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from medtransfer.config import task_name
+from pydantic_core import PydanticUndefined
+
+from medtransfer.config import TrainConfig, task_name
 from medtransfer.evaluation.metrics import METRICS
 from medtransfer.rundir import DONE
 
@@ -79,10 +81,14 @@ def _labels(config: dict, run_dir: Path) -> dict:
             "train_fraction": float(config.get("train_fraction", 1.0)), "run_dir": str(run_dir)}
 
 
+# A setting that a run's config.yaml lacks was added after the run: it ran with the setting's default.
+DEFAULTS = {name: f.default for name, f in TrainConfig.model_fields.items() if f.default is not PydanticUndefined}
+
+
 def _settings(config: dict) -> dict:
     """Every setting that can change a result, as hashable text (lists and mappings as sorted JSON)."""
     return {f"{SETTING}{k}": v if isinstance(v, str | int | float | bool) or v is None else json.dumps(v, sort_keys=True)
-            for k, v in config.items() if k not in NOT_SETTINGS + REPLICATES}
+            for k, v in (DEFAULTS | config).items() if k not in NOT_SETTINGS + REPLICATES}
 
 
 def _row(run_dir: Path, config: dict) -> dict:
@@ -101,6 +107,7 @@ def _row(run_dir: Path, config: dict) -> dict:
                 "n_classes": len(metrics.get("classes", [])), "bootstrap_n": boot.get("n"),
                 "bootstrap_seed": boot.get("seed"), "bootstrap_unit": boot.get("unit"),
                 "threshold": (metrics.get("threshold") or {}).get("value"), "ordinal": bool(metrics.get("ordinal")),
+                "patient_threshold": (metrics.get("patient", {}).get("threshold") or {}).get("value"),
                 "finished": (run_dir / DONE).stat().st_mtime})
     return row
 
@@ -145,7 +152,8 @@ def _extra_settings(runs: pd.DataFrame, keys: list[str]) -> list[str]:
 def _name_setups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """`setup`: one short name per setup for legends and pairwise tables, naming every setting that tells it apart."""
     mode = runs["mode"].where(runs["head"].isna() | (runs["head"] == "linear"), "frozen-" + runs["head"].fillna(""))
-    extras = pd.Series("", index=runs.index)
+    # Cross-validated setups say so: the same backbone and mode may also have run on the usual split.
+    extras = runs["folds"].map(lambda k: f", {k}-fold CV" if k >= 2 else "")
     for _, task in runs.groupby("task"):  # a setting varied in one task does not rename the setups of another
         for column in _extra_settings(task, keys):
             extras[task.index] += f", {column.removeprefix(SETTING)}=" + task[column].astype(str)

@@ -65,7 +65,8 @@ def metric_bars(agg: pd.DataFrame, task: str, metric: str, path: Path) -> Path:
         ax.set_ylim(0, 1.12)
     kinds = "; ".join(sorted(set(rows["ci"])))
     ax.set_title(f"{task}: test {metric_name(metric)}\n({kinds})", fontsize=9)
-    ax.legend(loc="upper left", ncols=len(modes) + 1, frameon=False)
+    # Below the axes: inside, it collides with the value labels of whiskers that reach the top.
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=len(modes) + 1, frameon=False)
     return save(fig, path)
 
 
@@ -88,7 +89,8 @@ def scarcity_curve(agg: pd.DataFrame, task: str, metric: str, path: Path) -> Pat
     if metric in BOUNDED:
         ax.set_ylim(0, 1.02)
     ax.set_ylabel(f"test {metric_name(metric)}")
-    ax.set_title(f"{task}: data scarcity")
+    kinds = "; ".join(sorted(set(rows["ci"])))
+    ax.set_title(f"{task}: data scarcity\n({kinds})", fontsize=9)
     ax.legend(frameon=False)
     return save(fig, path)
 
@@ -117,7 +119,8 @@ def learning_curves(runs: pd.DataFrame, path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(frameon=False)
-    fig.suptitle(f"{runs['task'].iloc[0]}: learning curves (seed {int(chosen['seed'].min())})")
+    fold = ", first fold" if (chosen["folds"] > 1).any() else ""
+    fig.suptitle(f"{runs['task'].iloc[0]}: learning curves (seed {int(chosen['seed'].min())}{fold})")
     return save(fig, path)
 
 

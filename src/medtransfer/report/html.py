@@ -18,7 +18,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
        padding: 0 1rem; color: #222; line-height: 1.45; }
 h1 { margin-bottom: 0.2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2rem; margin-top: 2.2rem; }
 table { border-collapse: collapse; margin: 0.8rem 0 1.4rem; font-size: 0.88rem; }
-caption { caption-side: bottom; text-align: left; color: #555; font-size: 0.82rem; padding-top: 0.4rem; }
+.scroll > table { margin-bottom: 0.2rem; }
+.caption { color: #555; font-size: 0.82rem; margin: 0.2rem 0 1.4rem; }
 th, td { padding: 0.28rem 0.6rem; border-bottom: 1px solid #e3e3e3; text-align: left; white-space: nowrap; }
 thead th { border-bottom: 2px solid #555; } tbody tr:hover { background: #f6f8fa; }
 .scroll { overflow-x: auto; }
@@ -72,7 +73,7 @@ def render_html(parts: ReportParts) -> str:
     """The whole page as one string."""
     stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     sections = [("Runs not included", _skipped_section(parts.skipped))]
-    sections += [(title, f'<div class="scroll">{to_html(table)}</div>') for title, table in parts.tables.items()]
+    sections += [(title, to_html(table)) for title, table in parts.tables.items()]
     sections.append(("Figures", _figures_section(parts.figures, parts.tasks)))
     nav = " · ".join(f'<a href="#s{k}">{escape(title)}</a>' for k, (title, _) in enumerate(sections))
     body = "\n".join(f'<section id="s{k}"><h2>{escape(title)}</h2>\n{content}</section>'

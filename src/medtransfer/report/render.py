@@ -91,7 +91,7 @@ def latex_document(body: str) -> str:
 
 
 def to_html(table: Table) -> str:
-    """An HTML table (escaped text, `<strong>` for bold) with the caption."""
+    """An HTML table (escaped text, `<strong>` for bold) that scrolls sideways, with its caption wrapped below."""
     def cell(i: int, j: int, text: str) -> str:
         text = html.escape(text)
         return f"<td><strong>{text}</strong></td>" if table.is_bold(i, j) and text else f"<td>{text}</td>"
@@ -99,5 +99,6 @@ def to_html(table: Table) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
     body = "".join("<tr>" + "".join(cell(i, j, t) for j, t in enumerate(row)) + "</tr>\n"
                    for i, row in enumerate(table.rows))
-    return (f"<table><caption>{html.escape(table.caption)}</caption>\n<thead><tr>{head}</tr></thead>\n"
-            f"<tbody>\n{body}</tbody></table>\n")
+    # The caption sits outside the scrolling box: a <caption> is as wide as its table and would scroll off screen.
+    return (f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table></div>\n'
+            f'<p class="caption">{html.escape(table.caption)}</p>\n')

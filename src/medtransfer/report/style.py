@@ -49,9 +49,9 @@ def slugs(tasks: list[str]) -> dict[str, str]:
 
 
 def representative_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """One run per setup for per-run figures: the task's largest train fraction, then the lowest seed."""
+    """One run per setup for per-run figures: the task's largest train fraction, then the lowest seed and fold."""
     full = runs[runs["train_fraction"] == runs["train_fraction"].max()]
-    return full.sort_values(["setup", "seed"]).groupby("setup", sort=True).head(1).reset_index(drop=True)
+    return full.sort_values(["setup", "seed", "fold"]).groupby("setup", sort=True).head(1).reset_index(drop=True)
 
 
 def new_figure(width: float, height: float) -> Figure:

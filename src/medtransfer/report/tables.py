@@ -81,13 +81,15 @@ def result_table(agg: pd.DataFrame, metrics: dict[str, str], what: str, bold_bes
             if with_folds and "auroc_folds" in agg else []
         rows.append(labels + cells + [str(r["ci"])])
         bold.append([False] + [bool(best[i])] * (len(header) - 2) + [False])
-    chosen = (f" Bold: the setup with the best validation {select.removeprefix('val_')} of each task (chosen on val, "
-              "reported on test)." if best.any() else "")
+    shown = {"auroc": "AUROC", "accuracy": "accuracy", "loss": "loss"}.get(select.removeprefix("val_"), select)
+    chosen = (f" Bold: the setup with the best validation {shown} of each task (chosen on val, reported on test)."
+              if best.any() else "")
     folds = (" Cross-validated setups pool the out-of-fold test predictions of all folds into one estimate; the "
              "folds' own AUROCs are listed beside it." if with_folds else "")
-    caption = (f"{what} in % with 95% confidence intervals ({_interval_caption(agg)}; percentile bootstrap, and with "
-               "several seeds the metric is averaged over the seeds inside each resample — see docs/methods.md)."
-               f"{folds}{chosen}")
+    caption = (f"{what}, with 95% confidence intervals ({_interval_caption(agg)}). The bootstrap resamples the test "
+               "patients (or images); with several seeds each resample averages the seeds and adds a between-seed term, "
+               "so the interval covers both test sampling and training seeds (docs/methods.md; ECE: its bias-corrected "
+               f"interval).{folds}{chosen}")
     columns = [c for c in ["task", "setup", "backbone", "weights", "mode", "head", "train_fraction", "n_folds",
                            "n_seeds", "seeds", "n_test", "ci", select] if c in agg]
     numbers = [c for m in metrics.values() for c in (m, f"{m}_low", f"{m}_high", f"{m}_folds") if c in agg]
@@ -97,18 +99,18 @@ def result_table(agg: pd.DataFrame, metrics: dict[str, str], what: str, bold_bes
 
 def main_table(agg: pd.DataFrame) -> Table:
     """The paper's layout: Accuracy, weighted Precision, Recall and F1, and AUROC, per setup."""
-    return result_table(agg, MAIN_METRICS, "Test-set results (precision, recall and F1 support-weighted)")
+    return result_table(agg, MAIN_METRICS, "Test-set results in % (precision, recall and F1 support-weighted)")
 
 
 def patient_table(patients: pd.DataFrame) -> Table:
     """The main metrics with one pooled prediction per patient (where the data has patients)."""
     return result_table(patients, MAIN_METRICS | {"Balanced acc.": "balanced_accuracy", "Kappa": "kappa"},
-                        "Patient-level test results (image probabilities pooled per patient)", bold_best=False)
+                        "Patient-level test results in % (image probabilities pooled per patient)", bold_best=False)
 
 
 def more_table(agg: pd.DataFrame) -> Table:
     """Agreement, calibration and (binary tasks) the operating point fixed on val."""
-    return result_table(agg, MORE_METRICS, "More test metrics: sensitivity, specificity, PPV and NPV at the threshold "
+    return result_table(agg, MORE_METRICS, "More test metrics, in % unless plain numbers: sensitivity, specificity, PPV and NPV at the threshold "
                         "fixed on val (Youden's J) for binary tasks; kappa unweighted, quadratic only for ordinal "
                         "classes; ECE debiased, in %; Brier score and calibration slope and intercept as plain numbers", bold_best=False)
 
@@ -120,7 +122,8 @@ def per_class_table(per_class: pd.DataFrame) -> Table:
     rows = [[r["task"], r["setup"], str(r["class"]), str(int(r["n_test"])),
              ci_cell(r["recall"], r["recall_low"], r["recall_high"])] for _, r in per_class.iterrows()]
     caption = ("Per-class recall (sensitivity for each class) on test in %, with the 95% CI of the main table's "
-               "method for that setup. Test cases: images of the class in the test split.")
+               "method for that setup. Test cases: images of the class in the test split (for cross-validation, "
+               "in all folds' held-out parts).")
     return Table(header, rows, caption, per_class, [], _group_starts(per_class["task"]) if len(per_class) else [],
                  repeat_first=False)
 
@@ -168,14 +171,17 @@ def _params(n: float | None) -> str:
 def cost_table(runs: pd.DataFrame) -> Table:
     """Per run: feature-extraction and training seconds, throughput, peak memory and parameter count."""
     runs = runs.reset_index(drop=True)
-    header = ["Task", "Backbone", "Freeze", "Train %", "Seed", "Extract (s)", "Train (s)", "Images/s",
+    header = ["Task", "Backbone", "Freeze", "Train %", "Seed", "Fold", "Extract (s)", "Train (s)", "Images/s",
               "Peak memory (MB)", "Parameters"]
-    rows = [[r["task"], r["backbone"], freeze_label(r["mode"], r["head"]), fmt_number(r["train_fraction"], 0, 100),
-             str(r["seed"]), _seconds(r, "extract_seconds"), _seconds(r, "train_seconds"),
+    # The model name carries the other varied settings (lr=…, k-fold CV), so reruns of distinct setups stay apart.
+    rows = [[r["task"], r.get("model") or r["backbone"], freeze_label(r["mode"], r["head"]),
+             fmt_number(r["train_fraction"], 0, 100), str(r["seed"]),
+             str(int(r["fold"])) if int(r.get("folds") or 0) >= 2 else DASH, _seconds(r, "extract_seconds"), _seconds(r, "train_seconds"),
              fmt_number(r.get("images_per_second"), 1), fmt_number(r.get("peak_memory_mb"), 0),
              _params(r.get("n_params"))] for _, r in runs.iterrows()]
     caption = f"Cost per run ({DASH}: not recorded). Extraction is the frozen backbone's one forward pass over the data."
-    columns = ["task", "backbone", "mode", "head", "train_fraction", "seed", "extract_seconds", "train_seconds",
+    columns = ["task", "backbone", "model", "mode", "head", "train_fraction", "seed", "fold", "extract_seconds",
+               "train_seconds",
                "images_per_second", "peak_memory_mb", "n_params", "cache_hit", "run_dir"]
     return Table(header, rows, caption, runs.reindex(columns=columns), [], _group_starts(runs["task"]), False)
 
