@@ -20,8 +20,8 @@ datasets:
   breastmnist: {{data: {breast}}}
   ham10000: {{data: {ham}, test_fraction: 0.3, val_fraction: 0.3, class_weights: true, allow_missing_classes: true}}
 backbones:
-  - {{name: resnet18, image_size: 64, weights: {resnet}}}
-  - {{name: dinov2_vits14, image_size: 56, weights: {dino}}}
+  - {{name: resnet18, image_size: 48, weights: {resnet}}}
+  - {{name: dinov2_vits14, image_size: 42, weights: {dino}}}
 modes:
   frozen: {{heads: [mlp], epochs: 30}}
   finetune: {{epochs: 2, batch_size: 32, lr: 0.0005}}
@@ -34,7 +34,7 @@ def test_real_data_study_ends_in_a_full_report(tmp_path, shared_data):
     # Random-init checkpoints written locally: real loading code, no download, and seeds share one extraction.
     resnet, dino = tmp_path / "resnet18.safetensors", tmp_path / "dinov2_vits14.safetensors"
     save_file(timm.create_model("resnet18", num_classes=0).state_dict(), str(resnet))
-    save_file(timm.create_model("vit_small_patch14_dinov2", num_classes=0, img_size=56).state_dict(), str(dino))
+    save_file(timm.create_model("vit_small_patch14_dinov2", num_classes=0, img_size=42).state_dict(), str(dino))
     study = tmp_path / "study.yaml"
     study.write_text(STUDY.format(breast=shared_data / "medmnist" / "breastmnist_64.npz",
                                   ham=shared_data / "ham10000_subset" / "subset_metadata.csv",
