@@ -106,13 +106,19 @@ def test_a_missing_fold_is_listed_never_dropped_silently(study: Path, tmp_path: 
     assert reasons.str.startswith("patient level: ").sum() == 2
 
 
-def test_a_seed_on_other_test_samples_is_listed_not_mixed(study: Path, tmp_path: Path) -> None:
-    for name in ("resnet18-frozen-s0", "resnet18-frozen-s1"):
+def _copy_with_other_ids(study: Path, tmp_path: Path, kept: str, moved: str) -> Path:
+    """Two binary_lesion runs copied, the second's predictions renamed to other samples; its predictions.csv."""
+    for name in (kept, moved):
         shutil.copytree(study / "binary_lesion" / name, tmp_path / name)
-    predictions = tmp_path / "resnet18-frozen-s1" / "predictions.csv"
+    predictions = tmp_path / moved / "predictions.csv"
     frame = pd.read_csv(predictions)
     frame["sample_id"] = "other_" + frame["sample_id"]
     frame.to_csv(predictions, index=False)
+    return predictions
+
+
+def test_a_seed_on_other_test_samples_is_listed_not_mixed(study: Path, tmp_path: Path) -> None:
+    _copy_with_other_ids(study, tmp_path, "resnet18-frozen-s0", "resnet18-frozen-s1")
     summary = summarise(collect_runs(tmp_path))
     assert summary.setups.iloc[0]["n_seeds"] == 1
     assert list(summary.excluded["seed"]) == [1] and "differ" in summary.excluded.iloc[0]["reason"]
@@ -172,12 +178,7 @@ def test_holm_runs_over_the_distinct_pairs_of_a_task(summary: Summary) -> None:
 
 
 def test_runs_on_different_test_samples_are_not_paired(study: Path, tmp_path: Path) -> None:
-    for name in ("resnet18-frozen-s0", "resnet18-finetune-s0"):
-        shutil.copytree(study / "binary_lesion" / name, tmp_path / name)
-    predictions = tmp_path / "resnet18-finetune-s0" / "predictions.csv"
-    frame = pd.read_csv(predictions)
-    frame["sample_id"] = "other_" + frame["sample_id"]
-    frame.to_csv(predictions, index=False)
+    predictions = _copy_with_other_ids(study, tmp_path, "resnet18-frozen-s0", "resnet18-finetune-s0")
     assert len(summarise(collect_runs(tmp_path)).pairs) == 0
     shutil.copy(study / "binary_lesion" / "resnet18-frozen-s0" / "predictions.csv", predictions)
     assert len(summarise(collect_runs(tmp_path)).pairs) == 1  # same samples again: paired

@@ -110,9 +110,10 @@ def patient_table(patients: pd.DataFrame) -> Table:
 
 def more_table(agg: pd.DataFrame) -> Table:
     """Agreement, calibration and (binary tasks) the operating point fixed on val."""
-    return result_table(agg, MORE_METRICS, "More test metrics, in % unless plain numbers: sensitivity, specificity, PPV and NPV at the threshold "
-                        "fixed on val (Youden's J) for binary tasks; kappa unweighted, quadratic only for ordinal "
-                        "classes; ECE debiased, in %; Brier score and calibration slope and intercept as plain numbers", bold_best=False)
+    return result_table(agg, MORE_METRICS, "More test metrics, in % unless plain numbers: sensitivity, specificity, "
+                        "PPV and NPV at the threshold fixed on val (Youden's J) for binary tasks; kappa unweighted, "
+                        "quadratic only for ordinal classes; ECE debiased, in %; Brier score and calibration slope "
+                        "and intercept as plain numbers", bold_best=False)
 
 
 def per_class_table(per_class: pd.DataFrame) -> Table:
@@ -176,13 +177,12 @@ def cost_table(runs: pd.DataFrame) -> Table:
     # The model name carries the other varied settings (lr=…, k-fold CV), so reruns of distinct setups stay apart.
     rows = [[r["task"], r.get("model") or r["backbone"], freeze_label(r["mode"], r["head"]),
              fmt_number(r["train_fraction"], 0, 100), str(r["seed"]),
-             str(int(r["fold"])) if int(r.get("folds") or 0) >= 2 else DASH, _seconds(r, "extract_seconds"), _seconds(r, "train_seconds"),
-             fmt_number(r.get("images_per_second"), 1), fmt_number(r.get("peak_memory_mb"), 0),
-             _params(r.get("n_params"))] for _, r in runs.iterrows()]
+             str(int(r["fold"])) if int(r.get("folds") or 0) >= 2 else DASH, _seconds(r, "extract_seconds"),
+             _seconds(r, "train_seconds"), fmt_number(r.get("images_per_second"), 1),
+             fmt_number(r.get("peak_memory_mb"), 0), _params(r.get("n_params"))] for _, r in runs.iterrows()]
     caption = f"Cost per run ({DASH}: not recorded). Extraction is the frozen backbone's one forward pass over the data."
     columns = ["task", "backbone", "model", "mode", "head", "train_fraction", "seed", "fold", "extract_seconds",
-               "train_seconds",
-               "images_per_second", "peak_memory_mb", "n_params", "cache_hit", "run_dir"]
+               "train_seconds", "images_per_second", "peak_memory_mb", "n_params", "cache_hit", "run_dir"]
     return Table(header, rows, caption, runs.reindex(columns=columns), [], _group_starts(runs["task"]), False)
 
 
