@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 from PIL import Image
 from sklearn.metrics import auc, roc_auc_score, roc_curve
 
-from medtransfer.report.diagnostics import roc_points
+from medtransfer.report.aggregate import summarise
+from medtransfer.report.collect import collect_runs
+from medtransfer.report.diagnostics import drawn, roc_points
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KINDS = ("bars", "roc", "confusion", "learning", "reliability")
@@ -56,3 +59,16 @@ def test_multiclass_roc_is_micro_averaged() -> None:
     fpr, tpr = roc_points(y, prob)
     # sklearn's own micro average integrates the same curve; a tolerance, as its summation order is its own.
     assert auc(fpr, tpr) == pytest.approx(roc_auc_score(np.eye(3)[y], prob, average="micro"), rel=0, abs=1e-12)
+
+
+def test_figures_draw_what_the_tables_estimated_from(study: Path, tmp_path: Path) -> None:
+    """A seed left out of the tables (a fold missing) is not drawn: the figure takes the first replicate kept."""
+    for run in (study / "cv").iterdir():
+        if run.name != "resnet18-frozen-fold2-s0":
+            shutil.copytree(run, tmp_path / run.name)
+    summary = summarise(collect_runs(tmp_path))
+    assert set(summary.excluded["seed"]) == {0}
+    (chosen,) = drawn(summary.replicates)
+    assert (chosen.replicate, chosen.pooled, len(chosen.y)) == ("1", True, summary.setups.iloc[0]["n_test"])
+    reps = summary.replicates[0][1]
+    np.testing.assert_array_equal(chosen.prob, reps.probs[0])  # seed 1's pooled out-of-fold predictions

@@ -33,6 +33,10 @@ METRICS = ("accuracy", "balanced_accuracy", "auroc", "auprc", "precision_weighte
            "brier", "ece", "calibration_slope", "calibration_intercept")
 
 
+# The binary argmax rule as a threshold: p1 >= this is p1 > p0, a tie at 0.5 going to class 0 as argmax's does.
+ARGMAX_THRESHOLD = float(np.nextafter(0.5, 1.0))
+
+
 def predicted_labels(prob: np.ndarray, threshold: float | None = None) -> np.ndarray:
     """Argmax of each row, or with a threshold (binary only) 1 where prob[:, 1] >= threshold."""
     if threshold is None:

@@ -68,6 +68,9 @@ def _cluster_index(groups: np.ndarray | None, n: int) -> np.ndarray:
     return np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
 
 
+PAIRED = ("auroc", "accuracy")  # the metrics compare_setups tests
+
+
 def _paired_draws(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpec, groups: np.ndarray | None,
                   names: Sequence[str]) -> list[dict[str, np.ndarray]]:
     """The named metrics of every model on the same spec.n resamples: each block of counts drawn once, used by all."""
@@ -94,7 +97,7 @@ def paired_bootstrap_diff(
     prob_b: np.ndarray,
     spec: BootstrapSpec,
     groups: np.ndarray | None = None,
-    metrics: Sequence[str] = ("auroc", "accuracy"),
+    metrics: Sequence[str] = PAIRED,
 ) -> dict[str, dict[str, float]]:
     """{metric: {value, low, high}} for metric(a) - metric(b): whole-split value, percentile interval of paired resamples."""
     unknown = set(metrics) - set(METRICS)
@@ -303,17 +306,17 @@ def compare_setups(
     used = list(dict.fromkeys(name for pair in pairs for name in pair))
     # one pass of resamples for every seed of every setup used; the seed mean is taken inside each resample
     flat = [p for name in used for p in seeds[name]]
-    draws = _paired_draws(y, flat, spec, groups, ("auroc", "accuracy")) if used else []
+    draws = _paired_draws(y, flat, spec, groups, PAIRED) if used else []
     mean_draws, points, start = {}, {}, 0
     for name in used:
         own = draws[start:start + len(seeds[name])]
         start += len(own)
-        mean_draws[name] = {m: np.mean([d[m] for d in own], axis=0) for m in ("auroc", "accuracy")}
+        mean_draws[name] = {m: np.mean([d[m] for d in own], axis=0) for m in PAIRED}
         points[name] = {"auroc": float(np.mean([auroc(y, p) for p in seeds[name]])),
                         "accuracy": float(np.mean([np.mean(p.argmax(axis=1) == y) for p in seeds[name]]))}
     rows = []
     for a, b in pairs:
-        diff = _diff_summary(points[a], points[b], mean_draws[a], mean_draws[b], ("auroc", "accuracy"), spec.level)
+        diff = _diff_summary(points[a], points[b], mean_draws[a], mean_draws[b], PAIRED, spec.level)
         accuracy_p, accuracy_name = _accuracy_test(y, seeds[a], seeds[b], groups)
         rows.append({
             "a": a,

@@ -14,10 +14,11 @@ import pandas as pd
 
 from medtransfer.config import MODE_DEFAULTS
 from medtransfer.evaluation.bootstrap import BootstrapSpec
+from medtransfer.evaluation.metrics import ARGMAX_THRESHOLD
 from medtransfer.evaluation.paired import COLUMNS, compare_setups, holm
 from medtransfer.evaluation.seeds import combined_ci, interval_label
 from medtransfer.report.collect import SETTING, SKIPPED_COLUMNS, RunIndex
-from medtransfer.report.predictions import class_names, label_arrays, pools_out_of_fold, read_predictions
+from medtransfer.report.predictions import class_names, label_arrays, read_predictions
 
 LABELS = ["task", "backbone", "weights", "mode", "head", "train_fraction", "folds", "setup", "mode_label", "model",
           "select"]
@@ -38,17 +39,20 @@ class Replicates:
     seeds: list[str]  # replicate labels: the seed, or seed/fold for folds sharing a predefined test split
     fold_values: dict[str, list[float]] = field(default_factory=dict)  # per fold, mean over seeds
     replicate: str = "seed"  # or "fold model": folds that share one predefined test split
+    pooled: bool = False  # each replicate is k folds' held-out parts, pooled out of fold
 
 
 @dataclass
 class Summary:
-    """Per setup: image-level and patient-level estimates and per-class recall; the pairwise tests; what was left out."""
+    """Per setup: image-level and patient-level estimates and per-class recall; the pairwise tests; what was left out;
+    and each setup's image-level replicates (its labels with them), which the figures draw."""
 
     setups: pd.DataFrame
     patients: pd.DataFrame
     per_class: pd.DataFrame
     pairs: pd.DataFrame
     excluded: pd.DataFrame
+    replicates: list[tuple[dict, Replicates]] = field(default_factory=list)
 
 
 def _exclude(run: pd.Series, reason: str) -> dict:
@@ -66,13 +70,10 @@ def _read(run_dir: str, patients: bool) -> pd.DataFrame | None:
     return frame.assign(group=np.nan).sort_values("sample_id").reset_index(drop=True)
 
 
-ARGMAX = float(np.nextafter(0.5, 1.0))  # p1 >= this is the argmax rule (a tie at 0.5 goes to class 0)
-
-
 def _spec(run: pd.Series) -> BootstrapSpec:
-    """The bootstrap a run's own CIs used (runs from before it was recorded: the defaults)."""
-    n, seed = run.get("bootstrap_n"), run.get("bootstrap_seed")
-    return BootstrapSpec(n=int(n) if pd.notna(n) else 2000, seed=int(seed) if pd.notna(seed) else 0)
+    """The bootstrap a run's own CIs used (runs from before it was recorded: BootstrapSpec's defaults)."""
+    recorded = {"n": run.get("bootstrap_n"), "seed": run.get("bootstrap_seed")}
+    return BootstrapSpec(**{key: int(value) for key, value in recorded.items() if pd.notna(value)})
 
 
 def _pool_folds(runs: pd.DataFrame, patients: bool, pooled: bool) -> tuple[pd.DataFrame | None, np.ndarray | None, str]:
@@ -91,7 +92,7 @@ def _pool_folds(runs: pd.DataFrame, patients: bool, pooled: bool) -> tuple[pd.Da
         # Patients have their own threshold, fixed on the patients of val; a run without one (recorded before
         # operating points were) is scored by the argmax rule, so no sample silently becomes a negative.
         threshold = run.get("patient_threshold" if patients else "threshold")
-        thresholds.append(np.full(len(part), float(threshold) if pd.notna(threshold) else ARGMAX))
+        thresholds.append(np.full(len(part), float(threshold) if pd.notna(threshold) else ARGMAX_THRESHOLD))
     frame = pd.concat(parts, ignore_index=True)
     if frame["sample_id"].duplicated().any():
         return None, None, "its folds' test parts overlap, so they are not out-of-fold predictions"
@@ -100,13 +101,22 @@ def _pool_folds(runs: pd.DataFrame, patients: bool, pooled: bool) -> tuple[pd.Da
     return frame.iloc[order].reset_index(drop=True), threshold, ""
 
 
-def _replicates(setup: pd.DataFrame, patients: bool) -> tuple[Replicates | None, list[dict]]:
+def _pools_out_of_fold(setup: pd.DataFrame) -> bool:
+    """Whether a setup's folds each held out their own test part (pooled out of fold), rather than val with one
+    predefined test split that every fold shares (then the folds are replicates, like seeds)."""
+    if int(setup["folds"].iloc[0]) < 2:
+        return False
+    first = setup[setup["seed"] == setup["seed"].min()].sort_values("fold")
+    ids = [set(read_predictions(d)["sample_id"]) for d in first["run_dir"].iloc[:2]]
+    return len(ids) < 2 or ids[0] != ids[1]
+
+
+def _replicates(setup: pd.DataFrame, patients: bool, pooled: bool) -> tuple[Replicates | None, list[dict]]:
     """The setup's seeds on one shared test set; a seed whose test set differs from the others' is listed, not mixed.
 
     Folds pooled out of fold make one replicate per seed; folds that share a predefined test split are replicates.
     """
     excluded, seeds = [], {}
-    pooled = pools_out_of_fold(setup)
     by_fold = not pooled and int(setup["folds"].iloc[0]) >= 2
     for key, runs in setup.groupby(["seed", "fold"] if by_fold else ["seed"]):
         frame, threshold, reason = _pool_folds(runs, patients, pooled)
@@ -129,7 +139,7 @@ def _replicates(setup: pd.DataFrame, patients: bool) -> tuple[Replicates | None,
     binary = len(classes) == 2
     reps = Replicates(common[0], y, [label_arrays(f)[1] for f in frames],
                       [t if binary else None for _, t, _ in seeds.values()], groups, classes, list(seeds),
-                      replicate="fold model" if by_fold else "seed")
+                      replicate="fold model" if by_fold else "seed", pooled=pooled)
     if pooled and not patients:
         reps.fold_values = _fold_values(pd.concat([r for _, _, r in seeds.values()]))
     return reps, excluded
@@ -147,7 +157,7 @@ def _estimate(setup: pd.DataFrame, reps: Replicates, unit: str) -> tuple[dict, d
     spec = _spec(first)
     thresholds = None if all(t is None for t in reps.thresholds) else reps.thresholds
     ci = combined_ci(reps.y, reps.probs, spec, reps.groups, thresholds=thresholds, ordinal=bool(first["ordinal"]))
-    folds = int(first["folds"]) if reps.fold_values else 0  # folds that shared a test split count as replicates
+    folds = int(first["folds"]) if reps.pooled else 0  # folds that shared a test split count as replicates
     row = {"n_seeds": len(reps.seeds), "seeds": ",".join(map(str, reps.seeds)), "n_folds": folds,
            "n_test": len(reps.y), "ci": interval_label(len(reps.seeds), unit, folds, spec.n, replicate=reps.replicate)}
     for name, entry in ci.items():
@@ -180,7 +190,8 @@ def summarise(index: RunIndex) -> Summary:
     keys = index.setup_keys or ["task"]
     for _, setup in index.runs.groupby(keys, dropna=False, sort=False):
         labels = {k: setup.iloc[0][k] for k in LABELS + index.factors if k in setup}
-        reps, left_out = _replicates(setup, patients=False)
+        pooled = _pools_out_of_fold(setup)
+        reps, left_out = _replicates(setup, patients=False, pooled=pooled)
         excluded += left_out
         if reps is None:
             continue
@@ -189,13 +200,13 @@ def summarise(index: RunIndex) -> Summary:
         class_rows += _per_class(labels, reps, ci)
         groups.append((labels, reps))
         if reps.groups is not None:
-            patient_reps, left_out = _replicates(setup, patients=True)
+            patient_reps, left_out = _replicates(setup, patients=True, pooled=pooled)
             excluded += [entry | {"reason": f"patient level: {entry['reason']}"} for entry in left_out]
             if patient_reps is not None:
                 patient_rows.append(labels | _estimate(setup, patient_reps, "group")[0])  # one row per patient
     frame = pd.DataFrame(rows)
     return Summary(frame, pd.DataFrame(patient_rows), pd.DataFrame(class_rows), _pairs(groups, index),
-                   pd.DataFrame(excluded, columns=SKIPPED_COLUMNS))
+                   pd.DataFrame(excluded, columns=SKIPPED_COLUMNS), groups)
 
 
 def one_factor_pairs(setups: pd.DataFrame, factors: tuple[str, ...] = FACTORS) -> list[tuple[str, str]]:

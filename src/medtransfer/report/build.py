@@ -49,7 +49,7 @@ def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
     skipped.to_csv(table_dir / "skipped_runs.csv", index=False)
     # A task whose every setup was left out (listed under "Runs not included") has no figures.
     runs = index.runs[index.runs["task"].isin(agg["task"])]
-    figures = write_figures(runs, agg, folder / "figures", metric)
+    figures = write_figures(runs, summary, folder / "figures", metric)
     tasks = sorted(agg["task"].unique())
     parts = ReportParts(runs_dir, len(index.runs), tasks, dict(tables.values()), figures, skipped)
     write_html(parts, folder / "report.html")

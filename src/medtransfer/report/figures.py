@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from medtransfer.evaluation.metrics import metric_range
 from medtransfer.report import diagnostics
+from medtransfer.report.aggregate import Summary
 from medtransfer.report.style import (
     metric_name,
     mode_colour,
@@ -23,8 +25,6 @@ from medtransfer.report.style import (
 
 RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5, "axes.grid": True,
       "grid.alpha": 0.3}
-BOUNDED = {"accuracy", "balanced_accuracy", "auroc", "precision_weighted", "recall_weighted", "f1_weighted",
-           "f1_macro", "ece"}
 
 
 @dataclass
@@ -61,7 +61,7 @@ def metric_bars(agg: pd.DataFrame, task: str, metric: str, path: Path) -> Path:
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set_xticks(np.arange(len(backbones)), backbones)
     ax.set_ylabel(f"test {metric_name(metric)}")
-    if metric in BOUNDED:
+    if metric_range(metric) == (0.0, 1.0):
         ax.set_ylim(0, 1.12)
     kinds = "; ".join(sorted(set(rows["ci"])))
     ax.set_title(f"{task}: test {metric_name(metric)}\n({kinds})", fontsize=9)
@@ -86,7 +86,7 @@ def scarcity_curve(agg: pd.DataFrame, task: str, metric: str, path: Path) -> Pat
                     color=colours[setup], label=setup)
     ax.set_xticks(sorted(100 * rows["train_fraction"].unique()))
     ax.set_xlabel("training data used (%)")
-    if metric in BOUNDED:
+    if metric_range(metric) == (0.0, 1.0):
         ax.set_ylim(0, 1.02)
     ax.set_ylabel(f"test {metric_name(metric)}")
     kinds = "; ".join(sorted(set(rows["ci"])))
@@ -124,8 +124,11 @@ def learning_curves(runs: pd.DataFrame, path: Path) -> Path:
     return save(fig, path)
 
 
-def write_figures(runs: pd.DataFrame, agg: pd.DataFrame, folder: Path, metric: str = "auroc") -> list[FigureEntry]:
-    """Every figure of every task as PNGs in `folder`; scarcity curves only where a setup ran two or more fractions."""
+def write_figures(runs: pd.DataFrame, summary: Summary, folder: Path, metric: str = "auroc") -> list[FigureEntry]:
+    """Every figure of every task as PNGs in `folder`; scarcity curves only where a setup ran two or more fractions.
+
+    Per-setup diagnostics draw the summary's replicates, so they show what the tables estimated from."""
+    agg = summary.setups
     folder.mkdir(parents=True, exist_ok=True)
     entries = []
     with matplotlib.rc_context(RC):
@@ -135,9 +138,11 @@ def write_figures(runs: pd.DataFrame, agg: pd.DataFrame, folder: Path, metric: s
                                                                                     folder / f"bars_{slug}.png"))]
             if (mine.groupby("setup")["train_fraction"].nunique() >= 2).any():
                 out.append(("data scarcity", scarcity_curve(agg, task, metric, folder / f"scarcity_{slug}.png")))
-            out.append(("ROC curves", diagnostics.roc_curves(mine, folder / f"roc_{slug}.png")))
-            out.append(("confusion matrices", diagnostics.confusion_grid(mine, folder / f"confusion_{slug}.png")))
-            out.append(("reliability", diagnostics.reliability_diagram(mine, folder / f"reliability_{slug}.png")))
+            chosen = diagnostics.drawn([pair for pair in summary.replicates if pair[0]["task"] == task])
+            for title, kind, draw in (("ROC curves", "roc", diagnostics.roc_curves),
+                                      ("confusion matrices", "confusion", diagnostics.confusion_grid),
+                                      ("reliability", "reliability", diagnostics.reliability_diagram)):
+                out.append((title, draw(chosen, task, folder / f"{kind}_{slug}.png")))
             out.append(("learning curves", learning_curves(mine, folder / f"learning_{slug}.png")))
             entries += [FigureEntry(task, title, path) for title, path in out]
     return entries

@@ -1,4 +1,4 @@
-"""Reading runs' prediction files into arrays (ids and labels as text, classes in column order)."""
+"""Reading one run's prediction file into arrays (ids and labels as text, classes in column order)."""
 
 from __future__ import annotations
 
@@ -25,28 +25,3 @@ def label_arrays(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, lis
     classes = class_names(predictions)
     y = predictions["label"].map({name: k for k, name in enumerate(classes)}).to_numpy()
     return y, predictions[[f"prob_{c}" for c in classes]].to_numpy(dtype=float), classes
-
-
-
-def pools_out_of_fold(setup: pd.DataFrame) -> bool:
-    """Whether a setup's folds each held out their own test part (pooled out of fold), rather than val with one
-    predefined test split that every fold shares (then the folds are replicates, like seeds)."""
-    if int(setup["folds"].iloc[0]) < 2:
-        return False
-    first = setup[setup["seed"] == setup["seed"].min()].sort_values("fold")
-    ids = [set(read_predictions(d)["sample_id"]) for d in first["run_dir"].iloc[:2]]
-    return len(ids) < 2 or ids[0] != ids[1]
-
-
-def representative_predictions(runs: pd.DataFrame) -> list[tuple[pd.Series, pd.DataFrame, bool]]:
-    """Per setup, for per-setup figures: (first run, test predictions, folds pooled) of the lowest seed at the largest
-    train fraction; a cross-validated setup's held-out folds are concatenated, so its figure covers every sample."""
-    full = runs[runs["train_fraction"] == runs["train_fraction"].max()]
-    out = []
-    for _, setup in full.groupby("setup", sort=True):
-        pooled = pools_out_of_fold(setup)
-        mine = setup[setup["seed"] == setup["seed"].min()].sort_values("fold")
-        dirs = mine["run_dir"] if pooled else mine["run_dir"].iloc[:1]
-        frame = pd.concat([read_predictions(d) for d in dirs]).sort_values("sample_id").reset_index(drop=True)
-        out.append((mine.iloc[0], frame, pooled))
-    return out
