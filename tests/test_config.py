@@ -50,3 +50,18 @@ def test_options_of_the_other_mode_are_refused(values, message):
 def test_options_of_their_own_mode_are_accepted():
     assert parse_config({"data": "synthetic:", "mode": "finetune", "freeze_blocks": 0, "accumulate": 2}).freeze_blocks == 0
     assert parse_config({"data": "synthetic:", "head": "knn"}).head == "knn"
+
+
+@pytest.mark.parametrize("values", [{"seed": -1}, {"seed": 2**40}, {"split_seed": 2**32}, {"lr": 1e38},
+                                    {"split_dirs": "train=A,train=B"}, {"split_dirs": "train"},
+                                    {"split_dirs": "holdout=A"}, {"dedup": "maybe"}])
+def test_out_of_range_or_malformed_settings_are_refused(values):
+    with pytest.raises(UserError):
+        parse_config({"data": "synthetic:", **values})
+
+
+def test_split_dirs_parse_from_a_command_line_and_pass_from_yaml():
+    assert parse_config({"data": "x", "split_dirs": "Train=Training, test=Testing"}).split_dirs == {
+        "train": "Training", "test": "Testing"}
+    assert parse_config({"data": "x", "split_dirs": {"val": "dev"}}).split_dirs == {"val": "dev"}
+    assert parse_config({"data": "x", "seed": 2**32 - 1}).seed == 2**32 - 1

@@ -6,7 +6,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Literal, get_type_hints
 
-from pydantic import ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from medtransfer.data.volume_options import VolumeOptions
 from medtransfer.errors import UserError
@@ -17,6 +17,8 @@ MODE_DEFAULTS = {
     "finetune": {"lr": 1e-4, "epochs": 20, "batch_size": 32, "augment": True},
 }
 
+
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit
 
 # The volume settings are VolumeOptions' own fields, declared once in the data layer: all but `modalities`, whose
 # absence here means "not a volume source", and the segmentation's file name.
@@ -41,6 +43,11 @@ class TrainConfig(VolumeSettings):
     split_col: str | None = None
     image_root: str | None = None
     skip_missing: bool = False
+    # Image folders whose split folders have names we do not recognise: which folder is which split.
+    split_dirs: dict[Literal["train", "val", "test"], str] | None = None
+    # Exact and near-duplicate images across splits: warn (recorded), group (one group per cluster, so carved
+    # splits keep a cluster together) or drop (keep one copy of each cluster).
+    dedup: Literal["warn", "group", "drop"] = "warn"
 
     # Volume sources (NIfTI folders, one per patient): which modalities; how slices come out is VolumeSettings'.
     modalities: list[str] | None = None
@@ -52,7 +59,7 @@ class TrainConfig(VolumeSettings):
     fold: int = Field(0, ge=0)
     # Carved splits and folds are drawn with their own seed, fixed across training seeds by default, so that the
     # seeds of a study vary the training and not the test set.
-    split_seed: int = Field(0, ge=0)
+    split_seed: int = Field(0, ge=0, le=SEED_MAX)
     allow_missing_classes: bool = False  # a class too rare to reach every split is a recorded warning, not an error
     # Ordinal tasks: the classes from lowest to highest. Quadratic-weighted kappa is reported only when this is
     # known (given here, or supplied by the data, as MedMNIST's ordinal sets do).
@@ -67,7 +74,7 @@ class TrainConfig(VolumeSettings):
     head: Literal["linear", "mlp", "knn"] = "linear"
     head_sweep: bool = False  # frozen: 16 heads (lr x weight decay) trained together, the best chosen on val
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0, le=1e30)  # near float32's range (3e38) torch fails before any epoch
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int | None = Field(None, ge=1)
     epochs: int | None = Field(None, ge=1)
@@ -86,12 +93,27 @@ class TrainConfig(VolumeSettings):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     workers: int | None = Field(None, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX)
     bootstrap: int = Field(2000, ge=100)
     patient_agg: Literal["mean", "max", "vote"] = "mean"  # pooling of image probabilities per patient
     cache_dir: str | None = None  # root of the image, feature and DICOM caches
     image_cache: bool = True  # decode each image once into a uint8 memory map
     out: str | None = None
+
+    @field_validator("split_dirs", mode="before")
+    @classmethod
+    def _parse_split_dirs(cls, value: object) -> object:
+        """`train=Training,test=Testing` from a command line; a mapping from YAML passes through."""
+        if not isinstance(value, str):
+            return value
+        pairs = [part.partition("=") for part in value.split(",") if part.strip()]
+        if not pairs or any(not sep or not name.strip() for _, sep, name in pairs):
+            raise ValueError(f"{value!r} is not SPLIT=FOLDER,…, e.g. train=Training,test=Testing")
+        splits = [split.strip().lower() for split, _, _ in pairs]
+        twice = sorted({split for split in splits if splits.count(split) > 1})
+        if twice:
+            raise ValueError(f"{value!r} names split {', '.join(twice)} more than once; give each split one folder")
+        return {split.strip().lower(): name.strip() for split, _, name in pairs}
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> TrainConfig:
