@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from helpers import run_cli, write_class_folder
+
+from medtransfer.rundir import is_complete
 
 FAST = ["--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--epochs", "2", "--bootstrap", "100",
         "-q"]
@@ -155,7 +160,7 @@ def test_blank_group_ids_stop_the_run_before_training(tmp_path, out, monkeypatch
     csv = root / "m.csv"
     csv.write_text("path,label,patient\n" + "\n".join(rows) + "\n")
     trained = []
-    monkeypatch.setattr("medtransfer.runner.build_backbone", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr("medtransfer.fitting.build_backbone", lambda *a, **k: trained.append(1))
     line = assert_bad_input(["train", str(csv), "--group-col", "patient", *FAST], out, monkeypatch, capsys,
                             "blank group id")
     assert "group column" in line and not trained  # refused at load, before any model exists
@@ -165,3 +170,103 @@ def test_a_class_too_rare_for_every_split_is_one_line(tmp_path, out, monkeypatch
     root = write_class_folder(tmp_path / "imgs", {"a": 12, "b": 12, "rare": 2})
     line = assert_bad_input(["train", str(root), *FAST], out, monkeypatch, capsys, "'rare'")
     assert "--allow-missing-classes" in line
+
+
+# --- --out is never someone else's, a run dir has one writer, and an interrupted run says so (exit 130/143) ---
+
+CLI = str(Path(sys.executable).with_name("medtransfer"))  # the installed console script
+TINY = "synthetic:n=60,size=16,groups=30"
+
+
+def test_out_holding_the_users_files_is_refused_and_untouched(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "S"
+    out.mkdir()
+    (out / "thesis.txt").write_text("do not delete")
+    trained = []
+    monkeypatch.setattr("medtransfer.runner.load_table", lambda *a, **k: trained.append(1))
+    code, _, stderr = run_cli(["train", TINY, *FAST, "--out", str(out)], monkeypatch, capsys)
+    assert code == 2 and len(stderr.strip().splitlines()) == 1 and "already holds files" in stderr
+    assert [p.name for p in out.iterdir()] == ["thesis.txt"] and (out / "thesis.txt").read_text() == "do not delete"
+    assert not trained  # refused before any work
+    code, _, stderr = run_cli(["train", TINY, *FAST, "--out", str(out / "thesis.txt")], monkeypatch, capsys)
+    assert code == 2 and "is a file" in stderr and not trained
+
+
+@pytest.mark.slow
+def test_two_runs_into_the_same_out_at_once_one_wins_one_line_for_the_other(tmp_path):
+    out = tmp_path / "run"
+    args = [CLI, "train", TINY, *FAST, "--mode", "frozen", "--workers", "0", "--out", str(out)]
+    procs = [subprocess.Popen([*args, "--cache-dir", str(tmp_path / f"cache{k}")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for k in range(2)]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, _, err in results if code == 2)
+    assert len(loser.strip().splitlines()) == 1 and "Traceback" not in loser
+    assert "being written by process" in loser or "already holds a finished run" in loser
+    assert is_complete(out)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("cache")) == ["run"]
+
+
+def test_a_held_lock_refuses_the_run_naming_the_holder(tmp_path):
+    from filelock import FileLock
+
+    from medtransfer.rundir import lock_path
+
+    out = tmp_path / "run"
+    lock = FileLock(lock_path(out), timeout=0)
+    lock.acquire()
+    lock_path(out).write_text(f"{os.getpid()}\n")
+    try:
+        done = subprocess.run([CLI, "train", TINY, *FAST, "--out", str(out)], capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        lock.release()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and f"being written by process {os.getpid()}" in done.stderr
+    assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "code", "workers"), [(signal.SIGINT, 130, "0"), (signal.SIGTERM, 143, "1")])
+def test_an_interrupted_finetune_exits_130_or_143_with_one_line_and_keeps_nothing(tmp_path, sig, code, workers):
+    out = tmp_path / "runs" / "X"
+    proc = subprocess.Popen([CLI, "train", "synthetic:n=200,size=32", "--mode", "finetune", "--backbone", "resnet18",
+                             "--weights", "none", "--image-size", "32", "--epochs", "50", "--bootstrap", "100",
+                             "--workers", workers, "--no-image-cache", "-q", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.parent.glob(".X.partial-*")):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(4)  # well into loading and training
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, (stdout, stderr)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and signal.Signals(sig).name in lines[0], stderr
+    assert "nothing of it was kept" in lines[0]
+    assert stdout == ""
+    assert list(out.parent.iterdir()) == []  # no run dir, no staging folder, no lock file
+
+
+def test_a_diverging_finetune_stops_with_the_epoch_the_last_loss_and_the_fix(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(["train", "synthetic:n=80,size=16", "--backbone", "resnet18", "--weights", "none",
+                               "--image-size", "32", "--epochs", "3", "--bootstrap", "100", "--mode", "finetune",
+                               "--lr", "1e12", "--workers", "0", "-q", "--out", str(out)], monkeypatch, capsys)
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr
+    assert "epoch 1" in lines[0] and "diverged" in lines[0] and "lower --lr" in lines[0]
+    assert not out.exists() and not list(tmp_path.glob(".run*"))
+
+
+@pytest.mark.parametrize("argv", [["train", "--bogus", "x"], ["train"], ["nosuch"], ["report"]])
+def test_usage_errors_are_one_line_and_exit_2(argv):
+    result = subprocess.run([CLI, *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: medtransfer") and "--help" in lines[0]

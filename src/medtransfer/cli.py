@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from medtransfer.errors import UserError
@@ -48,6 +49,8 @@ def train(
     split_col: Annotated[str | None, Opt(help="CSV: predefined split column (train/val/test)")] = None,
     image_root: Annotated[str | None, Opt(help="CSV: folder the image paths are relative to")] = None,
     skip_missing: Annotated[bool, Opt("--skip-missing", help="CSV: drop rows whose image is missing")] = False,
+    split_dirs: Annotated[str | None, Opt(help="folders: which folder is which split, e.g. train=Training,test=Testing")] = None,
+    dedup: Annotated[str, Opt(help="duplicates across splits: warn | group (carved splits keep copies together) | drop")] = "warn",
     modalities: Annotated[str | None, Opt(help="volumes: modalities in channel order, e.g. t1post,t2,flair")] = None,
     modality_mode: Annotated[str, Opt(help="volumes: fused (3 → RGB, 1 → grey) | separate")] = "fused",
     slices: Annotated[str, Opt(help="volumes: center:K | all-nonzero | tumor:K (needs a seg file)")] = "center:16",
@@ -77,11 +80,12 @@ def train(
     values["modalities"] = modalities.split(",") if modalities else None
     values["class_order"] = class_order.split(",") if class_order else None
     from medtransfer.config import parse_config
+
+    cfg = parse_config(values, "medtransfer train")  # before torch is imported: a bad option fails in a blink
     from medtransfer.progress import Reporter
     from medtransfer.report_table import print_metrics
     from medtransfer.runner import train as run_train
 
-    cfg = parse_config(values, "medtransfer train")
     reporter = Reporter(quiet)
     outcome = run_train(cfg, reporter)
     if not quiet:
@@ -97,13 +101,15 @@ def run(
     executor: Annotated[str, Opt(help="local | ray")] = "local",
     address: Annotated[str | None, Opt(help="Ray cluster address (default: RAY_ADDRESS or a local instance)")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="print the grid and its estimated cost, run nothing")] = False,
+    replace_study: Annotated[bool, Opt("--replace-study", help="run here although the folder holds another study "
+                                                               "(its study.yaml is kept beside, renamed)")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q")] = False,
 ) -> None:
     """A grid of runs from one YAML file, resumable, ending in the report."""
     from medtransfer.progress import Reporter
     from medtransfer.study.run import run_study
 
-    outcome = run_study(study, out, resume, executor, address, dry_run, Reporter(quiet))
+    outcome = run_study(study, out, resume, executor, address, dry_run, Reporter(quiet), replace_study)
     typer.echo(str(outcome.report or outcome.out))
 
 
@@ -127,10 +133,12 @@ def inspect(
     split_col: Annotated[str | None, Opt()] = None,
     image_root: Annotated[str | None, Opt()] = None,
     skip_missing: Annotated[bool, Opt("--skip-missing")] = False,
+    split_dirs: Annotated[str | None, Opt(help="folders: which folder is which split, e.g. train=Training,test=Testing")] = None,
     sample: Annotated[int, Opt(help="images to open for sizes and channels")] = 200,
     modalities: Annotated[str | None, Opt(help="volumes: modalities in channel order")] = None,
     slices: Annotated[str, Opt(help="volumes: center:K | all-nonzero | tumor:K")] = "center:16",
     plane: Annotated[str, Opt(help="volumes: axial | coronal | sagittal")] = "axial",
+    normalize: Annotated[str, Opt(help="volumes: percentile | zscore")] = "percentile",
     labels_csv: Annotated[str | None, Opt(help="volumes: CSV patient_id,label")] = None,
     pattern: Annotated[str, Opt(help="volumes: file name pattern")] = "{case}_{modality}.nii.gz",
     contact_sheet: Annotated[Path | None, Opt(help="volumes: PNG of sample slices [<data>_contact_sheet.png]")] = None,
@@ -138,14 +146,25 @@ def inspect(
     """Counts per split, class and group; image sizes and channels; problems found (volumes: a contact sheet)."""
     from medtransfer.config import parse_config
     from medtransfer.datasets import load_table, volume_options, volume_root
-    from medtransfer.inspection import inspect_table, render, render_volumes
+    from medtransfer.data.npz_volumes import describe_npz_volumes, is_npz_volumes
+    from medtransfer.inspection import inspect_table, render, render_npz_volumes, render_volumes
 
     cfg = parse_config({"data": data, "path_col": path_col, "label_col": label_col, "group_col": group_col,
-                        "split_col": split_col, "image_root": image_root, "skip_missing": skip_missing,
+                        "split_col": split_col, "image_root": image_root, "skip_missing": skip_missing, "split_dirs": split_dirs,
                         "modalities": modalities.split(",") if modalities else None, "slices": slices,
-                        "plane": plane, "labels_csv": labels_csv, "pattern": pattern}, "medtransfer inspect")
+                        "plane": plane, "normalize": normalize, "labels_csv": labels_csv, "pattern": pattern},
+                       "medtransfer inspect")
     if not cfg.modalities:
-        typer.echo(render(inspect_table(load_table(cfg), sample)))
+        table = load_table(cfg)
+        from medtransfer.data.duplicates import inspect_duplicates
+
+        text = render(inspect_table(table, sample, inspect_duplicates(table, cfg.cache_dir)))
+        if is_npz_volumes(table):  # 3D MedMNIST: volumes per split, slices per volume, and a contact sheet
+            from medtransfer.data.contact_sheet import contact_sheet as write_sheet
+
+            sheet = write_sheet(table, contact_sheet or Path(f"{Path(data).name}_contact_sheet.png"))
+            text += "\n\n" + render_npz_volumes(describe_npz_volumes(table), sheet)
+        typer.echo(text)
         return
     from medtransfer.data.contact_sheet import contact_sheet as write_sheet
     from medtransfer.data.volumes import describe_volumes
@@ -193,18 +212,92 @@ def demo(
     run_demo(out, quiet)
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: unwinds like KeyboardInterrupt, which Typer would turn into a silent return."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _install_interrupt_handlers() -> dict[int, object]:
+    """Turn SIGINT and SIGTERM into `Interrupted` in this process; returns the handlers they replace."""
+    main_pid = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != main_pid:  # a forked DataLoader worker: the main process reports the interruption
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # torch's worker loop exits quietly on this
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        _received.append(signum)
+        # A signal sent to the whole process group kills the DataLoader workers too; torch's SIGCHLD handler would
+        # then print a traceback while the loader is torn down. The run is over either way.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        raise Interrupted(signum)
+
+    previous = {}
+    for sig in INTERRUPT_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_IGN:
+            continue  # ignored by whoever started us (nohup, a background job): keep it so
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+_received: list[int] = []
+
+
+def _interrupted(signum: int) -> None:
+    """One line and exit 128 + signal number (130 for SIGINT, 143 for SIGTERM)."""
+    name = signal.Signals(signum).name
+    hint = " (finished runs of the study stay: rerun with --resume)" if sys.argv[1:2] == ["run"] else ""
+    typer.echo(f"error: interrupted by {name}: the run in progress was stopped and nothing of it was kept{hint}",
+               err=True)
+    sys.exit(128 + signum)
+
+
+def _usage_line(exc: typer.TyperException) -> str:
+    """A usage error as one line naming the command and its --help."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "medtransfer"
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return " ".join(f"{command}: {message} — see `{command} --help`".split())
+
+
 def main() -> None:
-    """Entry point: bad input → one stderr line and exit 2; unexpected errors keep their traceback."""
+    """Entry point: bad input → one stderr line and exit 2; an interruption → one line and 130/143;
+    unexpected errors keep their traceback."""
+    _received.clear()
+    previous = _install_interrupt_handlers()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+    except Interrupted as exc:
+        _interrupted(exc.signum)
     except UserError as exc:
         typer.echo(f"error: {exc.line()}", err=True)
         sys.exit(2)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except typer.TyperException as exc:  # usage errors (Typer vendors click: the click package's classes miss them)
+        if type(exc).__name__ != "NoArgsIsHelpError":  # bare `medtransfer`: the help was the answer
+            typer.echo(f"error: {_usage_line(exc)}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        _interrupted(signal.SIGINT)
+    except BaseException:
+        if _received:  # e.g. a DataLoader worker killed by the same signal, noticed first: still an interruption
+            _interrupted(_received[0])
+        raise
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    # Without standalone mode Typer *returns* exit codes, KeyboardInterrupt's 130 among them: they must not
+    # become exit 0.
+    if isinstance(code, int) and code:
+        if code == 128 + signal.SIGINT:
+            _interrupted(signal.SIGINT)
+        sys.exit(code)

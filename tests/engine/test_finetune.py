@@ -68,3 +68,32 @@ def test_compiled_step_trains_like_the_eager_one():
     _train(compiled, 8, 1, compiled=True)
     for a, b in zip(eager.parameters(), compiled.parameters()):
         assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_a_nan_loss_stops_finetuning_with_the_epoch_the_last_loss_and_the_fix(monkeypatch):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    import medtransfer.engine.finetune as ft
+    from medtransfer.errors import UserError
+
+    losses = iter([0.7, 0.6, float("nan"), 0.5])
+    monkeypatch.setattr(ft, "train_epoch", lambda *a, **k: (next(losses), 32))
+    val_calls = []
+
+    def predict(model, data, rows, batch_size):
+        val_calls.append(1)
+        return np.full((len(rows), 3), 1 / 3, dtype=np.float32), 1.1
+
+    monkeypatch.setattr(ft, "predict_rows", predict)
+    table = SimpleNamespace(frame=pd.DataFrame({"target": np.arange(40) % 3}), classes=["a", "b", "c"])
+    data = SimpleNamespace(device=torch.device("cpu"), table=table, pre=PRE, loader=lambda *a, **k: [])
+    settings = ft.FinetuneSettings(epochs=10, lr=1e-4, weight_decay=0.0, batch_size=8, optimizer="adam",
+                                   schedule="none", select="val_loss", patience=None, balance=False, augment=False,
+                                   seed=0)
+    with pytest.raises(UserError) as err:
+        ft.finetune(_model(), data, np.arange(30), np.arange(30, 40), settings)
+    line = err.value.line()
+    assert "became nan in epoch 3 (last finite loss 0.6 in epoch 2)" in line and "--lr 1e-05" in line
+    assert len(val_calls) == 2  # stopped before scoring the diverged epoch on val (sklearn refuses NaN)

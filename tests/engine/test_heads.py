@@ -63,3 +63,32 @@ def test_seeded_fit_is_reproducible():
 def test_class_weights_are_inverse_frequency():
     w = class_weights(np.array([0, 0, 0, 1]), 3).numpy()
     assert w[1] == pytest.approx(3 * w[0]) and w[2] == 0
+
+
+def test_a_diverging_head_stops_with_the_epoch_and_the_fix():
+    from medtransfer.errors import UserError
+
+    x, y = blobs(200, 8, 2, 0)
+    with pytest.raises(UserError) as err:
+        ProbeHead(kind="mlp", epochs=5, lr=1e20, batch_size=64).fit(x[:150], y[:150], x[150:], y[150:], 2)
+    line = err.value.line()
+    assert "diverged" in line and "epoch 1" in line and "lower --lr, e.g. --lr 1e+19" in line
+
+
+def test_check_loss_names_the_last_finite_loss():
+    from medtransfer.engine.heads import check_loss
+    from medtransfer.errors import UserError
+
+    history = [{"epoch": 1, "train_loss": 0.69}, {"epoch": 2, "train_loss": 0.4123}]
+    check_loss(0.3, 3, history, 1e-3)  # finite: nothing happens
+    with pytest.raises(UserError, match=r"became inf in epoch 3 \(last finite loss 0.4123 in epoch 2\)"):
+        check_loss(float("inf"), 3, history, 1e-3)
+
+
+def test_nan_features_are_refused_before_training():
+    from medtransfer.errors import UserError
+
+    x, y = blobs(100, 8, 2, 0)
+    x[[3, 90], 2] = np.nan  # one train row, one val row
+    with pytest.raises(UserError, match="train features: 1 of 80 rows hold NaN"):
+        ProbeHead(epochs=2).fit(x[:80], y[:80], x[80:], y[80:], 2)

@@ -109,3 +109,16 @@ def test_module_state_loads_into_a_plain_head_module(kind, tmp_path):
 def test_default_grid_is_sixteen_heads_lr_major():
     grid = HeadSweep().grid()
     assert len(grid) == 16 and grid[:2] == [(1e-4, 0.0), (1e-4, 1e-4)] and grid[-1] == (3e-3, 1e-2)
+
+
+def test_a_diverged_head_loses_the_choice_and_all_diverged_is_one_line():
+    from medtransfer.errors import UserError
+
+    x, y = blobs(300, 8, 2, 0)
+    (train, _, _) = split(x, y)
+    sweep = HeadSweep(kind="mlp", epochs=4, batch_size=64, lrs=(1e-3, 1e20), weight_decays=(0.0,)).fit(*train, 2)
+    assert sweep.choice_["lr"] == 1e-3  # the finite head is chosen; the other diverged
+    assert np.isfinite(sweep.predict_proba(x[220:])).all()
+    with pytest.raises(UserError, match="every head of the sweep diverged") as err:
+        HeadSweep(kind="mlp", epochs=4, batch_size=64, lrs=(1e20, 1e21), weight_decays=(0.0,)).fit(*train, 2)
+    assert "epoch 1" in err.value.line()

@@ -110,3 +110,61 @@ modes: {frozen: {}}
     specs = expand(load_study(path), tmp_path)
     assert sorted(s.config.task for s in specs) == ["glioma-flair", "glioma-t1post", "glioma-t2"]
     assert all(len(s.config.modalities) == 1 and s.config.modality_mode == "fused" for s in specs)
+
+
+def test_a_duplicate_dataset_key_is_refused_with_its_lines(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("""datasets:
+  a: {data: "synthetic:n=40"}
+  b: {data: "synthetic:n=50"}
+  a: {data: "synthetic:n=60"}
+backbones: [resnet18]
+modes: {frozen: {}}
+""")
+    with pytest.raises(UserError) as err:
+        load_study(path)
+    line = err.value.line()
+    assert "duplicate key 'a' on lines 2 and 4" in line and "\n" not in line
+
+
+@pytest.mark.parametrize("text", [
+    MINIMAL + "seeds: [0]\nseeds: [1]\n",  # top level
+    MINIMAL.replace('{data: "synthetic:n=40"}', '{data: "synthetic:n=40", data: "synthetic:n=80"}'),  # inside a dataset
+    MINIMAL.replace("modes: {frozen: {}}", "modes:\n  frozen: {epochs: 2}\n  frozen: {epochs: 3}"),
+])
+def test_a_duplicate_key_at_any_level_is_refused(tmp_path, text):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="duplicate key"):
+        load_study(path)
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("""datasets:
+  a: &common {data: "synthetic:n=40", epochs: 3}
+  b: {<<: *common, epochs: 5}
+backbones: [resnet18]
+modes: {frozen: {}}
+""")
+    study = load_study(path)
+    assert study.datasets["a"].epochs == 3 and study.datasets["b"].epochs == 5
+
+
+def test_repeats_that_would_be_the_same_run_twice_are_refused(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("""datasets:
+  glioma: {data: /v, labels_csv: /l.csv, modalities: [t1post, t2], modality_mode: separate}
+  glioma-t2: {data: "synthetic:n=40"}
+backbones: [resnet18, {name: resnet18}, {name: resnet18, weights: none}]
+modes: {frozen: {heads: [linear, linear]}}
+""")
+    with pytest.raises(UserError) as err:
+        load_study(path)
+    line = err.value.line()
+    assert "task 'glioma-t2' comes from more than one dataset" in line
+    assert "'resnet18' is listed twice" in line  # the one with other weights is a distinct backbone
+    assert "'linear' is listed twice" in line
+    path.write_text(MINIMAL + "seeds: [0, 1, 0]\n")
+    with pytest.raises(UserError, match=r"seeds.*\[0\] more than once"):
+        load_study(path)

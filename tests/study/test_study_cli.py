@@ -54,3 +54,26 @@ def test_run_then_report_command(tmp_path, monkeypatch, capsys):
     assert (report / "report.html").stat().st_mtime_ns > first
     code, _, err = run_cli(["report", str(tmp_path / "empty")], monkeypatch, capsys)
     assert code == 2 and "empty" in err
+
+
+def test_duplicate_dataset_key_is_one_line_naming_key_and_lines(tmp_path, monkeypatch, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(MINIMAL.replace("datasets: {syn: {data: \"synthetic:n=60,size=16,groups=30\"}}",
+                                     "datasets:\n  syn: {data: \"synthetic:n=60\"}\n  syn: {data: \"synthetic:n=90\"}"))
+    code, _, err = run_cli(["run", str(study), "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "duplicate key 'syn' on lines 4 and 5" in err  # MINIMAL opens with a blank line
+    assert not (tmp_path / "out").exists()
+
+
+def test_another_study_in_the_folder_is_one_line_with_the_flag(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "study.yaml").write_text(MINIMAL.replace("name: cli", "name: earlier"))
+    before = (out / "study.yaml").read_text()
+    study = tmp_path / "s.yaml"
+    study.write_text(MINIMAL.replace("CACHE", str(tmp_path / "cache")))
+    code, _, err = run_cli(["run", str(study), "--out", str(out), "--resume"], monkeypatch, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "another study ('earlier')" in err and "--replace-study" in err
+    assert (out / "study.yaml").read_text() == before and sorted(p.name for p in out.iterdir()) == ["study.yaml"]

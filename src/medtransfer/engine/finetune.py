@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medtransfer.engine.device import autocast
-from medtransfer.engine.heads import HeadModule, class_weights
+from medtransfer.engine.heads import HeadModule, check_loss, class_weights
 from medtransfer.engine.optim import BestEpoch, build_optimizer, build_schedule
 from medtransfer.engine.pipeline import DataPath, InputPipeline
 from medtransfer.evaluation.metrics import compute_metrics
@@ -138,8 +138,11 @@ def finetune(model: Classifier, data: DataPath, train_rows: np.ndarray, val_rows
         start, lr = time.perf_counter(), step.optimizer.param_groups[0]["lr"]
         train_loss, seen = train_epoch(model, step, loader, inputs, train_mode)
         train_seconds = time.perf_counter() - start
+        check_loss(train_loss, epoch, history, settings.lr)  # before val: NaN probabilities would crash sklearn
         sched.step()
         val_prob, val_loss = predict_rows(model, data, val_rows, settings.batch_size)
+        if not np.isfinite(val_prob).all():  # weights blown up by the epoch's last steps
+            check_loss(float("nan"), epoch, history, settings.lr)
         val_metrics = compute_metrics(targets[val_rows], val_prob)
         tracker.update(epoch, tracker.score(val_metrics, val_loss), model)
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medtransfer.engine.optim import BestEpoch, build_optimizer, build_schedule
+from medtransfer.errors import UserError
 from medtransfer.evaluation.selection import selection_values
 
 HEADS = ("linear", "mlp")
@@ -33,6 +35,25 @@ class HeadModule(nn.Module):
         return self.net((x - self.mean) / self.scale)
 
 
+def check_loss(loss: float, epoch: int, history: list[dict], lr: float, fix: str | None = None) -> None:
+    """Stop a diverged training (NaN/inf loss) with the epoch, the last finite loss and the fix (a lower lr)."""
+    if math.isfinite(loss):
+        return
+    last = next(((row["epoch"], row["train_loss"]) for row in reversed(history)
+                 if math.isfinite(row["train_loss"])), None)
+    before = f"last finite loss {last[1]:.4g} in epoch {last[0]}" if last else "no epoch ended with a finite loss"
+    raise UserError(f"training (lr {lr:g})", f"diverged: the training loss became {loss} in epoch {epoch} ({before})",
+                    fix or f"lower --lr, e.g. --lr {lr / 10:g}")
+
+
+def check_features(x: np.ndarray, name: str) -> None:
+    """Features with NaN/inf (from NaN weights or pixels) would give a NaN head that no lr can fix."""
+    bad = int((~np.isfinite(x)).any(axis=1).sum()) if x.ndim == 2 else int((~np.isfinite(x)).sum())
+    if bad:
+        raise UserError(f"{name} features", f"{bad} of {len(x)} rows hold NaN or inf values",
+                        "check --weights (a checkpoint with NaN or inf values) and the images")
+
+
 def feature_scaling(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Train mean and (floored) standard deviation for `HeadModule`'s standardisation."""
     std = x.std(0)
@@ -43,6 +64,8 @@ def feature_scaling(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def initial_head(x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int, kind: str,
                  seed: int) -> tuple[HeadModule, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """The seeded head with the train standardisation, and (features, labels) tensors of train and val."""
+    check_features(np.asarray(x), "train")
+    check_features(np.asarray(x_val), "val")
     torch.manual_seed(seed)
     xt, yt = torch.as_tensor(np.asarray(x, dtype=np.float32)), torch.as_tensor(y, dtype=torch.long)
     xv, yv = torch.as_tensor(np.asarray(x_val, dtype=np.float32)), torch.as_tensor(y_val, dtype=torch.long)
@@ -100,6 +123,7 @@ class ProbeHead(HeadTraining):
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(batch)
+            check_loss(total / len(xt), epoch, self.history_, float(self.lr))
             sched.step()
             val_loss, val_prob = self._evaluate(module, xv, yv)
             # Only the selection metric, without sklearn: all of compute_metrics each epoch cost more than training.

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from medtransfer.engine.heads import HeadModule, HeadTraining, class_weights, initial_head
+from medtransfer.engine.heads import HeadModule, HeadTraining, check_loss, class_weights, initial_head
 from medtransfer.engine.optim import build_schedule
 from medtransfer.evaluation.selection import as_scores, selection_values
 
@@ -158,6 +158,12 @@ class HeadSweep(HeadTraining):
                 loss.sum().backward()  # heads are independent: the sum's gradient is each head's own
                 opt.step(epoch_lrs)
                 total += loss.detach().double() * len(batch)
+            train_loss = (total / len(xt)).numpy()
+            if not np.isfinite(train_loss).any():  # every head diverged; one diverged head just loses the choice
+                best = int(np.argmin(np.where(np.isfinite(rows[-1]["train_loss"]), 0, 1))) if rows else 0
+                check_loss(float(train_loss[best]), epoch,
+                           [{"epoch": e, "train_loss": float(r["train_loss"][best])} for e, r in enumerate(rows, 1)],
+                           float(lrs[best]), "every head of the sweep diverged: drop --head-sweep and train one head with a lower --lr")
             carrier.step()  # no gradients, so a no-op; it keeps the scheduler's step-order check quiet
             sched.step()
             with torch.no_grad():
@@ -166,7 +172,7 @@ class HeadSweep(HeadTraining):
                 val_prob = logits.softmax(2).transpose(0, 1).numpy()
             values = selection_values(self.select, y_val, val_prob, val_loss)
             tracker.update(epoch, values, params)
-            rows.append({"train_loss": (total / len(xt)).numpy(), "val_loss": val_loss, "val_metric": values,
+            rows.append({"train_loss": train_loss, "val_loss": val_loss, "val_metric": values,
                          "lr": epoch_lrs, "seconds": time.perf_counter() - start})
             if tracker.should_stop():
                 break

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 from medtransfer.config import TrainConfig
 from medtransfer.errors import UserError
@@ -107,19 +106,3 @@ def execute(name: str, specs: list[RunSpec], reporter: Reporter, on_done: Callab
         run_local(specs, reporter, on_done)
     else:
         run_ray(specs, reporter, on_done, resources, address)
-
-
-def stale_staging(runs_dir: Path) -> list[Path]:
-    """Staging folders of runs whose process is gone (killed mid-run): safe to delete."""
-    import os
-
-    stale = []
-    for path in runs_dir.glob(".*.partial-*"):
-        pid = int(path.name.rsplit("-", 1)[-1]) if path.name.rsplit("-", 1)[-1].isdigit() else -1
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, ValueError, OverflowError):
-            stale.append(path)
-        except PermissionError:
-            continue
-    return stale

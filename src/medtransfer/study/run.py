@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 from rich.table import Table
 
 from medtransfer.data.splits import assign_splits
@@ -15,10 +17,10 @@ from medtransfer.errors import UserError
 from medtransfer.models.catalog import resolve
 from medtransfer.models.weights import check_weights_arg
 from medtransfer.progress import Reporter
-from medtransfer.rundir import is_complete
-from medtransfer.study.executors import cache_group, check_executor, execute, stale_staging
+from medtransfer.rundir import is_complete, remove_stale_leftovers
+from medtransfer.study.executors import cache_group, check_executor, execute
 from medtransfer.study.grid import RunSpec, expand
-from medtransfer.study.schema import Study, load_study
+from medtransfer.study.schema import Study, load_study, read_yaml
 
 
 @dataclass
@@ -33,15 +35,24 @@ class StudyOutcome:
 
 
 def _split_counts(study: Study, specs: list[RunSpec]) -> dict[str, dict[str, int]]:
-    """Load every dataset once (this is also the preflight check of paths and columns) and count its splits."""
-    counts = {}
+    """Load every dataset once and split it every way the study will (this is also the preflight check of paths,
+    columns and splits, so a bad dataset fails before the first run, named); count each dataset's splits."""
+    by_task: dict[str, list[RunSpec]] = {}
     for spec in specs:
-        task = spec.config.task
-        if task in counts:
-            continue
-        cfg = spec.config
-        table = load_table(cfg)
-        frame = assign_splits(table, split_plan(cfg.model_copy(update={"train_fraction": 1.0})))
+        by_task.setdefault(spec.config.task, []).append(spec)
+    counts = {}
+    for task, task_specs in by_task.items():
+        try:
+            cfg = task_specs[0].config
+            table = load_table(cfg)
+            frame = assign_splits(table, split_plan(cfg.model_copy(update={"train_fraction": 1.0})))
+            # Every other way a run splits it (train fractions, folds): one that cannot be carved fails here.
+            plans = {repr(split_plan(s.config)): s.config for s in task_specs}
+            for other in plans.values():
+                assign_splits(table, split_plan(other))
+        except UserError as exc:
+            raise UserError(f"study dataset {task!r}", exc.line(),
+                            "fix this dataset (or remove it from the study); no run was started") from None
         counts[task] = {s: int((frame["split"] == s).sum()) for s in ("train", "val", "test")}
     return counts
 
@@ -85,13 +96,71 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+STUDY_FILE = "study.yaml"
+
+
+def _stored_study(stored: Path) -> Study | dict | None:
+    """The study a folder holds (validated, else its raw data), or None when unreadable."""
+    try:
+        raw = read_yaml(stored)
+    except UserError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Study(**raw)
+    except (ValidationError, TypeError):  # written by another version, or edited since: compare what is there
+        return raw
+
+
+def check_same_study(study: Study, path: Path, out: Path) -> str | None:
+    """None when `out` holds no study or this one; else what differs (another name, or other settings)."""
+    stored_path = out / STUDY_FILE
+    if not stored_path.is_file() or (Path(path).resolve() == stored_path.resolve()):
+        return None
+    stored = _stored_study(stored_path)
+    if stored is None:
+        return f"an unreadable {STUDY_FILE}"
+    if isinstance(stored, dict):
+        name = stored.get("name", "study")
+        return f"another study ('{name}')" if name != study.name else f"study '{name}' with other settings"
+    if stored.name != study.name:
+        return f"another study ('{stored.name}')"
+    old, new = stored.model_dump(mode="json"), study.model_dump(mode="json")
+    changed = [key for key in new if old.get(key) != new.get(key)]
+    if changed:
+        return f"study '{study.name}' with other settings ({', '.join(changed)} differ)"
+    return None
+
+
+def _store_study(path: Path, out: Path, replace: bool, reporter: Reporter) -> None:
+    """Copy the study file into its folder; an older, different one is kept beside it when replacing."""
+    stored = out / STUDY_FILE
+    if stored.is_file() and Path(path).resolve() == stored.resolve():
+        return
+    if replace and stored.is_file():
+        aside = stored.with_name(f"study.replaced-{time.strftime('%Y%m%d-%H%M%S')}.yaml")
+        stored.rename(aside)
+        reporter.log(f"--replace-study: the previous {STUDY_FILE} is kept as {aside}")
+    tmp = out / f".{STUDY_FILE}.tmp"
+    shutil.copyfile(path, tmp)
+    tmp.replace(stored)
+
+
 def run_study(path: Path, out: Path | None = None, resume: bool = False, executor: str = "local",
-              address: str | None = None, dry_run: bool = False, reporter: Reporter | None = None) -> StudyOutcome:
+              address: str | None = None, dry_run: bool = False, reporter: Reporter | None = None,
+              replace_study: bool = False) -> StudyOutcome:
     """Run (or resume) every run of a study, then write the report."""
     reporter = reporter or Reporter(quiet=True)
     study = load_study(path)
     check_executor(executor)
     out = Path(out) if out else Path("runs") / study.name
+    other = check_same_study(study, path, out)
+    if other and not replace_study:
+        # Going ahead would replace study.yaml, and the report would then treat the first study's runs as stale.
+        raise UserError(str(out), f"holds {other} in {out / STUDY_FILE}, not {path}",
+                        "choose another --out, or pass --replace-study to run this study here (the stored "
+                        "study.yaml is kept beside, renamed)")
     specs = expand(study, out)
     done = {s.run_id for s in specs if is_complete(Path(s.config.out))}
     if done and not resume and not dry_run:
@@ -104,7 +173,7 @@ def run_study(path: Path, out: Path | None = None, resume: bool = False, executo
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     _clean(runs_dir)
-    shutil.copyfile(path, out / "study.yaml")
+    _store_study(path, out, replace_study, reporter)
     pending = [s for s in specs if s.run_id not in done]
     reporter.log(f"{study.name}: {len(specs)} runs, {len(done)} already finished, {len(pending)} to run")
     _write_grid(out, specs)
@@ -115,9 +184,8 @@ def run_study(path: Path, out: Path | None = None, resume: bool = False, executo
 
 
 def _clean(runs_dir: Path) -> None:
-    """Delete staging folders of runs killed mid-way (their DONE was never written)."""
-    for leftover in stale_staging(runs_dir):
-        shutil.rmtree(leftover, ignore_errors=True)
+    """Delete staging folders and lock files of runs killed mid-way (their DONE was never written)."""
+    remove_stale_leftovers(runs_dir)  # by PID and age; lock files only when no live process holds them
 
 
 def _write_grid(out: Path, specs: list[RunSpec]) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from medtransfer.config import TrainConfig
 from medtransfer.errors import UserError
@@ -96,19 +96,92 @@ class Study(BaseModel):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("seeds", "train_fractions")
+    @classmethod
+    def _no_repeats(cls, value: list) -> list:
+        """A repeated seed or fraction would be the same run twice (one id, one folder)."""
+        repeated = sorted({v for v in value if value.count(v) > 1})
+        if repeated:
+            raise ValueError(f"lists {repeated} more than once")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_runs(self) -> Study:
+        """Two datasets under one task name (e.g. `glioma-t2` beside glioma's separate t2), the same backbone
+        entry twice, or a head listed twice would each give runs that share one id and overwrite each other."""
+        tasks = [name for name, spec in self.datasets.items() for name in _task_names(name, spec)]
+        problems = [f"datasets: task {t!r} comes from more than one dataset" for t in dict.fromkeys(tasks)
+                    if tasks.count(t) > 1]
+        entries = [b.model_dump_json() for b in self.backbones]
+        problems += [f"backbones: {b.name!r} is listed twice with the same settings"
+                     for i, b in enumerate(self.backbones) if entries[i] in entries[:i]]
+        for mode, spec in self.modes.items():
+            problems += [f"modes.{mode}.heads: {h!r} is listed twice" for h in dict.fromkeys(spec.heads)
+                         if spec.heads.count(h) > 1]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _task_names(name: str, dataset: Any) -> list[str]:
+    """The task names a dataset becomes: one, or one per modality in `separate` mode (as grid.expand names them)."""
+    if dataset.modalities and dataset.modality_mode == "separate":
+        return [f"{name}-{m}" for m in dataset.modalities]
+    return [name]
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping key given twice: plain YAML loading keeps the last one in silence."""
+
+    def __init__(self, key: object, line: int, first: int) -> None:
+        super().__init__(f"duplicate key {key!r} on lines {first} and {line}")
+        self.key, self.line, self.first = key, line, first
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated in any mapping, at any depth."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """The mapping, after checking its own keys (merged `<<` keys may be overridden, as YAML allows)."""
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: SafeLoader itself refuses it below
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise DuplicateKeyError(key, line, first)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> object:
+    """A YAML file's data, refusing duplicate keys; errors as one UserError line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UserError(str(path), f"cannot read ({exc.strerror})", "pass an existing study YAML") from None
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        raise UserError(str(path), f"{exc} (YAML would silently keep only the last)",
+                        f"give each entry its own name, or merge the two {exc.key!r} entries") from None
+    except yaml.YAMLError as exc:
+        raise UserError(str(path), f"is not valid YAML ({str(exc).splitlines()[0]})", "fix the syntax") from None
+
 
 def load_study(path: Path) -> Study:
     """Read and validate a study YAML; one UserError lists every problem."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise UserError(str(path), f"cannot read ({exc.strerror})", "pass an existing study YAML") from None
-    except yaml.YAMLError as exc:
-        raise UserError(str(path), f"is not valid YAML ({str(exc).splitlines()[0]})", "fix the syntax") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise UserError(str(path), "does not hold a mapping", "see studies/demo.yaml for the layout")
     try:
         return Study(**raw)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+                    for e in exc.errors()]
         raise UserError(str(path), "; ".join(problems), "fix these keys (see studies/demo.yaml)") from None
