@@ -37,7 +37,7 @@ def child(n: int, size: int, cache: Path) -> dict:
         def fill(out: np.ndarray) -> None:
             extract(backbone, data.loader(np.arange(n), 256), InputPipeline(backbone.preprocess, dev), out)
 
-        features, _ = cached_features(feature_cache(cache), feature_key(backbone, "none", table),
+        features, _ = cached_features(feature_cache(cache), feature_key(backbone, "none", table, dev),
                                       (n, backbone.num_features), fill)
         assert np.isfinite(np.asarray(features[-1], dtype=np.float32)).all()
     return {"n": n, "rss_anon_before_kb": before, "peak_rss_anon_kb": sampler.peak_kb,

@@ -98,3 +98,21 @@ def test_a_partly_consumed_stream_commits_nothing(tmp_path):
         raise AssertionError("a partial stream must not be committed")
     assert image_cache(tmp_path).load(image_key(table, PRE)) is None
     assert not list((tmp_path / "images").iterdir())
+
+
+def test_a_damaged_image_cache_is_rebuilt_and_reported(tmp_path):
+    from medtransfer.engine.image_cache import image_batches
+
+    table = load_synthetic("synthetic:n=30,size=24")
+    path, _ = cached_images(tmp_path, table, PRE, workers=0)
+    good = np.array(np.load(path, mmap_mode="r"))
+    with open(path, "r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\xff" * 5000)
+    with image_batches(tmp_path, table, PRE, 0, 8, CPU) as (batches, info):
+        rebuilt = _by_row(batches)
+    assert not info["image_cache_hit"] and "damaged" in info["image_cache_warnings"][0]
+    assert all(torch.equal(rebuilt[r][0], torch.from_numpy(good[r])) for r in range(30))
+    _, again = cached_images(tmp_path, table, PRE, workers=0)
+    assert again["image_cache_hit"] and "image_cache_warnings" not in again
+    assert np.array_equal(np.load(path, mmap_mode="r"), good)

@@ -16,6 +16,7 @@ import nibabel as nib
 from medtransfer.data.dicom import find_series, is_dicom, match_modalities, read_volume
 from medtransfer.errors import UserError
 from medtransfer.hashing import files_fingerprint
+from medtransfer.leftovers import remove_stale_staging
 
 
 def holds_dicom(root: Path) -> bool:
@@ -42,6 +43,7 @@ def convert_dicom_tree(root: Path, modalities: tuple[str, ...], cache: Path) -> 
     final = cache / _fingerprint(root, modalities)
     if final.is_dir():
         return final
+    remove_stale_staging(cache)  # conversions killed mid-way
     staging = cache / f".{final.name}.{os.getpid()}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     try:

@@ -17,7 +17,7 @@ from medtransfer.engine.image_cache import image_batches
 from medtransfer.engine.pipeline import InputPipeline
 from medtransfer.models.backbone import Backbone
 
-CACHE_VERSION = 1  # bump when extraction changes in a way the key cannot see
+CACHE_VERSION = 2  # bump when extraction changes in a way the key cannot see (2: device and autocast dtype)
 
 
 def feature_cache(root: Path) -> ArrayCache:
@@ -25,10 +25,20 @@ def feature_cache(root: Path) -> ArrayCache:
     return ArrayCache(Path(root) / "features", "features")
 
 
-def feature_key(backbone: Backbone, weights_id: str, table: SampleTable) -> dict:
-    """Everything that changes the features: model, weights, preprocessing, pooling, data, sample order."""
+def numerics(device: torch.device) -> dict:
+    """The arithmetic `extract` uses on a device: its type and the autocast dtype (bf16/fp16 on CUDA, none on CPU)."""
+    dtype = getattr(autocast(device), "fast_dtype", None)  # what `extract` enters, so the two cannot drift apart
+    return {"device": device.type, "autocast": str(dtype).removeprefix("torch.") if dtype is not None else "float32"}
+
+
+def feature_key(backbone: Backbone, weights_id: str, table: SampleTable, device: torch.device) -> dict:
+    """Everything that changes the features: model, weights, preprocessing, pooling, numerics, data, sample order.
+
+    A GPU's bf16 features differ from a CPU's fp32 ones in the third digit: a run on one never reads the other's.
+    """
     return {"version": CACHE_VERSION, "model": backbone.timm_name, "weights": weights_id,
-            "preprocess": backbone.preprocess.as_dict(), "pooling": backbone.pooling, **samples_key(table)}
+            "preprocess": backbone.preprocess.as_dict(), "pooling": backbone.pooling, **numerics(device),
+            **samples_key(table)}
 
 
 @torch.inference_mode()
@@ -72,12 +82,19 @@ def extract_table(backbone: Backbone, table: SampleTable, out: np.ndarray, devic
 
 def cached_features(cache: ArrayCache, key: dict, shape: tuple[int, int],
                     fill: Callable[[np.ndarray], None]) -> tuple[np.ndarray, dict]:
-    """Load features from the cache, or let `fill` write them into a new float16 entry; timing has the hit flag."""
+    """Load features from the cache, or let `fill` write them into a new float16 entry; timing has the hit flag,
+    and `cache_warnings` when a damaged entry was found (and rebuilt)."""
     start = time.perf_counter()
+    seen = len(cache.problems)
     hit = cache.load(key)
     if hit is not None:
-        return hit, {"cache_hit": True, "extract_seconds": 0.0, "cache_entry": key_digest(key)}
-    with cache.writer(key, shape, np.float16) as out:
-        fill(out)
-    return cache.load(key), {"cache_hit": False, "extract_seconds": round(time.perf_counter() - start, 3),
-                             "cache_entry": key_digest(key)}
+        timing = {"cache_hit": True, "extract_seconds": 0.0, "cache_entry": key_digest(key)}
+    else:
+        with cache.writer(key, shape, np.float16) as out:
+            fill(out)
+        hit = cache.load(key)
+        timing = {"cache_hit": False, "extract_seconds": round(time.perf_counter() - start, 3),
+                  "cache_entry": key_digest(key)}
+    if cache.problems[seen:]:
+        timing["cache_warnings"] = cache.problems[seen:]
+    return hit, timing

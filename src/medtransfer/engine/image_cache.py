@@ -18,7 +18,7 @@ from medtransfer.engine.cache import ArrayCache, samples_key
 from medtransfer.engine.pipeline import DataPath
 from medtransfer.models.backbone import Preprocess
 
-IMAGE_CACHE_VERSION = 1  # bump when decoding changes in a way the key cannot see
+IMAGE_CACHE_VERSION = 2  # bump when decoding changes in a way the key cannot see (2: checksummed manifests)
 DECODE_BATCH = 64
 
 
@@ -61,13 +61,16 @@ def image_batches(root: Path | None, table: SampleTable, pre: Preprocess, worker
         yield DataPath(table, pre, device, workers).loader(rows, batch_size), {}
         return
     cache, key = image_cache(root), image_key(table, pre)
-    if cache.load(key) is not None:
+    hit = cache.load(key) is not None
+    # A damaged entry found by the checksum is removed and rebuilt here; the run records that it happened.
+    info: dict = {"image_cache_hit": hit} | ({"image_cache_warnings": cache.problems} if cache.problems else {})
+    if hit:
         data = DataPath(table, pre, device, workers, cache.path(key))
-        yield data.loader(rows, batch_size), {"image_cache_hit": True}
+        yield data.loader(rows, batch_size), info
         return
     with cache.writer(key, (len(table), 3, pre.size, pre.size), np.uint8) as out:
         keep = Keep(DataPath(table, pre, device, workers).loader(rows, batch_size), out)
-        yield keep, {"image_cache_hit": False}
+        yield keep, info
         if not keep.written.all():
             raise RuntimeError(f"image cache: {keep.written.sum()} of {len(table)} rows stored; not committing it")
 
