@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
+from data.test_npz_volumes import write_volumes
 from helpers import run_cli
 from test_cli import assert_bad_input
 
@@ -199,3 +204,80 @@ def test_empty_series(tmp_path, out, monkeypatch, capsys):
     shutil.rmtree(t2)
     write_series(t2, "AX T2", with_pixels=False)
     assert_bad_input([*argv, "--cache-dir", str(tmp_path / "c")], out, monkeypatch, capsys, "T2")
+
+
+# ---- volumes whose voxels are bad: refused in one line, never a channel of zeros ------------------------------
+
+
+def test_nan_voxels_stop_the_run_naming_the_file(volumes, out, monkeypatch, capsys):
+    data = np.random.default_rng(3).random((16, 16, 8)).astype(np.float32)
+    data[2:4, 2:4, :] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), volumes / "P5" / "P5_t2.nii.gz")
+    line = assert_bad_input([*args(volumes), "--workers", "0", "--cache-dir", str(out.parent / "c")], out,
+                            monkeypatch, capsys, "P5_t2.nii.gz")
+    assert "32 NaN" in line
+
+
+def test_modality_outside_the_reference_in_world_space(volumes, out, monkeypatch, capsys):
+    far = np.eye(4)
+    far[0, 3] = 400.0
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 8), np.float32), far), volumes / "P0" / "P0_flair.nii.gz")
+    line = assert_bad_input(args(volumes), out, monkeypatch, capsys, "P0_flair.nii.gz")
+    assert "do not overlap" in line
+
+
+# ---- 3D MedMNIST files -----------------------------------------------------------------------------------------
+
+CONSOLE = Path(sys.executable).with_name("medtransfer")  # the installed console script
+
+
+@pytest.fixture
+def organ3d(tmp_path) -> Path:
+    path = tmp_path / "organmnist3d.npz"
+    write_volumes(path)  # 20/6/6 volumes of 28³, the two classes visibly different
+    return path
+
+
+@pytest.mark.slow  # two training runs in subprocesses: about 15 s each on an idle 2-core machine
+@pytest.mark.parametrize("mode", ["frozen", "finetune"])
+def test_3d_medmnist_trains_by_patient_through_the_installed_cli(organ3d, tmp_path, mode):
+    run = tmp_path / f"run-{mode}"
+    done = subprocess.run([str(CONSOLE), "train", str(organ3d), "--backbone", "resnet18", "--weights", "none",
+                           "--image-size", "32", "--epochs", "1", "--bootstrap", "100", "-q", "--slices", "center:2",
+                           "--mode", mode, "--batch-size", "16", "--workers", "0", "--out", str(run),
+                           "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["bootstrap"]["unit"] == "group"
+    assert metrics["patient"]["n_test"] == 6 and "auroc" in metrics["patient"]["test"]
+    assert metrics["n_train"] == 2 * 20  # the file's own splits, two slices per volume
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert set(predictions["split"]) == {"val", "test"}
+    per_group = predictions.groupby("group")["split"].agg(["nunique", "first"])
+    assert per_group["nunique"].eq(1).all()  # no volume has slices in two splits
+    assert (per_group.index.str.split("_").str[0] == per_group["first"]).all()  # and it is the file's split
+    assert len(per_group) == 12
+
+
+def test_inspect_3d_medmnist_shows_volumes_and_writes_a_contact_sheet(organ3d, tmp_path):
+    sheet = tmp_path / "sheet.png"
+    done = subprocess.run([str(CONSOLE), "inspect", str(organ3d), "--slices", "center:3", "--plane", "coronal",
+                           "--contact-sheet", str(sheet)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "volumes of 28x28x28" in done.stdout and "train: 20 volumes (labels 0 ×10, 1 ×10)" in done.stdout
+    assert "test: 6 volumes" in done.stdout and "slices: 96 (per volume 3–3)" in done.stdout
+    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("change", "extra", "mention"), [
+    (lambda a: a["val_images"].__setitem__(2, 0), [], "val_000002"),
+    (lambda a: a.__setitem__("train_images", a["train_images"].astype(np.int16)), [], "int16"),
+    (lambda a: a.__setitem__("test_labels", a["test_labels"] * 0.5), [], "test_labels"),
+    (lambda a: None, ["--slices", "tumor:2"], "tumor:2"),
+], ids=["all-zero volume", "int16 volumes", "fractional labels", "tumor slices"])
+def test_bad_3d_medmnist_exits_2_in_one_line(tmp_path, out, monkeypatch, capsys, change, extra, mention):
+    path = tmp_path / "organmnist3d.npz"
+    arrays = write_volumes(path, counts={"train": 4, "val": 4, "test": 4})
+    change(arrays)
+    np.savez(path, **arrays)
+    assert_bad_input(["train", str(path), *FAST[:-4], *extra], out, monkeypatch, capsys, mention)

@@ -1,8 +1,18 @@
-"""From run settings to a SampleTable: the volume options reach the volume reader; separate mode is per run."""
+"""From run settings to a SampleTable: volume options reach the volume reader, --split-dirs the folder reader;
+separate mode is per run; Kaggle split folders train through the installed CLI."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 import pytest
+import yaml
+from helpers import run_cli, write_class_folder
 
 from medtransfer.config import parse_config
 from medtransfer.datasets import load_table, volume_options
@@ -39,3 +49,87 @@ def test_run_defaults_equal_the_volume_reader_defaults():
     assert len(shared) == 7
     for f in shared:
         assert TrainConfig.model_fields[f.name].default == f.default, f.name
+
+
+# ---- image folders: --split-dirs reaches the folder reader; split folders are never classes -------------------
+
+BRAIN = ("glioma", "meningioma", "notumor", "pituitary")
+CLI = Path(sys.executable).with_name("medtransfer")  # the installed console script
+TINY = ["--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--epochs", "2", "--bootstrap", "100",
+        "--workers", "0", "--device", "cpu", "-q"]
+
+
+def _two_splits(root: Path, train: str, test: str) -> Path:
+    """ROOT/<train>/<class>/*.png (8 per class) and ROOT/<test>/<class>/*.png (3 per class), 4 classes."""
+    write_class_folder(root, dict.fromkeys(BRAIN, 8), size=28, splits=(train,))
+    write_class_folder(root, dict.fromkeys(BRAIN, 3), size=28, seed=1, splits=(test,))
+    return root
+
+
+def test_split_dirs_reach_the_folder_reader(tmp_path):
+    root = _two_splits(tmp_path / "brain", "A_part", "B_part")
+    table = load_table(parse_config({"data": str(root), "split_dirs": "train=A_part,test=B_part"}))
+    assert table.frame["split"].value_counts().to_dict() == {"train": 32, "test": 12}
+    assert table.classes == list(BRAIN) and "given by --split-dirs" in table.layout
+    with pytest.raises(UserError, match="--split-dirs train=NAME,test=NAME"):
+        load_table(parse_config({"data": str(root)}))
+
+
+def test_split_dirs_on_a_source_that_is_not_a_folder_are_refused(tmp_path):
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.array([[0], [1], [0], [1]]))
+    with pytest.raises(UserError, match="applies to image folders only"):
+        load_table(parse_config({"data": str(npz), "split_dirs": "train=a,test=b"}))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=600)
+
+
+def _check_run(out: Path, train: str, test: str) -> dict:
+    """4 classes; test is the test folder; val was carved from the train folder (no val folder exists)."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classes"] == list(BRAIN)
+    assert metrics["n_test"] == 12 and metrics["n_train"] + metrics["n_val"] == 32 and metrics["n_val"] > 0
+    predictions = pd.read_csv(out / "predictions.csv")
+    folder = predictions["sample_id"].str.split("/").str[0]
+    assert set(folder[predictions["split"] == "test"]) == {test}
+    assert set(folder[predictions["split"].isin(["train", "val"])]) == {train}
+    assert set(predictions.loc[predictions["split"] == "val", "label"]) == set(BRAIN)
+    return yaml.safe_load((out / "config.yaml").read_text())
+
+
+@pytest.mark.slow  # two starts of the console script, one with torch: ~20 s on two cores
+def test_kaggle_training_testing_layout_trains_with_4_classes_and_val_carved_from_train(tmp_path):
+    root = _two_splits(tmp_path / "brain-mri", "Training", "Testing")
+    shown = _cli("inspect", str(root))
+    assert shown.returncode == 0, shown.stderr
+    assert "4 classes" in shown.stdout
+    layout = "layout: split folders Training→train, Testing→test (recognised by name); 4 class folders"
+    assert layout in shown.stdout
+    assert "Training" not in shown.stdout.split("layout:")[0]  # the split folders are not listed as classes
+
+    out = tmp_path / "run"
+    done = _cli("train", str(root), *TINY, "--out", str(out), "--cache-dir", str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    config = _check_run(out, "Training", "Testing")
+    assert config["split_dirs"] is None
+
+
+def test_unrecognised_split_names_exit_2_with_the_hint_and_train_once_mapped(tmp_path, monkeypatch, capsys):
+    root = _two_splits(tmp_path / "parts", "A_part", "B_part")
+    refused = _cli("inspect", str(root))  # the console script, without the seconds a torch import costs
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in refused.stderr
+    assert "--split-dirs train=NAME,test=NAME" in lines[0] and "A_part, B_part" in lines[0]
+    out = tmp_path / "run"
+    code, _, stderr = run_cli(["train", str(root), *TINY, "--out", str(out)], monkeypatch, capsys)
+    assert code == 2 and stderr.strip() == lines[0] and not out.exists()
+
+    # In-process (the console script's own main()): a second process start would double this test's time.
+    code, _, stderr = run_cli(["train", str(root), *TINY, "--split-dirs", "train=A_part,test=B_part", "--out",
+                               str(out), "--cache-dir", str(tmp_path / "cache")], monkeypatch, capsys)
+    assert code == 0, stderr
+    config = _check_run(out, "A_part", "B_part")
+    assert config["split_dirs"] == {"train": "A_part", "test": "B_part"}

@@ -8,6 +8,7 @@ from pathlib import Path
 from medtransfer.config import TrainConfig
 from medtransfer.data.dicom_volumes import convert_dicom_tree, holds_dicom
 from medtransfer.data.manifest import ManifestColumns
+from medtransfer.data.npz_volumes import NPZ_MODALITY
 from medtransfer.data.sources import load_source
 from medtransfer.data.splits import SplitPlan
 from medtransfer.data.table import SampleTable, with_class_order
@@ -15,17 +16,21 @@ from medtransfer.data.volume_options import VolumeOptions
 from medtransfer.data.volumes import load_volumes
 from medtransfer.engine.cache import cache_root
 from medtransfer.errors import UserError
+from medtransfer.hashing import digest_memo
 
 
 def load_table(cfg: TrainConfig) -> SampleTable:
     """The configured source as a SampleTable (manifest columns only when given; volumes when modalities are),
     its classes in the ordinal order of `class_order` when given."""
-    if cfg.modalities:
-        table = load_volume_table(cfg)
-    else:
-        given = {k: v for k, v in {"path": cfg.path_col, "label": cfg.label_col, "group": cfg.group_col,
-                                   "split": cfg.split_col}.items() if v is not None}
-        table = load_source(cfg.data, ManifestColumns(**given), cfg.image_root, cfg.skip_missing)
+    # Sources are fingerprinted by content; each file's digest is remembered beside the caches (--cache-dir).
+    with digest_memo(cache_root(cfg.cache_dir)):
+        if cfg.modalities:
+            table = load_volume_table(cfg)
+        else:
+            given = {k: v for k, v in {"path": cfg.path_col, "label": cfg.label_col, "group": cfg.group_col,
+                                       "split": cfg.split_col}.items() if v is not None}
+            table = load_source(cfg.data, ManifestColumns(**given), cfg.image_root, cfg.skip_missing,
+                                volume_options(cfg, NPZ_MODALITY), cfg.split_dirs)
     return with_class_order(table, cfg.class_order) if cfg.class_order else table
 
 
@@ -35,15 +40,19 @@ def split_plan(cfg: TrainConfig) -> SplitPlan:
                      allow_missing_classes=cfg.allow_missing_classes)
 
 
-def volume_options(cfg: TrainConfig) -> VolumeOptions:
-    """The volume settings of a run: every VolumeOptions field the run configuration also has, by name."""
+def volume_options(cfg: TrainConfig, modalities: tuple[str, ...] = ()) -> VolumeOptions:
+    """The volume settings of a run: every VolumeOptions field the run configuration also has, by name;
+    MODALITIES stand in when the run names none (a 3D MedMNIST file's one grey channel)."""
     given = {f.name: getattr(cfg, f.name) for f in fields(VolumeOptions) if f.name in TrainConfig.model_fields}
-    return VolumeOptions(**given | {"modalities": tuple(cfg.modalities or ())})
+    return VolumeOptions(**given | {"modalities": tuple(cfg.modalities or modalities)})
 
 
 def load_volume_table(cfg: TrainConfig) -> SampleTable:
     """Slices of NIfTI volumes; one run uses fused channels or a single modality."""
     options = volume_options(cfg)
+    if cfg.split_dirs:
+        raise UserError("--split-dirs", "maps split folders of an image folder, not of a volume set",
+                        "drop --split-dirs; volume sets are split by patient")
     if not options.fused and len(options.modalities) > 1:
         raise UserError(f"--modalities {','.join(options.modalities)}", "separate mode means one run per modality",
                         "train one modality at a time, or use a study (`medtransfer run`), which expands them")

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from medtransfer.data.duplicates import duplicate_problem, summary_line
 from medtransfer.data.table import SampleTable
 
 
-def inspect_table(table: SampleTable, sample: int = 200) -> dict:
-    """Counts per split/class/group, sizes and channels of a sample of images, and problems found."""
+def inspect_table(table: SampleTable, sample: int = 200, duplicates: dict | None = None) -> dict:
+    """Counts per split/class/group, sizes and channels of a sample of images, and problems found (with the
+    `duplicates` record of data/duplicates.py, when given)."""
     frame = table.frame
     split = frame["split"].fillna("(none: will be split)")
     counts = frame.assign(split=split).groupby(["split", "label"]).size().unstack(fill_value=0)
@@ -39,15 +41,19 @@ def inspect_table(table: SampleTable, sample: int = 200) -> dict:
             problems.append(f"{int((mixed > 1).sum())} group(s) hold more than one label")
     else:
         problems.append("no group column: if several images come from one patient, pass --group-col to avoid leakage")
-    return {"source": table.source, "samples": len(frame), "classes": table.classes, "counts": counts,
-            "groups": groups, "sizes": dict(sizes.most_common(5)), "channels": dict(channels),
+    if duplicates and (duplicates["exact_pairs"] or duplicates["near_pairs"]):
+        problems.append(duplicate_problem(duplicates))
+    return {"duplicates": duplicates, "source": table.source, "layout": table.layout, "samples": len(frame), "classes": table.classes,
+            "counts": counts, "groups": groups, "sizes": dict(sizes.most_common(5)), "channels": dict(channels),
             "sampled": len(picked), "problems": problems}
 
 
 def render(report: dict) -> str:
     """Plain-text rendering of an inspection report."""
-    lines = [f"{report['source']}: {report['samples']} samples, {len(report['classes'])} classes",
-             "", report["counts"].to_string(), ""]
+    lines = [f"{report['source']}: {report['samples']} samples, {len(report['classes'])} classes"]
+    if report.get("layout"):  # how the source was read, and why (split folders by name, by --split-dirs, …)
+        lines.append(f"layout: {report['layout']}")
+    lines += ["", report["counts"].to_string(), ""]
     if report["groups"]:
         g = report["groups"]
         lines.append(f"groups: {g['groups']} (images per group: mean {g['samples_per_group_mean']}, "
@@ -55,6 +61,8 @@ def render(report: dict) -> str:
     lines.append(f"image sizes (WxH, of {report['sampled']} sampled): "
                  + ", ".join(f"{k} ×{v}" for k, v in report["sizes"].items()))
     lines.append("channels: " + ", ".join(f"{k} ×{v}" for k, v in report["channels"].items()))
+    if report.get("duplicates"):
+        lines.append(f"duplicates: {summary_line(report['duplicates'])}")
     lines.append("problems: " + ("none found" if not report["problems"] else ""))
     lines += [f"  - {p}" for p in report["problems"]]
     return "\n".join(lines)
@@ -75,4 +83,17 @@ def render_volumes(report: dict, sheet: Path | None) -> str:
         lines.append(f"contact sheet: {sheet}")
     lines.append("problems: " + ("none found" if not report["problems"] else ""))
     lines += [f"  - {p}" for p in report["problems"]]
+    return "\n".join(lines)
+
+
+def render_npz_volumes(report: dict, sheet: Path | None) -> str:
+    """Plain-text rendering of a 3D MedMNIST file's volumes: size, volumes and labels per split, slices per volume."""
+    lines = [f"volumes of {report['volume_shape']} (D x H x W), each its own patient and in one split:"]
+    for split, entry in report["splits"].items():
+        labels = ", ".join(f"{k} ×{v}" for k, v in entry["labels"].items())
+        lines.append(f"  {split}: {entry['volumes']} volumes (labels {labels})")
+    s = report["slices"]
+    lines.append(f"slices: {s['total']} (per volume {s['per_volume_min']}–{s['per_volume_max']})")
+    if sheet:
+        lines.append(f"contact sheet: {sheet}")
     return "\n".join(lines)

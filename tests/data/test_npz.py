@@ -208,3 +208,84 @@ def test_real_breastmnist_keeps_official_split_counts(shared_data):
         test_rows = table.frame.index[table.frame["split"] == "test"]
         np.testing.assert_array_equal(table.pixels(int(test_rows[-1])), raw["test_images"][-1])
         assert table.frame.loc[test_rows, "label"].tolist() == [str(int(v)) for v in raw["test_labels"][:, 0]]
+
+
+# ---- 2D validation: each bad array is one line naming the key, before any row is made --------------------------
+
+def _with(key: str, value: np.ndarray, shape: tuple[int, ...] = (4, 4)) -> dict[str, np.ndarray]:
+    arrays = _arrays(shape)
+    arrays[key] = value
+    return arrays
+
+
+def _train_labels(values: list, dtype) -> np.ndarray:
+    return np.array(values, dtype=dtype).reshape(-1, 1)
+
+
+N_TRAIN = SPLIT_SIZES["train"]
+BAD_2D = {
+    "text-labels": (_with("train_labels", _train_labels(["a", "b"] * 3 + ["a"], "<U1")), "holds text"),
+    "fractional-labels": (_with("train_labels", _train_labels([0, 0.5, 1, 0, 1, 0, 1], np.float32)), "0.5"),
+    "nan-labels": (_with("train_labels", _train_labels([0, np.nan, 1, 0, 1, 0, 1], np.float64)), "not whole"),
+    "negative-labels": (_with("train_labels", _train_labels([0, -1, 1, 0, 1, 0, 1], np.int64)), "negative label"),
+    "complex-labels": (_with("train_labels", _train_labels([0, 1, 1, 0, 1, 0, 1], np.complex64)), "complex64"),
+    "scalar-labels": (_with("train_labels", np.array(1, np.uint8)), "single value"),
+    "two-channels": (_with("train_images", np.zeros((N_TRAIN, 8, 8, 2), np.uint8)), "not 2"),
+    "channels-first": (_with("train_images", np.zeros((N_TRAIN, 3, 8, 8), np.uint8)), "np.moveaxis"),
+    "zero-rows": ({**_arrays((4, 4)), "test_images": np.zeros((0, 4, 4), np.uint8),
+                   "test_labels": np.zeros((0, 1), np.uint8)}, "test_images holds 0 images"),
+    "zero-size-images": (_with("train_images", np.zeros((N_TRAIN, 0, 4), np.uint8)), "zero size"),
+    "labels-too-few": (_with("val_labels", np.zeros((2, 1), np.uint8)), "3 images but 2 labels"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_2D), ids=list(BAD_2D))
+def test_bad_2d_arrays_are_refused_with_one_line(tmp_path, case):
+    arrays, mention = BAD_2D[case]
+    path = _write(tmp_path / "bad.npz", arrays)
+    with pytest.raises(UserError) as info:
+        load_npz(path)
+    line = info.value.line()
+    assert line.startswith(f"{path}:") and mention in line and "\n" not in line
+
+
+class _Trap:
+    """Unpickling this object creates a file: the proof that a loader unpickled it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("key", ["train_labels", "train_images"])
+def test_object_arrays_are_refused_without_unpickling(tmp_path, key):
+    marker = tmp_path / "unpickled"
+    trap = np.empty(N_TRAIN, dtype=object)
+    trap[:] = [_Trap(marker) for _ in range(N_TRAIN)]
+    path = _write(tmp_path / "pickle.npz", _with(key, trap))
+    assert not marker.exists()
+    with pytest.raises(UserError) as info:
+        load_npz(path)
+    assert f"{key} is an object array" in info.value.line()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("labels", [
+    _train_labels([0, 1, 1, 0, 1, 0, 1], np.float64),  # whole numbers saved as float: accepted
+    np.array([0, 1, 1, 0, 1, 0, 1], np.int32),  # (N,) rather than (N, 1)
+    _train_labels([False, True, True, False, True, False, True], bool),
+], ids=["float-whole", "flat", "bool"])
+def test_whole_number_labels_of_other_dtypes_are_read_as_classes(tmp_path, labels):
+    table = load_npz(_write(tmp_path / "ok.npz", _with("train_labels", labels)))
+    train = table.frame[table.frame["split"] == "train"]
+    assert train["label"].tolist() == ["0", "1", "1", "0", "1", "0", "1"]
+    assert table.classes == ["0", "1"]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_channels_last_grey_and_rgb_are_2d_images(tmp_path, channels):
+    table = load_npz(_write(tmp_path / "c.npz", _arrays((8, 8, channels))))
+    assert table.pixels(0).shape == (8, 8, channels)
+    assert table.layout == "MedMNIST .npz of 2D images, with the file's own splits (train, val, test)"

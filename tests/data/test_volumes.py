@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from medtransfer.data.contact_sheet import contact_sheet
 from medtransfer.data.volume_options import VolumeOptions, parse_slices
-from medtransfer.data.volumes import describe_volumes, load_on_reference, load_volumes, load_volumes_separate
+from medtransfer.data.volumes import describe_volumes, load_on_reference, load_volumes, load_volumes_separate, normalise
 from medtransfer.errors import UserError
 
 BRATS = ("t1post", "t2", "flair")
@@ -280,3 +280,83 @@ def test_options_are_checked_together():
     with pytest.raises(UserError, match=r"plane 'oblique'.*normalize 'minmax'"):
         VolumeOptions(plane="oblique", normalize="minmax")
     assert parse_slices("Tumor:8") == ("tumor", 8) and parse_slices("all-nonzero") == ("all-nonzero", 0)
+
+
+# ---- bad volumes: 4D, all zeros, NaN voxels, duplicate patients, grids that do not overlap -----------------------
+
+
+def test_4d_series_is_refused_where_a_volume_is_expected(tmp_path):
+    _patient(tmp_path, "p1", modalities=("t1", "t2"))
+    bad = _write(tmp_path / "p1" / "p1_flair.nii.gz", np.stack([_head()] * 3, axis=-1))
+    with pytest.raises(UserError, match=r"4D series \(shape \(12, 12, 8, 3\)\)") as caught:
+        load_volumes(tmp_path, SYNTH)
+    assert str(bad) in caught.value.line()
+    _write(bad, _head()[..., None])  # a trailing axis of length 1 is still one volume
+    assert len(load_volumes(tmp_path, SYNTH)) == 4
+
+
+def test_all_zero_volume_is_refused_naming_the_patient(tmp_path):
+    _patient(tmp_path, "p1")
+    _patient(tmp_path, "p2", modalities=("t1", "flair"))
+    _write(tmp_path / "p2" / "p2_t2.nii.gz", np.zeros((12, 12, 8)))
+    table = load_volumes(tmp_path, SYNTH)  # center:K reads headers only: found when the voxels are read
+    row = int(table.frame.index[table.frame["group"] == "p2"][0])
+    with pytest.raises(UserError, match=r"p2_t2\.nii\.gz: \(patient 'p2'\) is all zeros"):
+        table.pixels(row)
+    _write(tmp_path / "p2" / "p2_t1.nii.gz", np.zeros((12, 12, 8)))  # all-nonzero reads the reference at load
+    with pytest.raises(UserError, match=r"p2_t1\.nii\.gz: \(patient 'p2'\) is all zeros"):
+        load_volumes(tmp_path, VolumeOptions(modalities=("t1", "t2", "flair"), slices="all-nonzero"))
+
+
+def test_nan_voxels_are_refused_never_a_channel_of_zeros(tmp_path):
+    _patient(tmp_path, "p1", modalities=("t1", "t2"))
+    data = _head(seed=5)
+    data[0, 0, :3] = np.nan
+    bad = _write(tmp_path / "p1" / "p1_flair.nii.gz", data)
+    table = load_volumes(tmp_path, SYNTH)
+    with pytest.raises(UserError, match=r"has 3 NaN or infinite voxel\(s\) of 1152") as caught:
+        table.pixels(0)
+    assert str(bad) in caught.value.line()
+    report = describe_volumes(tmp_path, SYNTH)  # inspect lists it among the problems
+    assert any("3 NaN" in p for p in report["problems"])
+
+
+def test_patient_ids_equal_but_for_case_are_refused(tmp_path):
+    _patient(tmp_path, "P01")
+    _patient(tmp_path, "p01")
+    with pytest.raises(UserError, match=r"'P01' and 'p01' differ only in case"):
+        load_volumes(tmp_path, SYNTH)
+
+
+def test_modalities_that_do_not_overlap_in_world_space_are_refused(tmp_path):
+    _patient(tmp_path, "p1", modalities=("t1", "t2"))
+    far = np.eye(4)
+    far[:3, 3] = [0, 0, 500]  # half a metre above the reference: no voxel in common
+    bad = _write(tmp_path / "p1" / "p1_flair.nii.gz", _head(), far)
+    with pytest.raises(UserError, match=r"z 499\.5\.\.507\.5 mm.*do not overlap") as caught:
+        load_volumes(tmp_path, SYNTH)
+    assert str(bad) in caught.value.line()
+    assert any("do not overlap" in p for p in describe_volumes(tmp_path, SYNTH)["problems"])
+    near = np.eye(4)
+    near[:3, 3] = [0, 0, 6]  # overlapping by two slices: read (inspect reports the shift)
+    _write(bad, _head(), near)
+    assert len(load_volumes(tmp_path, SYNTH)) == 4
+
+
+def test_constant_brain_is_white_not_blank():
+    volume = np.zeros((4, 4, 4))
+    volume[1:3, 1:3, 1:3] = 7.0
+    for method in ("percentile", "zscore"):
+        out = normalise(volume, method)
+        assert out[1, 1, 1] == 255 and out[0, 0, 0] == 0
+
+
+def test_overlapping_grids_that_share_only_background_are_refused_on_read(tmp_path):
+    _patient(tmp_path, "p1", modalities=("t1", "t2"))
+    edge = np.eye(4)
+    edge[:3, 3] = [0, 0, 7]  # the boxes share one slice, where this head's ellipsoid has no voxel
+    bad = _write(tmp_path / "p1" / "p1_flair.nii.gz", _head(), edge)
+    table = load_volumes(tmp_path, SYNTH)
+    with pytest.raises(UserError, match=r"no nonzero voxel on p1_t1\.nii\.gz's grid") as caught:
+        table.pixels(0)
+    assert str(bad) in caught.value.line()

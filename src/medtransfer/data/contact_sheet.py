@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from medtransfer.data.table import SampleTable
@@ -19,7 +20,27 @@ def _sheet_rows(table: SampleTable) -> list[tuple[str, list[int]]]:
     reader = table.reader
     if getattr(reader, "fused", True) is False:  # separate modalities: one row per patient and modality
         key = key + " " + frame["ref"].map(lambda ref: str(ref).rsplit("|", 2)[1])
-    return [(str(name), list(rows)) for name, rows in frame.groupby(key, sort=False).indices.items()]
+    rows = [(str(name), list(positions)) for name, positions in frame.groupby(key, sort=False).indices.items()]
+    return _spread(rows, frame)
+
+
+def _spread(rows: list[tuple[str, list[int]]], frame: pd.DataFrame) -> list[tuple[str, list[int]]]:
+    """Patients taken in turn from each (label, split), so the first rows of a sheet show every class there is
+    (a 3D MedMNIST file lists hundreds of train volumes of one class before any other); a patient's rows stay
+    together. Titles gain the label and split."""
+    by_patient: dict[str, list[tuple[str, list[int]]]] = {}
+    buckets: dict[tuple[str, str], list[str]] = {}
+    for title, positions in rows:
+        first = positions[0]
+        group, label, split = (str(frame[c].iat[first]) for c in ("group", "label", "split"))
+        if group not in by_patient:
+            buckets.setdefault((label, split), []).append(group)
+        where = label if split in ("None", "nan") else f"{label}, {split}"
+        by_patient.setdefault(group, []).append((f"{title} ({where})", positions))
+    order: list[str] = []
+    for turn in range(max(map(len, buckets.values()))):
+        order += [bucket[turn] for bucket in buckets.values() if turn < len(bucket)]
+    return [row for group in order for row in by_patient[group]]
 
 
 def _panels(image: np.ndarray, names: Sequence[str]) -> list[tuple[str, np.ndarray]]:

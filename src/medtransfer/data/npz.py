@@ -1,4 +1,12 @@
-"""MedMNIST-style .npz files: {train,val,test}_{images,labels}, with their official splits."""
+"""MedMNIST-style .npz files: {train,val,test}_{images,labels}, with their official splits.
+
+Every array is checked before a row is made, and a bad one is refused with one line naming the key:
+- images: uint8 (N,H,W) or (N,H,W,C) with C 1 (grey) or 3 (RGB), N > 0; (N,D,H,W) with every side above 4 is
+  a 3D MedMNIST volume set and goes to npz_volumes.py;
+- labels: one per image, (N,) or (N,1), non-negative whole numbers (int, bool, or float holding whole numbers
+  only: float 0.0/1.0 is read as 0/1, 0.5 is refused); text labels are refused;
+- object arrays are refused without being unpickled (np.load runs with allow_pickle=False).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.data.npz_volumes import NPZ_MODALITY, holds_volumes, load_npz_volumes
 from medtransfer.data.table import SPLITS, SampleTable
+from medtransfer.data.volume_options import VolumeOptions
 from medtransfer.errors import UserError
-from medtransfer.hashing import file_sha256
+from medtransfer.hashing import file_digest
 
 
 class ArrayReader:
@@ -24,8 +34,9 @@ class ArrayReader:
         return self.arrays[split][int(index)]
 
 
-def load_npz(path: Path) -> SampleTable:
-    """Load a MedMNIST .npz (grey or RGB, any size) keeping its official splits."""
+def load_npz(path: Path, volumes: VolumeOptions | None = None) -> SampleTable:
+    """Load a MedMNIST .npz (grey or RGB, any size) keeping its official splits; 3D MedMNIST files of (N, D, H, W)
+    volumes become slices per VOLUMES (npz_volumes.py)."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -37,29 +48,90 @@ def load_npz(path: Path) -> SampleTable:
     if not present:
         raise UserError(str(path), f"has keys {sorted(keys)}, none of train_images/val_images/test_images",
                         "use the MedMNIST layout: <split>_images and <split>_labels")
+    if holds_volumes(path, present):  # (N, D, H, W): 3D MedMNIST, one patient per volume
+        return load_npz_volumes(path, data, present, volumes or VolumeOptions(modalities=NPZ_MODALITY))
     arrays, rows = {}, []
     for split in present:
         if f"{split}_labels" not in keys:
             raise UserError(str(path), f"has {split}_images but no {split}_labels", "add the labels array")
-        try:
-            images, labels = data[f"{split}_images"], data[f"{split}_labels"]
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise UserError(str(path), f"{split} arrays are unreadable ({exc})", "re-download the file") from None
-        if images.ndim not in (3, 4) or images.dtype != np.uint8:
-            raise UserError(str(path), f"{split}_images is {images.dtype}{images.shape}",
-                            "images must be uint8 (N,H,W) or (N,H,W,C)")
-        labels = labels.reshape(len(labels), -1)
-        if labels.shape[1] != 1:
-            raise UserError(str(path), f"{split}_labels has {labels.shape[1]} columns (multi-label)",
-                            "only single-label classification is supported")
-        if len(labels) != len(images):
-            raise UserError(str(path), f"{split} has {len(images)} images but {len(labels)} labels",
-                            "fix the file so they match")
+        images = read_member(data, path, f"{split}_images")
+        check_images_2d(path, split, images)
+        labels = check_labels(path, split, read_member(data, path, f"{split}_labels"), len(images))
         arrays[split] = images
-        rows += [(f"{split}_{i:06d}", str(int(y)), None, split, f"{split}:{i}") for i, y in enumerate(labels[:, 0])]
+        rows += [(f"{split}_{i:06d}", str(y), None, split, f"{split}:{i}") for i, y in enumerate(labels.tolist())]
     frame = pd.DataFrame(rows, columns=["sample_id", "label", "group", "split", "ref"])
     classes = sorted(frame["label"].unique(), key=int)  # labels are integers: "10" comes after "9"
     # RetinaMNIST's labels are diabetic retinopathy grades 0-4, an ordinal scale (MedMNIST's one ordinal task).
     ordinal = path.stem.lower().startswith("retinamnist")
     notes = [f"ordinal task: classes are grades {', '.join(classes)}, lowest to highest"] if ordinal else []
-    return SampleTable(frame, ArrayReader(arrays), str(path), file_sha256(path), classes, notes, ordinal)
+    layout = f"MedMNIST .npz of 2D images, with the file's own splits ({', '.join(present)})"
+    return SampleTable(frame, ArrayReader(arrays), str(path), file_digest(path), classes, notes, ordinal,
+                       layout=layout)
+
+
+def read_member(data: np.lib.npyio.NpzFile, path: Path, key: str) -> np.ndarray:
+    """One array of an open .npz; an object array is refused without being unpickled (allow_pickle=False)."""
+    try:
+        return data[key]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # numpy's refusal to unpickle: the member holds Python objects
+            raise UserError(str(path), f"{key} is an object array (pickled Python objects), which is never "
+                            "unpickled", "save plain numeric arrays: uint8 images and integer labels") from None
+        raise UserError(str(path), f"{key} is unreadable ({exc})", "re-download the file") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(str(path), f"{key} is unreadable ({exc})", "re-download the file") from None
+
+
+def check_images_2d(path: Path, split: str, images: np.ndarray) -> None:
+    """uint8 (N,H,W) or (N,H,W,C) with C 1 (grey) or 3 (RGB), and at least one image."""
+    key = f"{split}_images"
+    if images.ndim not in (3, 4) or images.dtype != np.uint8:
+        raise UserError(str(path), f"{key} is {images.dtype}{images.shape}",
+                        "images must be uint8 (N,H,W) or (N,H,W,C) with C 1 or 3")
+    if images.ndim == 4 and images.shape[-1] not in (1, 3):
+        # (N,H,W,2) or channels-first (N,3,H,W): no backbone input; (N,D,H,W) volumes never get here (see above)
+        raise UserError(str(path), f"{key} has shape {images.shape}: the last axis of 2D images must be 1 (grey) "
+                        f"or 3 (RGB), not {images.shape[-1]}", "save images channels last with 1 or 3 channels "
+                        "(channels first: np.moveaxis(x, 1, -1)); 3D volumes (N,D,H,W) need every side above 4")
+    if len(images) == 0:
+        raise UserError(str(path), f"{key} holds 0 images",
+                        f"drop the empty {split} arrays from the file (the split is then carved), or fill them")
+    if 0 in images.shape[1:]:
+        raise UserError(str(path), f"{key} has shape {images.shape}: images of zero size", "re-export the file")
+
+
+def check_labels(path: Path, split: str, labels: np.ndarray, n: int) -> np.ndarray:
+    """One non-negative whole-number label per image, as int64 of shape (n,); for 2D and 3D files alike.
+
+    Float arrays are accepted when every value is a whole number (0.0, 1.0: some tools save labels as float) and
+    bool is read as 0/1; 0.5 is no class, so fractions are refused, as are text, NaN and negative labels."""
+    key = f"{split}_labels"
+    if labels.ndim == 0:
+        raise UserError(str(path), f"{key} is a single value, not one label per image",
+                        "save labels of shape (N, 1), one per image")
+    if labels.dtype.kind in "USO":
+        example = labels.reshape(-1)[0] if labels.size else ""
+        raise UserError(str(path), f"{key} holds text ({labels.dtype}, e.g. {str(example)!r}), not class numbers",
+                        "store classes as integers 0..K-1 (MedMNIST layout), or use a CSV manifest for named classes")
+    if labels.dtype.kind not in "biuf":
+        raise UserError(str(path), f"{key} is {labels.dtype}, not integer class numbers",
+                        "store classes as integers 0..K-1, shape (N, 1)")
+    if len(labels) != n:
+        raise UserError(str(path), f"{split} has {n} images but {len(labels)} labels", "fix the file so they match")
+    labels = labels.reshape(n, -1)
+    if labels.shape[1] != 1:
+        raise UserError(str(path), f"{key} has {labels.shape[1]} columns (multi-label)",
+                        "only single-label classification is supported")
+    values = labels[:, 0]
+    if values.dtype.kind == "f":
+        odd = ~np.isfinite(values) | (values != np.round(values))
+        if odd.any():
+            raise UserError(str(path), f"{key} holds {int(odd.sum())} label(s) that are not whole numbers (first: "
+                            f"{float(values[odd][0])} at row {int(np.flatnonzero(odd)[0])})",
+                            "labels are class numbers 0..K-1; a soft or averaged label is not a class")
+    values = values.astype(np.int64)
+    if (values < 0).any():
+        bad = values < 0
+        raise UserError(str(path), f"{key} holds {int(bad.sum())} negative label(s) (first: {int(values[bad][0])} "
+                        f"at row {int(np.flatnonzero(bad)[0])})", "labels are class numbers 0..K-1")
+    return values

@@ -28,6 +28,9 @@ class SampleTable:
     classes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ordinal: bool = False  # classes run lowest to highest (e.g. disease grades), so ordinal metrics apply
+    # How the source was read, and why (e.g. "split folders Training→train, Testing→test (recognised by name)"):
+    # a description, not a warning, so it is shown by `inspect` rather than kept among the notes.
+    layout: str | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in COLUMNS if c not in self.frame.columns]

@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.affines import apply_affine
 from nibabel.filebasedimages import ImageFileError
 from nibabel.processing import resample_from_to
 from scipy import ndimage
@@ -83,7 +84,20 @@ def _patient_folders(root: Path) -> list[tuple[str, Path, str | None]]:
     if twice:
         raise UserError(str(root), f"patient folder {twice[0]!r} appears in more than one class folder",
                         "give each patient one folder")
+    _check_near_duplicate_ids([pid for pid, _, _ in found], str(root))
     return found
+
+
+def _check_near_duplicate_ids(pids: list[str], where: str) -> None:
+    """Refuse ids equal but for case or surrounding spaces ('P01', 'p01 '): one patient twice splits across sets."""
+    seen: dict[str, str] = {}
+    for pid in pids:
+        key = pid.strip().casefold()
+        if key in seen:
+            raise UserError(where, f"patient folders {seen[key]!r} and {pid!r} differ only in case or spaces: "
+                            "the same patient twice would land in two splits and leak",
+                            "merge the two folders into one, or rename one if they are different patients")
+        seen[key] = pid
 
 
 def _read_labels(csv_path: Path) -> dict[str, str]:
@@ -248,6 +262,49 @@ def check_volume(path: Path) -> nib.spatialimages.SpatialImage:
     return img
 
 
+def world_box(img: nib.spatialimages.SpatialImage) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned box (low, high corner, mm) that the voxel grid covers in world space, from the header alone."""
+    shape = np.array(img.shape[:3], float)
+    # Corners of the outermost voxels' faces (±0.5 voxel), so a one-voxel overlap still counts as overlap.
+    corners = np.array([[a, b, c] for a in (-0.5, shape[0] - 0.5) for b in (-0.5, shape[1] - 0.5)
+                        for c in (-0.5, shape[2] - 0.5)])
+    world = apply_affine(img.affine, corners)
+    return world.min(axis=0), world.max(axis=0)
+
+
+def _disjoint(path: Path, img: nib.spatialimages.SpatialImage, ref_path: Path,
+              reference: nib.spatialimages.SpatialImage) -> UserError | None:
+    """An error when two volumes' world boxes do not overlap: resampling one onto the other gives only zeros."""
+    (lo, hi), (ref_lo, ref_hi) = world_box(img), world_box(reference)
+    if np.all(lo <= ref_hi) and np.all(ref_lo <= hi):
+        return None
+    return UserError(str(path), f"covers {_box_text(lo, hi)} in world space and {ref_path.name} covers "
+                     f"{_box_text(ref_lo, ref_hi)}: "
+                     "the volumes do not overlap, so resampling would give a channel of zeros",
+                     "fix the affines (sform/qform) in the headers, or register the scans first (e.g. ANTs, FSL FLIRT)")
+
+
+def _box_text(lo: np.ndarray, hi: np.ndarray) -> str:
+    return ", ".join(f"{axis} {a:.1f}..{b:.1f} mm" for axis, a, b in zip("xyz", lo, hi))
+
+
+def voxels(path: Path, img: nib.spatialimages.SpatialImage) -> np.ndarray:
+    """float32 voxels, refusing NaN or infinite voxels (they would blank the whole channel) and all-zero volumes."""
+    try:
+        data = img.get_fdata(dtype=np.float32)
+    except READ_ERRORS as exc:
+        raise _unreadable(path, exc) from None
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise UserError(str(path), f"(patient {path.parent.name!r}) has {bad} NaN or infinite voxel(s) of {data.size}; "
+                        "normalising would turn the whole channel to zeros",
+                        "replace them, e.g. `fslmaths IN -nan OUT` (NaN to 0) or mask the volume, then rerun")
+    if not data.any():
+        raise UserError(str(path), f"(patient {path.parent.name!r}) is all zeros: nothing to normalise or learn from",
+                        "re-export the volume, or remove the patient")
+    return data
+
+
 def _canonical(path: Path) -> nib.Nifti1Image:
     """The volume reoriented to RAS (voxels read here), so array axes have fixed anatomical meaning."""
     img = check_volume(path)
@@ -257,36 +314,65 @@ def _canonical(path: Path) -> nib.Nifti1Image:
         raise _unreadable(path, exc) from None
 
 
-def _on_grid(img: nib.Nifti1Image, reference: nib.Nifti1Image, order: int) -> np.ndarray:
-    """Voxels of img on the reference grid, matched through both affines (world space), never by array shape."""
+def _on_grid(img: nib.Nifti1Image, reference: nib.Nifti1Image, order: int,
+             data: np.ndarray | None = None) -> np.ndarray:
+    """Voxels of img (or DATA, its checked voxels) on the reference grid, matched through both affines (world
+    space), never by array shape."""
+    data = img.get_fdata(dtype=np.float32) if data is None else data
     if img.shape == reference.shape and np.allclose(img.affine, reference.affine, atol=1e-4):
-        return img.get_fdata(dtype=np.float32)
-    return resample_from_to(img, reference, order=order).get_fdata(dtype=np.float32)
+        return data
+    return resample_from_to(nib.Nifti1Image(data, img.affine), reference, order=order).get_fdata(dtype=np.float32)
 
 
 def load_on_reference(paths: Sequence[Path], order: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Volumes resampled onto the RAS grid of the first one: float32 (C, X, Y, Z) and that grid's affine."""
-    reference = _canonical(Path(paths[0]))
-    volumes = [_on_grid(_canonical(Path(p)), reference, order) for p in paths]
+    """Volumes resampled onto the RAS grid of the first one: float32 (C, X, Y, Z) and that grid's affine.
+
+    NaN, infinite and all-zero volumes are refused here, where the voxels are first read; so is a volume that
+    leaves no nonzero voxel on the reference grid: a silent channel of zeros must never reach the model."""
+    paths = [Path(p) for p in paths]
+    reference = _canonical(paths[0])
+    volumes = []
+    for path in paths:
+        img = _canonical(path)
+        on_grid = _on_grid(img, reference, order, voxels(path, img))
+        if not on_grid.any():
+            raise UserError(str(path), f"(patient {path.parent.name!r}) has no nonzero voxel on {paths[0].name}'s "
+                            "grid once resampled: its field of view misses the reference's",
+                            "fix the affines in the headers, or register the scans first (e.g. ANTs, FSL FLIRT)")
+        volumes.append(on_grid)
     return np.stack(volumes), reference.affine
+
+
+def intensity_window(volume: np.ndarray, method: str) -> tuple[float, float]:
+    """(low, high) intensities that map to 0 and 255, from the brain (nonzero) voxels: the 0.5-99.5 percentiles,
+    or mean ± 3 SD (z-score clipped at ±3, rescaled). (0, 0) when no voxel is nonzero."""
+    values = np.asarray(volume, np.float32)[volume != 0]
+    if not values.size:
+        return 0.0, 0.0
+    if method == "percentile":
+        lo, hi = np.percentile(values, PERCENTILES)
+    else:
+        mean, std = float(values.mean()), float(values.std())
+        lo, hi = mean - Z_RANGE * std, mean + Z_RANGE * std
+    return float(lo), float(hi)
+
+
+def apply_window(volume: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """uint8 of any part of a volume (all of it, or one slice) through its window; background (0) stays 0.
+
+    A constant brain (hi == lo, e.g. a binary mask) becomes 255, so a mask shows as foreground, not as black."""
+    lo, hi = window
+    brain = volume != 0
+    out = np.zeros(volume.shape, np.uint8)
+    values = np.asarray(volume[brain], np.float32)
+    unit = (np.clip(values, lo, hi) - lo) / (hi - lo) if hi > lo else np.ones_like(values)
+    out[brain] = np.round(unit * 255)
+    return out
 
 
 def normalise(volume: np.ndarray, method: str) -> np.ndarray:
     """uint8 volume from brain voxels (the nonzero ones): percentile clip or z-score; background stays 0."""
-    brain = volume != 0
-    out = np.zeros(volume.shape, np.uint8)
-    if not brain.any():
-        return out
-    values = volume[brain]
-    if method == "percentile":
-        lo, hi = np.percentile(values, PERCENTILES)
-        unit = (np.clip(values, lo, hi) - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
-    else:
-        std = values.std()
-        z = (values - values.mean()) / std if std > 0 else np.zeros_like(values)
-        unit = (np.clip(z, -Z_RANGE, Z_RANGE) + Z_RANGE) / (2 * Z_RANGE)
-    out[brain] = np.round(unit * 255)
-    return out
+    return apply_window(volume, intensity_window(volume, method))
 
 
 def plane_slice(stack: np.ndarray, axis: int, index: int, spacing: tuple[float, float]) -> np.ndarray:
@@ -342,17 +428,27 @@ def _canonical_shape(img: nib.spatialimages.SpatialImage) -> tuple[int, ...]:
     return tuple(shape)
 
 
+def center_slices(n: int, count: int) -> tuple[int, ...]:
+    """The `count` middle indices of `n` slices (all of them when count >= n)."""
+    count = min(count, n)
+    return tuple(range((n - count) // 2, (n - count) // 2 + count))
+
+
+def nonzero_slices(volume: np.ndarray, axis: int) -> tuple[int, ...]:
+    """Indices along `axis` of the slices holding at least one nonzero voxel."""
+    others = tuple(a for a in range(volume.ndim) if a != axis)
+    return tuple(int(i) for i in np.flatnonzero((volume != 0).any(axis=others)))
+
+
 def choose_slices(patient: Patient, opts: VolumeOptions) -> tuple[int, ...]:
     """Slice indices along the plane's RAS axis, on the reference (first modality) grid."""
     kind, count = parse_slices(opts.slices)
     axis, others = opts.axis, tuple(a for a in range(3) if a != opts.axis)
     if kind == "center":
-        n = _canonical_shape(_load(patient.paths[0]))[axis]
-        count = min(count, n)
-        return tuple(range((n - count) // 2, (n - count) // 2 + count))
+        return center_slices(_canonical_shape(_load(patient.paths[0]))[axis], count)
     reference = _canonical(patient.paths[0])
-    if kind == "all-nonzero":
-        return tuple(int(i) for i in np.flatnonzero((reference.get_fdata(dtype=np.float32) != 0).any(axis=others)))
+    if kind == "all-nonzero":  # the voxels are read here anyway: refuse NaN and all-zero volumes now, not later
+        return nonzero_slices(voxels(patient.paths[0], reference), axis)
     seg = _on_grid(_canonical(patient.seg), reference, order=0)
     # Round to the nearest label: downsampled label maps carry interpolation ringing around 0.
     area = (seg >= 0.5).sum(axis=others)
@@ -394,9 +490,13 @@ class _VolumeSet:
 def _collect(root: Path, opts: VolumeOptions) -> _VolumeSet:
     root = Path(root).expanduser()
     patients, notes = _find_patients(root, opts)
-    for p in patients:  # every file's header, affine and length checked before any work starts
-        for path in (*p.paths, *([p.seg] if p.seg else [])):
-            check_volume(path)
+    for p in patients:  # every file's header, affine, length and place in space checked before any work starts
+        files = (*p.paths, *([p.seg] if p.seg else []))
+        images = [check_volume(path) for path in files]
+        for path, img in zip(files[1:], images[1:]):
+            problem = _disjoint(path, img, files[0], images[0])
+            if problem:
+                raise problem
     indices = {p.pid: choose_slices(p, opts) for p in patients}
     empty = [pid for pid, chosen in indices.items() if not chosen]
     if empty:
@@ -432,7 +532,7 @@ def load_volumes_separate(root: Path, options: VolumeOptions) -> dict[str, Sampl
 
 def _describe_patient(pid: str, folder: Path, label: str, opts: VolumeOptions, wanted: list[str],
                       grids: dict[str, Counter], problems: list[str]) -> dict:
-    files, matched = _niftis(folder), {}
+    files, matched, images = _niftis(folder), {}, {}
     entry: dict = {"label": label, "found": {}, "missing": [], "unreadable": [], "slices": None}
     for m in wanted:
         try:
@@ -445,7 +545,11 @@ def _describe_patient(pid: str, folder: Path, label: str, opts: VolumeOptions, w
         if img is None:
             entry["missing"].append(m)
             continue
-        matched[m] = path
+        first = wanted[0]
+        problem = _disjoint(path, img, matched[first], images[first]) if m != first and first in matched else None
+        if problem:
+            problems.append(problem.line())
+        matched[m], images[m] = path, img
         entry["found"][m] = path.name
         shape = "x".join(str(n) for n in img.shape[:3])
         spacing = "x".join(f"{float(z):.3g}" for z in img.header.get_zooms()[:3])
@@ -466,7 +570,7 @@ def _describe_patient(pid: str, folder: Path, label: str, opts: VolumeOptions, w
 def world_centre(path: Path) -> np.ndarray:
     """Centre of the head (voxels brighter than the volume's mean) in world millimetres: affine @ voxel centroid."""
     img = check_volume(path)
-    data = img.get_fdata(dtype=np.float32)
+    data = voxels(path, img)
     # Thresholding, not intensity weights: some sequences (ADC) have a bright, nonzero background.
     centre = ndimage.center_of_mass(data.reshape(data.shape[:3]) > data.mean())
     return (img.affine @ np.r_[centre, 1.0])[:3]
@@ -495,7 +599,10 @@ def describe_volumes(root: Path, options: VolumeOptions) -> dict:
     per_patient = {pid: _describe_patient(pid, folder, labels[pid], options, wanted, grids, problems)
                    for pid, folder, _ in found}
     for pid, folder, _ in found[:ALIGN_CHECKED]:  # reads every voxel, so only a few patients
-        problems += _misaligned(pid, per_patient[pid], folder, options)
+        try:
+            problems += _misaligned(pid, per_patient[pid], folder, options)
+        except UserError as exc:  # NaN or all-zero voxels: listed like any other problem
+            problems.append(exc.line())
     slices = [e["slices"] for e in per_patient.values() if e["slices"] is not None]
     return {"root": str(root), "patients": len(found), "modalities": list(options.modalities),
             "reference": options.modalities[0], "plane": options.plane, "slices_rule": options.slices,
