@@ -63,3 +63,10 @@ def test_head_sweep_and_grid_estimate(smoke):
     assert sweep["heads"] == 16 and _positive(sweep["ratio"])
     assert grid["runs"] > 0 and grid["total_s"] == pytest.approx(grid["frozen_s"] + grid["finetune_s"])
     assert grid["finetune_s"] > grid["frozen_s"] > 0  # E epochs of training cost more than one extraction
+
+
+def test_dedup_cost_times_both_sides_and_the_hash_pass(smoke):
+    r = smoke["results"]["dedup_cost"]
+    assert _positive(*r["median_s"].values(), r["hash_seconds"], r["hash_share_in_run"])
+    assert r["added_fraction"] == pytest.approx(r["median_s"]["with hash pass"] / r["median_s"]["without hash pass"] - 1)
+    assert r["n"] > 0 and r["pairs_found"]["exact"] >= 0

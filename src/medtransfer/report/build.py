@@ -15,6 +15,7 @@ from medtransfer.report.figures import write_figures
 from medtransfer.report.html import ReportParts, write_html
 from medtransfer.report.tables import (
     cost_table,
+    duplicates_table,
     main_table,
     more_table,
     pairwise_table,
@@ -39,6 +40,8 @@ def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
                "per_class": ("Per-class recall", per_class_table(summary.per_class)),
                "pairwise": ("Pairwise comparisons", pairwise_table(summary.pairs)),
                "cost": ("Cost per run", cost_table(index.runs))}
+    if "duplicates_exact" in index.runs and index.runs["duplicates_exact"].notna().any():
+        tables["duplicates"] = ("Duplicates across splits", duplicates_table(index.runs))
     table_dir = folder / "tables"
     for name, (_, table) in tables.items():
         write_table(table, table_dir, name)

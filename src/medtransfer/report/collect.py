@@ -102,6 +102,7 @@ def _row(run_dir: Path, config: dict) -> dict:
         row[f"val_{name}"] = entry["value"]  # the model choice between setups is made on these, never on test
     timing = metrics.get("timing", {})
     row.update({key: timing.get(key) for key in TIMING})
+    row.update(_duplicates(metrics.get("duplicates")))
     boot = metrics.get("bootstrap", {})
     row.update({"n_test": metrics.get("n_test"), "n_train": metrics.get("n_train"),
                 "n_classes": len(metrics.get("classes", [])), "bootstrap_n": boot.get("n"),
@@ -110,6 +111,19 @@ def _row(run_dir: Path, config: dict) -> dict:
                 "patient_threshold": (metrics.get("patient", {}).get("threshold") or {}).get("value"),
                 "finished": (run_dir / DONE).stat().st_mtime})
     return row
+
+
+def _duplicates(record: dict | None) -> dict:
+    """The run's duplicate record (data/duplicates.py) as columns; runs from before it have none."""
+    if not record:
+        return {}
+    spans = {k: record["exact"].get(k, 0) + record["near"].get(k, 0) for k in ("train-val", "train-test", "val-test")}
+    example = (record.get("examples") or [{}])[0]
+    return {"dedup": record.get("action"), "duplicates_exact": record.get("exact_pairs"),
+            "duplicates_near": record.get("near_pairs"), "duplicates_across": record.get("across_splits"),
+            "duplicates_spans": ", ".join(f"{k} {v}" for k, v in spans.items() if v),
+            "duplicates_dropped": sum((record.get("dropped") or {}).values()),
+            "duplicates_example": f"{example['a']} ~ {example['b']}" if example else ""}
 
 
 def _skip(run_dir: Path, config: dict, reason: str) -> dict:

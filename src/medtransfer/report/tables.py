@@ -186,6 +186,21 @@ def cost_table(runs: pd.DataFrame) -> Table:
     return Table(header, rows, caption, runs.reindex(columns=columns), [], _group_starts(runs["task"]), False)
 
 
+def duplicates_table(runs: pd.DataFrame) -> Table:
+    """Per task and --dedup action: exact and near-duplicate pairs, those left across splits, and copies dropped."""
+    runs = runs[runs["duplicates_exact"].notna()].drop_duplicates(["task", "dedup"]).reset_index(drop=True)
+    header = ["Task", "Dedup", "Exact pairs", "Near pairs", "Across splits", "Where", "Dropped", "Example"]
+    rows = [[r["task"], str(r["dedup"]), str(int(r["duplicates_exact"])), str(int(r["duplicates_near"])),
+             str(int(r["duplicates_across"])), r["duplicates_spans"] or DASH, str(int(r["duplicates_dropped"])),
+             r["duplicates_example"] or DASH] for _, r in runs.iterrows()]
+    caption = ("Duplicate images found at start-up (exact: same decoded pixels; near: perceptual hash within the "
+               "threshold of metrics.json's `duplicates`). Across splits: pairs left in two splits, which inflate "
+               "the metrics; --dedup group (carved splits) or drop removes them.")
+    columns = ["task", "dedup", "duplicates_exact", "duplicates_near", "duplicates_across", "duplicates_spans",
+               "duplicates_dropped", "duplicates_example", "run_dir"]
+    return Table(header, rows, caption, runs.reindex(columns=columns), [], _group_starts(runs["task"]), False)
+
+
 def write_table(table: Table, folder: Path, name: str) -> list[Path]:
     """NAME.md, NAME.tex (table environment) and NAME.csv (raw numbers) in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
