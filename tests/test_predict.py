@@ -45,3 +45,48 @@ def test_predict_cli_writes_csv_and_refuses_unfinished_runs(tmp_path, monkeypatc
     (run_dir / "DONE").unlink()
     with pytest.raises(UserError, match="not a finished run"):
         predict_images(run_dir, [root / "a" / "img_000.png"])
+
+
+def test_a_run_dirs_damaged_weights_or_records_are_refused_with_one_line(tmp_path):
+    """The checks a --weights checkpoint gets apply to the files a run saved: NaN, int, garbage, missing."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    root = write_class_folder(tmp_path / "imgs", {"a": 12, "b": 12})
+    cfg = parse_config({"data": str(root), "backbone": "resnet18", "weights": "none", "image_size": 32,
+                        "epochs": 1, "bootstrap": 100, "workers": 0, "out": str(tmp_path / "run"),
+                        "cache_dir": str(tmp_path / "cache")})
+    run_dir = train(cfg).run_dir
+    image = [root / "a" / "img_000.png"]
+    head = run_dir / "head.safetensors"
+    good = head.read_bytes()
+    state = load_file(str(head))
+    weight = next(k for k in state if k.endswith("weight"))
+
+    def refused(match: str) -> None:
+        with pytest.raises(UserError, match=match) as info:
+            predict_images(run_dir, image, "cpu")
+        assert "\n" not in info.value.line()
+        head.write_bytes(good)
+
+    save_file({**state, weight: torch.full_like(state[weight], float("nan"))}, str(head))
+    refused("NaN or infinite")
+    save_file({**state, weight: state[weight].to(torch.int32)}, str(head))
+    refused("int32 tensors where the model's weights are floating point")
+    save_file({k: v for k, v in state.items() if k != weight}, str(head))
+    refused(f"does not fit the run's model: missing keys \\(1\\): {weight}")
+    head.write_bytes(b"\x00" * 64)
+    refused("cannot read checkpoint")
+    head.unlink()
+    refused("is missing from the run directory")
+    assert len(predict_images(run_dir, image, "cpu")) == 1  # restored: the run predicts again
+    metrics = run_dir / "metrics.json"
+    saved = metrics.read_text()
+    metrics.write_text(saved[: len(saved) // 2])
+    with pytest.raises(UserError, match="unreadable config.yaml or metrics.json"):
+        predict_images(run_dir, image, "cpu")
+    metrics.write_text(json.dumps({"classes": ["a", "b"]}))
+    with pytest.raises(UserError, match="nope.png"):
+        predict_images(run_dir, [root / "nope.png"], "cpu")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
-from safetensors.torch import load_file
+from pydantic import ValidationError
 
 from medtransfer.config import TrainConfig
 from medtransfer.data.images import read_image
@@ -20,32 +20,65 @@ from medtransfer.engine.knn import KNNModule
 from medtransfer.engine.pipeline import InputPipeline, crop_transform, decode_image
 from medtransfer.errors import UserError
 from medtransfer.models.backbone import build_backbone
-from medtransfer.models.weights import weights_identity
+from medtransfer.models.weights import check_tensors, load_run_weights, read_tensors, weights_identity
 from medtransfer.rundir import is_complete
 
 
+def _run_record(run_dir: Path) -> tuple[dict, list[str]]:
+    """The run's config.yaml and its classes from metrics.json; a damaged file is the user's, named with the fix."""
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        classes = json.loads((run_dir / "metrics.json").read_text())["classes"]
+    except (OSError, yaml.YAMLError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(str(run_dir), f"has an unreadable config.yaml or metrics.json ({type(exc).__name__})",
+                        "pass a run directory as `medtransfer train` wrote it, or rerun the training") from None
+    if not isinstance(saved, dict) or not isinstance(classes, list) or len(classes) < 2:
+        raise UserError(str(run_dir), "has a config.yaml or metrics.json without a run's settings and classes",
+                        "pass a run directory as `medtransfer train` wrote it, or rerun the training")
+    return saved, [str(c) for c in classes]
+
+
 def load_model(run_dir: Path) -> tuple[torch.nn.Module, TrainConfig, list[str]]:
-    """Rebuild a finished run's model: the fine-tuned weights, or the backbone's weights plus the trained head."""
+    """Rebuild a finished run's model: the fine-tuned weights, or the backbone's weights plus the trained head.
+
+    Every weight file is checked as a --weights checkpoint is: read without unpickling, keys and shapes exact,
+    floating point and finite.
+    """
     if not is_complete(run_dir):
         raise UserError(str(run_dir), "is not a finished run (no DONE)", "pass a run directory that completed")
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    classes = json.loads((run_dir / "metrics.json").read_text())["classes"]
-    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.model_fields})
+    saved, classes = _run_record(run_dir)
+    try:
+        cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.model_fields})
+    except ValidationError as exc:
+        raise UserError(str(run_dir / "config.yaml"), f"is not a valid run configuration ({exc.error_count()} "
+                        "problem(s))", "rerun the training") from None
     if cfg.mode == "finetune":  # every weight is in model.safetensors: no need for the original source
         model = Classifier(build_backbone(cfg.backbone, "none", cfg.image_size, cfg.pooling, cfg.seed),
                            len(classes), cfg.head)
-        model.load_state_dict(load_file(str(run_dir / "model.safetensors")))
+        load_run_weights(model, run_dir / "model.safetensors")
         return model.eval(), cfg, classes
     backbone = build_backbone(cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.seed)
     if weights_identity(cfg.weights, backbone.timm_name, cfg.seed) != saved.get("weights_identity"):
         raise UserError(cfg.weights, "differs from the backbone weights this run was trained on",
                         "restore the original checkpoint file")
     if cfg.head == "knn":  # the kNN "head" is the stored train features and labels
-        head: torch.nn.Module = KNNModule.from_state_dict(load_file(str(run_dir / "knn.safetensors")))
+        head: torch.nn.Module = _knn_head(run_dir / "knn.safetensors")
     else:
         head = HeadModule(backbone.num_features, len(classes), cfg.head)
-        head.load_state_dict(load_file(str(run_dir / "head.safetensors")))
+        load_run_weights(head, run_dir / "head.safetensors")
     return torch.nn.Sequential(backbone, head).eval(), cfg, classes
+
+
+def _knn_head(path: Path) -> KNNModule:
+    """The kNN bank: its shapes give the sizes, so it is checked for its keys, then as any weights."""
+    if not path.is_file():
+        raise UserError(str(path), "is missing from the run directory", "rerun the training (the run is incomplete)")
+    state = read_tensors(path)
+    wanted = set(KNNModule(1, 1, 2).state_dict())
+    if not isinstance(state, dict) or set(state) != wanted:
+        raise UserError(str(path), f"does not hold a kNN bank (keys {sorted(wanted)})", "rerun the training")
+    check_tensors(state, None, str(path))
+    return KNNModule.from_state_dict(state)
 
 
 @torch.inference_mode()

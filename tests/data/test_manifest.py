@@ -264,3 +264,134 @@ def test_an_all_blank_group_column_means_no_groups(tmp_path):
     rows = [[r[0], r[1], "", r[3]] for r in CUSTOM_ROWS]
     table = load_manifest(_custom(tmp_path, rows=rows), CUSTOM_COLUMNS, None, False)
     assert not table.has_groups
+
+
+# --- refused with one line naming the line ----------------------------------------------------------------------
+
+
+def _refused(csv_path: Path, columns: ManifestColumns = ManifestColumns(), root: Path | None = None) -> str:
+    with pytest.raises(UserError) as info:
+        load_manifest(csv_path, columns, root, False)
+    line = info.value.line()
+    assert "\n" not in line and line.startswith(str(csv_path))
+    return line
+
+
+def _plain(tmp_path: Path, rows: list[list[str]], header=("path", "label")) -> Path:
+    for k, row in enumerate(rows):
+        target = tmp_path / row[0]
+        if not target.exists() and ".." not in row[0] and not os.path.isabs(row[0]):
+            _image(target, value=k)
+    return _csv(tmp_path / "m.csv", list(header), rows)
+
+
+def test_non_utf8_bytes_name_their_offset_line_and_the_fix(tmp_path):
+    _image(tmp_path / "a.png")
+    path = tmp_path / "m.csv"
+    text = "path,label\na.png,caf\xe9\n"
+    path.write_bytes(text.encode("latin-1"))
+    line = _refused(path)
+    offset = text.index("\xe9")
+    assert f"byte 0xe9 at offset {offset} (line 2)" in line and "UTF-8" in line and "iconv" in line
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    _image(tmp_path / "a.png")
+    _image(tmp_path / "b.png", 50)
+    path = tmp_path / "m.csv"
+    path.write_bytes(b"\xef\xbb\xbfpath,label\na.png,x\nb.png,y\n")
+    table = load_manifest(path, ManifestColumns(), None, False)
+    assert table.frame["label"].tolist() == ["x", "y"]
+
+
+@pytest.mark.parametrize("escape", ["../outside.png", "sub/../../outside.png", "ABSOLUTE"])
+def test_paths_that_leave_the_image_root_are_refused_even_when_the_file_exists(tmp_path, escape):
+    root = tmp_path / "root"
+    _image(tmp_path / "outside.png")
+    name = str(tmp_path / "outside.png") if escape == "ABSOLUTE" else escape
+    rows = [["a.png", "x"], [name, "y"]]
+    _image(root / "a.png")
+    line = _refused(_csv(root / "m.csv", ["path", "label"], rows))
+    assert "1 row(s) name images outside the image root" in line and repr(name) in line and "line 3" in line
+
+
+def test_absolute_paths_inside_the_root_and_links_to_elsewhere_are_fine(tmp_path):
+    root = tmp_path / "root"
+    _image(root / "a.png", 10)
+    _image(tmp_path / "disk2" / "b.png", 20)
+    (root / "b.png").symlink_to(tmp_path / "disk2" / "b.png")  # images linked in from another disk
+    rows = [[str(root / "a.png"), "x"], ["b.png", "y"]]
+    table = load_manifest(_csv(root / "m.csv", ["path", "label"], rows), ManifestColumns(), None, False)
+    assert [int(table.pixels(k)[0, 0]) for k in range(2)] == [10, 20]
+
+
+def test_one_image_listed_twice_names_both_lines_and_the_label_conflict(tmp_path):
+    rows = [["a.png", "x"], ["b.png", "y"], ["./a.png", "y"]]
+    line = _refused(_plain(tmp_path, rows))
+    assert "'a.png' is listed twice (lines 2 and 4, with labels 'x' and 'y'" in line
+
+
+@pytest.mark.parametrize("first, second, column", [("b", "b ", "label"), ("normal", "Normal", "label"),
+                                                   ("P1", " P1", "patient")])
+def test_values_differing_only_by_whitespace_or_case_are_refused(tmp_path, first, second, column):
+    rows = [["a.png", "a", "P0"], ["b.png", "b", "P1"], ["c.png", "normal", "P2"], ["d.png", "a", "P3"]]
+    at = {"label": 1, "patient": 2}[column]
+    target = next(k for k, r in enumerate(rows) if r[at] == first)
+    rows[3][at] = second
+    path = _plain(tmp_path, rows, header=("path", "label", "patient"))
+    line = _refused(path, ManifestColumns(group="patient"))
+    assert f"{first!r} and {second!r}" in line and f"lines {target + 2} and 5" in line and repr(column) in line
+
+
+def test_a_label_with_spaces_but_no_twin_is_kept(tmp_path):
+    table = load_manifest(_plain(tmp_path, [["a.png", "a"], ["b.png", " b "]]), ManifestColumns(), None, False)
+    assert table.classes == [" b ", "a"]
+
+
+def test_split_values_in_the_folder_spellings_are_understood(tmp_path):
+    rows = [["a.png", "x", "Training"], ["b.png", "y", "valid"], ["c.png", "x", " TEST "], ["d.png", "y", "dev"]]
+    table = load_manifest(_plain(tmp_path, rows, header=("path", "label", "fold")),
+                          ManifestColumns(split="fold"), None, False)
+    assert table.frame["split"].tolist() == ["train", "val", "test", "val"]
+
+
+def test_unknown_split_values_are_listed_with_their_line(tmp_path):
+    rows = [["a.png", "x", "train"], ["b.png", "y", "holdout"], ["c.png", "x", "test"], ["d.png", "y", "extra"]]
+    line = _refused(_plain(tmp_path, rows, header=("path", "label", "fold")), ManifestColumns(split="fold"))
+    assert "['extra', 'holdout'] in 2 row(s) (first at line 3)" in line and "train, val or test" in line
+
+
+def test_a_split_column_blank_in_some_rows_names_the_first(tmp_path):
+    rows = [["a.png", "x", "train"], ["b.png", "y", ""], ["c.png", "x", "test"]]
+    line = _refused(_plain(tmp_path, rows, header=("path", "label", "fold")), ManifestColumns(split="fold"))
+    assert "1 row(s) have no 'fold' split while others do (first at line 3)" in line
+
+
+def test_a_row_with_no_path_names_its_line(tmp_path):
+    rows = [["a.png", "x"], ["", "y"]]
+    _image(tmp_path / "a.png")
+    assert "no 'path' image path (first at line 3)" in _refused(_csv(tmp_path / "m.csv", ["path", "label"], rows))
+
+
+def _ham_with_split(tmp_path: Path, split: str = "split") -> Path:
+    rows = [["HAM_1", "ISIC_1", "nv", "train"], ["HAM_2", "ISIC_2", "mel", "train"],
+            ["HAM_3", "ISIC_3", "nv", "test"], ["HAM_4", "ISIC_4", "mel", "test"]]
+    for k, row in enumerate(rows):
+        _image(tmp_path / "HAM10000_images" / f"{row[1]}.jpg", value=30 * k)
+    return _csv(tmp_path / "ham.csv", ["lesion_id", "image_id", "dx", split], rows)
+
+
+@pytest.mark.parametrize("name", ["split", "Split"])
+def test_a_ham_split_column_is_not_silently_ignored(tmp_path, name):
+    path = _ham_with_split(tmp_path, name)
+    line = _refused(path)
+    assert "HAM10000 columns were detected" in line and f"--split-col {name}" in line
+    table = load_manifest(path, ManifestColumns(path="image_id", label="dx", group="lesion_id", split=name), None,
+                          False)
+    assert table.frame["split"].tolist() == ["train", "train", "test", "test"]
+
+
+def test_a_split_column_beside_chosen_columns_is_not_silently_ignored(tmp_path):
+    rows = [["a.png", "x", "train"], ["b.png", "y", "test"]]
+    line = _refused(_plain(tmp_path, rows, header=("file", "dx", "partition")), ManifestColumns("file", "dx"))
+    assert "'partition'" in line and "--split-col partition" in line and "HAM10000" not in line

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,13 +64,19 @@ def test_every_class_with_three_groups_is_in_every_split_for_any_seed(table, tes
     before = table.frame.copy()
     for seed in range(20):
         plan = SplitPlan(test_fraction=test, val_fraction=val, train_fraction=train, seed=seed)
+        # A fraction leaving under one training sample per class is refused (val and test do not depend on it).
+        if train < 1.0 and round(train * (assign_splits(table, replace(plan, train_fraction=1.0))["split"]
+                                          == "train").sum()) < len(table.classes):
+            with pytest.raises(UserError, match="--train-fraction"):
+                assign_splits(table, plan)
+            continue
         frame = assign_splits(table, plan)
         check_valid(frame, table)
         for split in SPLITS:
             assert set(frame.loc[frame["split"] == split, "label"]) == set(table.classes), (seed, split)
         assert missing_classes(frame, table.classes) == {}
         assert (frame["split"] != UNUSED).all() or train < 1.0
-    pd.testing.assert_frame_equal(assign_splits(table, plan), frame)  # same seed, same split
+        pd.testing.assert_frame_equal(assign_splits(table, plan), frame)  # same seed, same split
     pd.testing.assert_frame_equal(table.frame, before)  # the table itself is left alone
 
 
@@ -315,3 +323,17 @@ def test_two_rare_classes_are_named_in_one_line():
         "t: class(es) too rare to place in every split: 'r1' (1 group, 1 sample) is not in val, test; "
         "'r2' (2 groups, 6 samples) is not in val — add data of them (train, val and test each need a group of "
         "every class: 3 groups at least), or pass --allow-missing-classes to go on and record them as a warning")
+
+
+def test_a_train_fraction_leaving_under_one_sample_per_class_is_refused_with_the_count():
+    table = make_table([(f"c{g % 2}", None, 1) for g in range(100)], grouped=False)
+    n_train = int((assign_splits(table, SplitPlan(seed=1))["split"] == "train").sum())
+    with pytest.raises(UserError) as info:
+        assign_splits(table, SplitPlan(train_fraction=0.001, seed=1))
+    line = info.value.line()
+    assert f"--train-fraction 0.001 would leave {0.001 * n_train:.2g} of the {n_train} training samples" in line
+    assert "fewer than one per class (2 classes)" in line
+    lowest = float(line.split("use --train-fraction ")[1].split()[0])
+    assert lowest == pytest.approx(2 / n_train, abs=1e-3)
+    frame = assign_splits(table, SplitPlan(train_fraction=lowest, seed=1))  # the suggested fraction works
+    assert set(frame.loc[frame["split"] == "train", "label"]) == set(table.classes)

@@ -25,6 +25,7 @@ from medtransfer.models.backbone import build_backbone
 from medtransfer.models.weights import (
     check_weights_arg,
     load_checkpoint,
+    load_run_weights,
     read_state_dict,
     weights_identity,
 )
@@ -348,7 +349,7 @@ def test_pickled_objects_are_refused(tmp_path) -> None:
     torch.save({**state, "extra": object()}, path)
     with pytest.raises(UserError) as info:
         read_state_dict(path)
-    assert "cannot read checkpoint" in str(info.value)  # refused while unpickling, not after
+    assert "not unpickled" in str(info.value) and "state_dict" in str(info.value)  # refused while unpickling
 
 
 class _Payload:
@@ -365,7 +366,7 @@ def test_pickle_payload_is_never_executed(tmp_path) -> None:
     sentinel = tmp_path / "payload-ran"
     path = tmp_path / "evil.pth"
     torch.save({"conv1.weight": torch.zeros(1), "x": _Payload(sentinel)}, path)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="can run code"):
         read_state_dict(path)
     with pytest.raises(UserError):
         build_backbone("resnet18", str(path), 32)
@@ -378,6 +379,76 @@ def test_non_state_dict_content_is_a_user_error(tmp_path) -> None:
     with pytest.raises(UserError) as info:
         read_state_dict(path)
     assert "state dict" in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.int8])
+def test_non_float_weights_are_refused_not_cast(tmp_path, resnet18_target, dtype) -> None:
+    """load_state_dict would copy int32 or bool values into the float parameters without a word."""
+    state = timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict()
+    state["layer1.0.conv1.weight"] = torch.ones_like(state["layer1.0.conv1.weight"]).to(dtype)
+    path = tmp_path / "cast.pth"
+    torch.save(state, path)
+    before = params_snapshot(resnet18_target)
+    with pytest.raises(UserError) as info:
+        load_checkpoint(resnet18_target, path, "fc")
+    line = info.value.line()
+    assert str(dtype).removeprefix("torch.") in line and "layer1.0.conv1.weight" in line and "float" in line
+    assert_state_unchanged(resnet18_target, before)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_infinite_weights_are_refused_with_the_count(tmp_path, resnet18_target, bad) -> None:
+    state = timm.create_model("resnet18", pretrained=False, num_classes=0).state_dict()
+    state["layer2.1.bn2.weight"][:3] = bad
+    path = tmp_path / "diverged.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    before = params_snapshot(resnet18_target)
+    with pytest.raises(UserError) as info:
+        load_checkpoint(resnet18_target, path, "fc")
+    assert "3 NaN or infinite value(s) in 1 tensor(s) (first: layer2.1.bn2.weight)" in info.value.line()
+    assert_state_unchanged(resnet18_target, before)
+
+
+def test_half_precision_weights_load_as_float(tmp_path, resnet18_target) -> None:
+    state = randomise(timm.create_model("resnet18", pretrained=False, num_classes=0), seed=3).state_dict()
+    path = tmp_path / "half.pth"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, path)
+    load_checkpoint(resnet18_target, path, "fc")
+    loaded = resnet18_target.state_dict()["layer3.0.conv1.weight"]
+    assert loaded.dtype == torch.float32
+    torch.testing.assert_close(loaded, state["layer3.0.conv1.weight"].half().float())
+
+
+def test_a_checkpoint_with_no_matching_key_says_so(tmp_path, resnet18_target) -> None:
+    path = tmp_path / "other.safetensors"
+    save_file({"encoder.layers.0.w": torch.zeros(2), "decoder.w": torch.zeros(2)}, str(path))
+    with pytest.raises(UserError) as info:
+        load_checkpoint(resnet18_target, path, "fc")
+    assert "none of its 2 keys match" in info.value.line() and "encoder.layers.0.w" in info.value.line()
+
+
+def test_an_empty_state_dict_is_refused(tmp_path) -> None:
+    path = tmp_path / "empty.pth"
+    torch.save({}, path)
+    with pytest.raises(UserError, match="no tensors"):
+        read_state_dict(path)
+
+
+def test_run_weights_load_exactly_and_refuse_missing_mismatched_or_nan_files(tmp_path) -> None:
+    source, target = nn.Linear(4, 3), nn.Linear(4, 3)
+    path = tmp_path / "head.safetensors"
+    save_file(source.state_dict(), str(path))
+    load_run_weights(target, path)
+    torch.testing.assert_close(target.weight, source.weight)
+    with pytest.raises(UserError, match="is missing from the run directory"):
+        load_run_weights(target, tmp_path / "absent.safetensors")
+    with pytest.raises(UserError, match="does not fit the run's model.*shape mismatch"):
+        load_run_weights(nn.Linear(5, 3), path)
+    nan = {"weight": torch.full((3, 4), float("nan")), "bias": torch.zeros(3)}
+    save_file(nan, str(path))
+    with pytest.raises(UserError, match="12 NaN"):
+        load_run_weights(target, path)
+    torch.testing.assert_close(target.weight, source.weight)  # nothing loaded
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,10 @@ class SplitPlan:
 
 
 def group_keys(frame: pd.DataFrame) -> pd.Series:
-    """The unit that must stay together: the group when given, else the sample itself."""
+    """The unit that must stay together: the group when given, else the sample itself; with --dedup group, the
+    groups merged with the duplicate clusters (`split_group`, from data/duplicates.py)."""
+    if "split_group" in frame.columns:
+        return frame["split_group"]
     return frame["group"].where(frame["group"].notna(), "sample:" + frame["sample_id"].astype(str))
 
 
@@ -110,10 +114,27 @@ def assign_splits(table: SampleTable, plan: SplitPlan) -> pd.DataFrame:
         frame.loc[pool[pool].index[picked], "split"] = "val"
     if plan.train_fraction < 1.0:
         pool = frame["split"] == "train"
+        _refuse_tiny_train_fraction(frame[pool], plan.train_fraction, table.source)
         drop = carve(frame[pool], 1.0 - plan.train_fraction, rng).to_numpy()
         frame.loc[pool[pool].index[drop], "split"] = UNUSED
     _check_result(frame, table, plan, made, (held, gaps))
     return frame
+
+
+def _refuse_tiny_train_fraction(train: pd.DataFrame, fraction: float, source: str) -> None:
+    """A fraction that leaves under one training sample per class is a typo (0.001 for 0.1), not a learning curve.
+
+    Carving would still keep a group of each class, so without this the run would train on a handful of samples
+    and report it with a confident CI.
+    """
+    n, classes = len(train), train["label"].nunique()
+    kept = fraction * n
+    if round(kept) >= classes:
+        return
+    lowest = math.ceil(classes / n * 1000) / 1000  # the smallest fraction (3 decimals) leaving one per class
+    raise UserError(source, f"--train-fraction {fraction:g} would leave {kept:.2g} of the {n} training samples, "
+                    f"fewer than one per class ({classes} classes)",
+                    f"use --train-fraction {lowest:g} or more, or 1 to train on all of them")
 
 
 def _fold_of(frame: pd.DataFrame, folds: int, rng: np.random.Generator) -> pd.Series:

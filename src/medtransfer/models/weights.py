@@ -79,27 +79,91 @@ def create_imagenet(timm_name: str, **kwargs) -> nn.Module:
                         f"({type(exc).__name__})", offline_message(timm_name)) from None
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a .safetensors or a .pth/.pt (weights_only=True: never unpickle code) and unwrap containers."""
+def read_tensors(path: Path) -> object:
+    """What a .safetensors or a .pth/.pt/.bin file holds; a pickle is read with weights_only=True, so code inside
+    it is never run, and one carrying more than tensors and containers is refused."""
+    import pickle
+
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(str(path), "holds pickled Python objects besides tensors; it was not unpickled, since "
+                        "unpickling can run code", "re-save it as a state dict of tensors "
+                        "(torch.save(model.state_dict(), PATH)) or as .safetensors, from a source you trust") from None
     except Exception as exc:  # any decoding failure is the user's file, not our bug
         raise UserError(str(path), f"cannot read checkpoint ({type(exc).__name__}: {str(exc)[:120]})",
                         "pass a .safetensors or a torch state dict saved with torch.save(model.state_dict())") from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint (never unpickling code) and unwrap training containers and wrapper prefixes."""
+    state = read_tensors(path)
     for key in CONTAINER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(str(path), "holds no flat state dict of tensors", "save model.state_dict()")
+    if not state:
+        raise UserError(str(path), "holds no tensors", "save model.state_dict()")
     for prefix in STRIP_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
     return state
+
+
+def check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor] | None, source: str) -> None:
+    """Weights the model keeps in floating point must be floating point (int32 or bool would be cast in silence)
+    and finite (NaN weights give NaN features, found only when scoring fails)."""
+    if expected is not None:
+        wrong = [k for k, v in expected.items() if k in state and v.is_floating_point()
+                 and not state[k].is_floating_point()]
+        if wrong:
+            dtypes = sorted({str(state[k].dtype).removeprefix("torch.") for k in wrong})
+            raise UserError(source, f"holds {'/'.join(dtypes)} tensors where the model's weights are floating point "
+                            f"({len(wrong)} tensor(s), first: {wrong[0]})", "pass the float weights "
+                            "(torch.save(model.float().state_dict())); a quantised or converted file cannot be loaded")
+    keys = [k for k in (expected if expected is not None else state) if k in state]
+    bad = [k for k in keys if state[k].is_floating_point() and not bool(torch.isfinite(state[k]).all())]
+    if bad:
+        count = sum(int((~torch.isfinite(state[k])).sum()) for k in bad)
+        raise UserError(source, f"holds {count} NaN or infinite value(s) in {len(bad)} tensor(s) (first: {bad[0]})",
+                        "pass weights saved before training diverged, or retrain with a lower learning rate")
+
+
+def load_run_weights(module: nn.Module, path: Path) -> None:
+    """Load weights a finished run saved: readable, every key and shape as the module's, float and finite."""
+    if not path.is_file():
+        raise UserError(str(path), "is missing from the run directory", "rerun the training (the run is incomplete)")
+    state = read_tensors(path)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(str(path), "holds no flat state dict of tensors", "rerun the training")
+    expected = module.state_dict()
+    problems = _fit_problems(state, expected, lambda k: False, lambda k: False)
+    if problems:
+        raise UserError(str(path), f"does not fit the run's model: {'; '.join(problems)}",
+                        "the run directory's files were changed or mixed up: rerun the training")
+    check_tensors(state, expected, str(path))
+    module.load_state_dict(state, strict=True)
+
+
+def _fit_problems(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], spare, optional) -> list[str]:
+    """Missing keys, unexpected keys and shape mismatches, a few of each named; spare/optional excuse keys."""
+    unexpected = [k for k in state if k not in expected and not spare(k)]
+    missing = [k for k in expected if k not in state and not optional(k)]
+    shapes = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    problems = []
+    if state and expected and not any(k in expected for k in state):
+        problems.append(f"none of its {len(state)} keys match (its first: {next(iter(state))}; the model's first: "
+                        f"{next(iter(expected))})")
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)):
+        if keys:
+            problems.append(f"{label} ({len(keys)}): {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}")
+    return problems
 
 
 def convert_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -126,16 +190,11 @@ def load_checkpoint(model: nn.Module, path: Path, classifier: str | tuple[str, .
     expected = model.state_dict()
     heads = (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
     heads += ("head", "fc", "classifier", "head.fc")
-    unexpected = [k for k in state if k not in expected and not any(k.startswith(h + ".") for h in heads)]
     # torchvision's published files predate BatchNorm's num_batches_tracked; it does not affect the features.
-    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
-    shapes = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in expected.items()
-              if k in state and state[k].shape != v.shape]
-    problems = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)):
-        if keys:
-            problems.append(f"{label} ({len(keys)}): {', '.join(keys[:4])}{' …' if len(keys) > 4 else ''}")
+    problems = _fit_problems(state, expected, lambda k: any(k.startswith(h + ".") for h in heads),
+                             lambda k: k.endswith(".num_batches_tracked"))
     if problems:
         raise UserError(str(path), f"does not fit {model.__class__.__name__}: {'; '.join(problems)}",
                         "pass a checkpoint of the same architecture (timm, torchvision or DINOv2 layout)")
+    check_tensors(state, expected, str(path))
     model.load_state_dict({k: state.get(k, v) for k, v in expected.items()}, strict=True)
