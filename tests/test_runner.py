@@ -244,3 +244,12 @@ def test_knn_probe_on_breastmnist_features_gives_a_result_with_a_ci(tmp_path, sh
     assert outcome.metrics["head_selection"]["k"] in (10, 20, 50) and outcome.metrics["n_test"] == 156
     history = pd.read_csv(outcome.run_dir / "history.csv")
     assert list(history["k"]) == [10, 20, 50]
+
+
+def test_non_finite_probabilities_are_refused_before_any_metric():
+    from medtransfer.errors import UserError
+    from medtransfer.runner import check_finite
+
+    check_finite({"val": np.full((3, 2), 0.5), "test": np.full((2, 2), 0.5)})
+    with pytest.raises(UserError, match="1 of 2 test predictions are NaN or inf"):
+        check_finite({"val": np.full((3, 2), 0.5), "test": np.array([[0.5, 0.5], [np.nan, 0.5]])})

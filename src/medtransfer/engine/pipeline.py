@@ -8,7 +8,6 @@ the uncached path feed the model exactly the same tensors and the GPU does the a
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,11 +76,6 @@ class CachedDataset(Dataset):
         rows = self.rows[np.asarray(positions)]
         images = torch.from_numpy(np.ascontiguousarray(self._images[rows]))
         return images, torch.from_numpy(self.targets[rows]), torch.from_numpy(rows)
-
-
-def default_workers() -> int:
-    """Half the cores, at most 8: decoding runs beside the model without starving it."""
-    return min(8, max(0, (os.cpu_count() or 1) // 2))
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, workers: int, device: torch.device,

@@ -1,0 +1,182 @@
+"""The torch half of a run: backbone, then cached features and a head, or fine-tuning; imported once the data is known
+good, so that bad input fails before torch and the models are loaded (seconds on a small machine)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from medtransfer.config import TrainConfig
+from medtransfer.data.table import SampleTable
+from medtransfer.engine.cache import cache_root
+from medtransfer.engine.device import pick_device, seed_everything
+from medtransfer.engine.features import cached_features, extract_table, feature_cache, feature_key
+from medtransfer.engine.finetune import Classifier, FinetuneSettings, finetune, predict_rows
+from medtransfer.engine.heads import HeadTraining, ProbeHead
+from medtransfer.engine.image_cache import cached_images
+from medtransfer.engine.knn import KNNProbe
+from medtransfer.engine.pipeline import DataPath
+from medtransfer.engine.sweep import HeadSweep
+from medtransfer.models.adapt import add_lora, enable_grad_checkpointing, freeze_blocks, frozen_norm_eval, merge_lora
+from medtransfer.models.backbone import Backbone, build_backbone
+from medtransfer.models.weights import check_weights_arg, weights_identity
+from medtransfer.progress import Reporter
+from medtransfer.rundir import RunWriter
+
+EVAL_SPLITS = ("val", "test")
+EXTRACT_BATCH_CUDA = 1024  # first try; halved on out-of-memory
+
+
+@dataclass
+class Fitted:
+    """What a mode hands to evaluation: val/test probabilities, the training record and the weights to save."""
+
+    probs: dict[str, np.ndarray]
+    history: list[dict]
+    best_epoch: int
+    tensors: dict[str, dict[str, torch.Tensor]]
+    timing: dict
+    extra: dict = field(default_factory=dict)  # mode-specific results for metrics.json (e.g. the head sweep)
+    resolved: dict = field(default_factory=dict)  # what the backbone resolved, for config.yaml
+
+    def save_weights(self, writer: RunWriter) -> None:
+        """The head's or the model's tensors as safetensors files of the run."""
+        for name, state in self.tensors.items():
+            save_file(state, str(writer.path(name)))
+
+
+def resource_use(backbone: Backbone, device: torch.device) -> dict:
+    """Parameters, and peak memory: CUDA allocator peak on GPU, else the process's peak resident set."""
+    n_params = sum(p.numel() for p in backbone.parameters())
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    # Float reductions depend on the thread count: recorded so a reproduction can match it.
+    return {"n_params": int(n_params), "peak_memory_mb": round(peak, 1), "threads": torch.get_num_threads()}
+
+
+
+def _data_path(cfg: TrainConfig, table: SampleTable, backbone: Backbone, device: torch.device,
+               reporter: Reporter) -> tuple[DataPath, dict]:
+    """Batches from the decoded-image cache (built on first use) or, with --no-image-cache, from the files."""
+    pre = backbone.preprocess
+    if not cfg.image_cache:
+        return DataPath(table, pre, device, cfg.workers), {}
+    with reporter.task(f"decode images ({pre.size}px)", len(table)) as advance:
+        path, timing = cached_images(cache_root(cfg.cache_dir), table, pre, cfg.workers, advance)
+    return DataPath(table, pre, device, cfg.workers, path), timing
+
+
+def _make_head(cfg: TrainConfig) -> ProbeHead | HeadSweep | KNNProbe:
+    if cfg.head == "knn":
+        return KNNProbe(select=cfg.select)
+    training = HeadTraining(kind=cfg.head, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
+                            schedule=cfg.schedule, select=cfg.select, patience=cfg.patience,
+                            balance=cfg.class_weights, seed=cfg.seed)
+    if cfg.head_sweep:
+        return HeadSweep(**asdict(training))
+    return ProbeHead(**asdict(training), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
+            device: torch.device, reporter: Reporter) -> Fitted:
+    key = feature_key(backbone, weights_identity(cfg.weights, backbone.timm_name, cfg.seed), table, device)
+    image_timing: dict = {}
+
+    def fill(out: np.ndarray) -> None:
+        images = cache_root(cfg.cache_dir) if cfg.image_cache else None
+        # Inference keeps no activations for backward: on a GPU far larger batches fit than for training.
+        batch = EXTRACT_BATCH_CUDA if device.type == "cuda" else max(cfg.batch_size, 64)
+        image_timing.update(extract_table(backbone, table, out, device, cfg.workers, batch, images,
+                                          lambda b: reporter.task(f"extract {backbone.timm_name} (batch {b})",
+                                                                  len(table))))
+
+    features, timing = cached_features(feature_cache(cache_root(cfg.cache_dir)), key,
+                                       (len(table), backbone.num_features), fill)
+    timing.update(image_timing)
+    if not timing["cache_hit"]:
+        timing["images_per_second"] = round(len(table) / max(timing["extract_seconds"], 1e-9), 2)
+    reporter.log(f"features: {'cache hit' if timing['cache_hit'] else 'extracted'} ({timing['cache_entry']})")
+    for warning in timing.get("cache_warnings", []) + timing.get("image_cache_warnings", []):
+        reporter.log(f"warning: {warning}")  # also kept in metrics.json's timing
+    y = table.frame["target"].to_numpy()
+    head = _make_head(cfg)
+    start = time.perf_counter()
+    train_x = np.asarray(features[rows["train"]], dtype=np.float32)  # heads train on features held in memory
+    head.fit(train_x, y[rows["train"]], features[rows["val"]], y[rows["val"]], len(table.classes))
+    timing["train_seconds"] = round(time.perf_counter() - start, 3)
+    probs = {s: head.predict_proba(features[rows[s]]) for s in EVAL_SPLITS}
+    name = "knn.safetensors" if cfg.head == "knn" else "head.safetensors"
+    # How a sweep or kNN chose its head goes into metrics.json: every (lr, weight decay) head, or every k.
+    extra = {"head_selection": {**head.choice_, "candidates": getattr(head, "table_", head.history_)}} \
+        if hasattr(head, "choice_") else {}
+    return Fitted(probs, head.history_, head.best_epoch_, {name: head.module_.state_dict()}, timing, extra)
+
+
+def _adapt(cfg: TrainConfig, backbone: Backbone) -> Callable[[], None] | None:
+    """Partial fine-tuning, LoRA and checkpointing; returns what keeps frozen norm layers frozen in training."""
+    if cfg.grad_checkpointing:
+        enable_grad_checkpointing(backbone)
+    if cfg.lora_rank:
+        add_lora(backbone, cfg.lora_rank)
+    if cfg.freeze_blocks is not None:
+        freeze_blocks(backbone, cfg.freeze_blocks)
+        return lambda: frozen_norm_eval(backbone)
+    return None
+
+
+def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
+              device: torch.device, reporter: Reporter) -> Fitted:
+    model = Classifier(backbone, len(table.classes), cfg.head)
+    train_mode = _adapt(cfg, backbone)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    settings = FinetuneSettings(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.optimizer, cfg.schedule,
+                                cfg.select, cfg.patience, cfg.class_weights, cfg.augment, cfg.seed, cfg.accumulate,
+                                cfg.compile)
+    data, timing = _data_path(cfg, table, backbone, device, reporter)
+    start = time.perf_counter()
+
+    def on_epoch(row: dict) -> None:
+        advance(1)
+        reporter.log(f"epoch {row['epoch']}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss "
+                     f"{row['val_loss']:.4f}, {cfg.select} {row['val_metric']:.4f} ({row['seconds']:.0f} s)")
+
+    with reporter.task("fine-tune epochs", cfg.epochs) as advance:
+        history, best = finetune(model, data, rows["train"], rows["val"], settings, on_epoch, train_mode)
+    seconds = time.perf_counter() - start
+    seen = len(rows["train"]) * len(history) + len(rows["val"]) * len(history)
+    timing |= {"train_seconds": round(seconds, 3), "images_per_second": round(seen / max(seconds, 1e-9), 2),
+               "train_images_per_second": round(float(np.median([h["train_images_per_second"] for h in history])), 2),
+               "n_trainable": int(trainable)}
+    probs = {s: predict_rows(model, data, rows[s], cfg.batch_size)[0] for s in EVAL_SPLITS}
+    if cfg.lora_rank:
+        merge_lora(backbone)  # plain timm keys again: `predict` rebuilds the model without peft
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return Fitted(probs, history, best, {"model.safetensors": state}, timing)
+
+
+def fit(cfg: TrainConfig, table: SampleTable, rows: dict[str, np.ndarray], reporter: Reporter) -> Fitted:
+    """Build the backbone and train the run's mode on the split rows; val/test probabilities and what was used."""
+    check_weights_arg(cfg.weights)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    backbone = build_backbone(cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.seed)
+    cfg = cfg.model_copy(update={"image_size": backbone.preprocess.size})
+    reporter.log(f"{table.source}: {len(table)} samples, {len(table.classes)} classes; "
+                 + ", ".join(f"{s} {len(r)}" for s, r in rows.items()) + f"; {backbone.timm_name} on {device}")
+    run_mode = _frozen if cfg.mode == "frozen" else _finetune
+    fitted = run_mode(cfg, backbone, table, rows, device, reporter)
+    fitted.timing.update(resource_use(backbone, device))
+    fitted.resolved = {"image_size": backbone.preprocess.size, "timm_name": backbone.timm_name,
+                       "preprocess": backbone.preprocess.as_dict(), "pooling_resolved": backbone.pooling,
+                       "weights_identity": weights_identity(cfg.weights, backbone.timm_name, cfg.seed)}
+    return fitted
