@@ -144,7 +144,7 @@ def run(smoke: bool = False) -> dict:
         metrics = runner.train(cfg).metrics
         totals[name].append(metrics["timing"]["total_seconds"])
         if name == "with hash pass":
-            records.append(metrics["duplicates"])
+            records.append({**metrics["duplicates"], "hash_seconds": metrics["timing"]["hash_seconds"]})
 
     def without() -> None:
         with mock.patch.object(runner, "_deduplicate", _no_hash_pass):
