@@ -65,6 +65,19 @@ def _no_hash_pass(cfg: TrainConfig, table, reporter) -> Deduplicated:
     return Deduplicated(table, scan, "warn", "benchmark baseline: not scanned")
 
 
+def distinct_rows(images: np.ndarray, max_correlation: float = 0.9) -> list[int]:
+    """Rows whose pixel correlation with every earlier kept row is below `max_correlation`: images "distinct" by a
+    measure independent of the perceptual hash, so that the hash can be tested on them."""
+    flat = images.reshape(len(images), -1).astype(float)
+    flat = (flat - flat.mean(1, keepdims=True)) / flat.std(1, keepdims=True)
+    corr = flat @ flat.T / flat.shape[1]
+    keep: list[int] = []
+    for i in range(len(images)):
+        if not keep or corr[i, keep].max() < max_correlation:
+            keep.append(i)
+    return keep
+
+
 def _distance(a: int, b: int) -> int:
     return int(np.bitwise_count(np.uint64(a) ^ np.uint64(b)))
 
@@ -97,13 +110,7 @@ def threshold_evidence(shared: Path) -> dict:
             distances[name].append(_distance(code, pixel_hashes(make(Image.fromarray(pixels)))[1]))
     data = np.load(shared / "medmnist" / "breastmnist.npz")
     breast = np.concatenate([data[f"{s}_images"] for s in ("train", "val", "test")])
-    flat = breast.reshape(len(breast), -1).astype(float)
-    flat = (flat - flat.mean(1, keepdims=True)) / flat.std(1, keepdims=True)
-    corr = flat @ flat.T / flat.shape[1]
-    keep: list[int] = []
-    for i in range(len(breast)):
-        if not keep or corr[i, keep].max() < 0.9:
-            keep.append(i)
+    keep = distinct_rows(breast)
     small = {"upscaled to 224": lambda im: np.asarray(im.resize((224, 224), Image.Resampling.BILINEAR)),
              "resized 21x21": lambda im: np.asarray(im.resize((21, 21), Image.Resampling.LANCZOS)),
              "jpeg q75": lambda im: jpeg(im, 75)}

@@ -178,7 +178,7 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> Outcome:
         metrics = _evaluate(cfg, table, frame, rows, fitted.probs, reporter)
         timing["eval_seconds"] = round(time.perf_counter() - eval_start, 3)
         timing["total_seconds"] = round(time.perf_counter() - started, 3)
-        timing["hash_seconds"] = duplicates.pop("hash_seconds")  # durations live in timing, results outside it
+        timing["hash_seconds"] = dedup.scan.seconds
         metrics.update({"n_train": int(len(rows["train"])), "n_val": int(len(rows["val"])),
                         "n_test": int(len(rows["test"])), "classes": table.classes, "best_epoch": fitted.best_epoch,
                         "notes": table.notes, "timing": timing, "duplicates": duplicates,

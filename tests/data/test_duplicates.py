@@ -152,13 +152,9 @@ def _distinct_breastmnist(path: Path, n: int) -> np.ndarray:
     """
     data = np.load(path)
     images = np.concatenate([data[f"{s}_images"] for s in ("train", "val", "test")])
-    flat = images.reshape(len(images), -1).astype(float)
-    flat = (flat - flat.mean(1, keepdims=True)) / flat.std(1, keepdims=True)
-    corr = flat @ flat.T / flat.shape[1]
-    keep: list[int] = []
-    for i in range(len(images)):
-        if not keep or corr[i, keep].max() < 0.9:
-            keep.append(i)
+    from bench.dedup_cost import distinct_rows
+
+    keep = distinct_rows(images)
     assert len(keep) >= n
     return images[keep[:n]]
 

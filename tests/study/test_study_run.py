@@ -72,7 +72,7 @@ def assert_same_results(a: dict[str, dict], b: dict[str, dict]) -> None:
     fa, fb = flat(a), flat(b)
     assert fa.keys() == fb.keys()
     for key, value in fa.items():
-        if key.endswith("_seconds"):  # a duration recorded outside the timing block (e.g. duplicates.hash_seconds)
+        if key.endswith("_seconds"):  # durations differ between any two runs
             continue
         if isinstance(value, float) and isinstance(fb[key], float):
             assert fb[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key

@@ -277,7 +277,7 @@ def describe(scan: DuplicateScan, splits: np.ndarray, action: Action = "warn", e
               "exact": exact, "near": near, "across_splits": _across(exact) + _across(near),
               "clusters": int(sum(np.bincount(scan.clusters()) > 1)) if len(scan.pairs) else 0,
               "examples": _examples(scan, splits), "action": action,
-              "hash_seconds": scan.seconds, "cache_hit": scan.cache_hit}
+              "cache_hit": scan.cache_hit}
     if effect:
         record["effect"] = effect
     if dropped is not None:
