@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from bench.common import alternate, breastmnist_64, device, summary
 from medtransfer.config import TrainConfig
 from medtransfer.data.splits import SplitPlan, assign_splits
-from medtransfer.datasets import load_table
+from medtransfer.data.load import load_table
 from medtransfer.engine.heads import HeadModule
 from medtransfer.engine.optim import BestEpoch, build_optimizer, build_schedule
 from medtransfer.engine.pipeline import DataPath, InputPipeline

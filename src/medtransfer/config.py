@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Literal, get_type_hints
+from typing import Literal, TypeVar, get_type_hints
 
 from pydantic import ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
@@ -157,3 +157,16 @@ def parse_config(values: dict, origin: str = "options") -> TrainConfig:
             where = ".".join(str(p) for p in err["loc"]) or "config"
             problems.append(f"{where}: {err['msg']}")
         raise UserError(origin, "; ".join(problems), "fix these settings (see `medtransfer train --help`)") from None
+
+
+T = TypeVar("T")
+
+
+def from_config(cls: type[T], cfg: TrainConfig, **given: object) -> T:
+    """An engine settings dataclass built from the run configuration by field name: every field of `cls` that is not
+    `given` is the config's value of the same name, so each default lives in TrainConfig alone."""
+    names = [f.name for f in fields(cls) if f.name not in given]
+    unknown = [n for n in names if n not in TrainConfig.model_fields]
+    if unknown:  # a programming error, not bad input: the settings class and the config have drifted apart
+        raise TypeError(f"{cls.__name__} fields {unknown} are not TrainConfig fields; pass them explicitly")
+    return cls(**{n: getattr(cfg, n) for n in names}, **given)

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.table import Table
 
 from medtransfer.progress import Reporter
-from medtransfer.report_table import cell
+from medtransfer.cli.render import cell
 from medtransfer.study.run import StudyOutcome, run_study
 
 

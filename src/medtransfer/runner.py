@@ -14,7 +14,7 @@ from medtransfer.config import TrainConfig, task_name
 from medtransfer.data.duplicates import Deduplicated, apply_dedup, hash_workers, log_line, scan_table
 from medtransfer.data.splits import assign_splits, missing_classes
 from medtransfer.data.table import SampleTable
-from medtransfer.datasets import load_table, split_plan
+from medtransfer.data.load import load_table, split_plan
 from medtransfer.engine.cache import cache_root
 from medtransfer.engine.workers import default_workers
 from medtransfer.errors import UserError

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from medtransfer.data.splits import assign_splits
-from medtransfer.datasets import load_table, split_plan
+from medtransfer.data.load import load_table, split_plan
 from medtransfer.errors import UserError
 from medtransfer.models.catalog import resolve
 from medtransfer.models.weights import check_weights_arg

@@ -15,7 +15,7 @@ import yaml
 from helpers import run_cli, write_class_folder
 
 from medtransfer.config import parse_config
-from medtransfer.datasets import load_table, volume_options
+from medtransfer.data.load import load_table, volume_options
 from medtransfer.errors import UserError
 
 

@@ -83,7 +83,7 @@ def train(
 
     cfg = parse_config(values, "medtransfer train")  # before torch is imported: a bad option fails in a blink
     from medtransfer.progress import Reporter
-    from medtransfer.report_table import print_metrics
+    from medtransfer.cli.render import print_metrics
     from medtransfer.runner import train as run_train
 
     reporter = Reporter(quiet)
@@ -145,7 +145,7 @@ def inspect(
 ) -> None:
     """Counts per split, class and group; image sizes and channels; problems found (volumes: a contact sheet)."""
     from medtransfer.config import parse_config
-    from medtransfer.datasets import load_table, volume_options, volume_root
+    from medtransfer.data.load import load_table, volume_options, volume_root
     from medtransfer.data.npz_volumes import describe_npz_volumes, is_npz_volumes
     from medtransfer.inspection import inspect_table, render, render_npz_volumes, render_volumes
 
@@ -196,7 +196,7 @@ def predict(
 @app.command()
 def backbones() -> None:
     """The catalog, and whether each one's ImageNet/DINOv2 weights are available offline."""
-    from medtransfer.report_table import print_catalog
+    from medtransfer.cli.render import print_catalog
 
     print_catalog()
 
