@@ -11,16 +11,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000, UID, ExplicitVRLittleEndian, generate_uid
 
-import medtransfer.data.dicom as dicom
-from medtransfer.data.dicom import (
-    Series,
-    find_series,
-    is_dicom,
-    match_modalities,
-    read_radiograph,
-    read_volume,
-)
+import medtransfer.data.dicom_files as dicom_files
+from medtransfer.data.dicom_series import Series, find_series, match_modalities, read_volume
+from medtransfer.data.file_kinds import is_dicom
 from medtransfer.data.images import FileReader
+from medtransfer.data.radiograph import read_radiograph
 from medtransfer.errors import UserError
 
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -216,7 +211,7 @@ def test_undecodable_jpeg2000_says_which_plugin_is_missing(tmp_path, monkeypatch
         is_available = False
         missing_dependencies = ["pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-openjpeg>=2.0"]
 
-    monkeypatch.setattr(dicom, "get_decoder", lambda uid: NoPlugins())
+    monkeypatch.setattr(dicom_files, "get_decoder", lambda uid: NoPlugins())
     with pytest.raises(UserError, match=r"j2k\.dcm: no installed plugin decodes .*pylibjpeg-openjpeg"):
         read_radiograph(path)
 

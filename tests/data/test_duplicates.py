@@ -14,16 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medtransfer.data.duplicates import (
-    NEAR_THRESHOLD,
-    apply_dedup,
-    exact_pairs,
-    near_pairs,
-    pixel_hashes,
-    scan_table,
-)
+from medtransfer.data.dedup import apply_dedup
+from medtransfer.data.duplicate_hashes import pixel_hashes
+from medtransfer.data.duplicate_scan import NEAR_THRESHOLD, exact_pairs, near_pairs, scan_table
 from medtransfer.data.folder import load_folder
 from medtransfer.data.splits import SplitPlan, assign_splits
+
+from helpers import default_settings
 
 CONSOLE = Path(sys.executable).with_name("medtransfer")  # the installed console script
 
@@ -109,7 +106,7 @@ def test_hashes_are_cached_and_a_second_scan_agrees(tmp_path):
 
 
 def test_the_hash_pool_gives_the_hashes_of_the_serial_pass(tmp_path):
-    from medtransfer.data.duplicates import compute_hashes
+    from medtransfer.data.duplicate_hashes import compute_hashes
 
     planted_folder(tmp_path / "data", per_class=70)  # enough rows to start worker processes
     table = load_folder(tmp_path / "data")
@@ -192,13 +189,14 @@ def test_group_keeps_every_planted_copy_in_one_carved_split(tmp_path, seed):
     table = load_folder(tmp_path / "data")
     assert table.frame["split"].isna().all()
     done = apply_dedup(table, scan_table(table, None, workers=0), "group")
-    frame = assign_splits(done.table, SplitPlan(test_fraction=0.3, val_fraction=0.3, seed=seed))
+    frame = assign_splits(done.table, default_settings(SplitPlan, test_fraction=0.3, val_fraction=0.3, split_seed=seed))
     split = _row_split(frame)
     assert all(split[a] == split[b] for a, b, _ in planted)
     record = done.record(frame)
     assert record["across_splits"] == 0 and record["exact_pairs"] + record["near_pairs"] == len(planted)
     # Without grouping, carving does separate copies for some seed (the leak the option closes).
-    plain = [assign_splits(table, SplitPlan(test_fraction=0.3, val_fraction=0.3, seed=s)) for s in range(6)]
+    plain = [assign_splits(table, default_settings(SplitPlan, test_fraction=0.3, val_fraction=0.3, split_seed=s))
+             for s in range(6)]
     assert any(_row_split(f)[a] != _row_split(f)[b] for f in plain for a, b, _ in planted)
 
 
@@ -243,7 +241,7 @@ def test_drop_keeps_one_copy_of_each_cluster_preferring_train(tmp_path):
     assert done.dropped == {"val": 2, "test": 4}
     again = scan_table(done.table, None, workers=0)
     assert len(again.pairs) == 0
-    record = done.record(assign_splits(done.table, SplitPlan()))
+    record = done.record(assign_splits(done.table, default_settings(SplitPlan)))
     rank = {"train": 0, "val": 1, "test": 2}
     expected = {max((a, b), key=lambda x: rank[x.split("/")[0]]) for a, b, _ in planted}
     assert kept.isdisjoint(expected) and len(expected) == 6

@@ -4,29 +4,18 @@ errors naming the file."""
 from __future__ import annotations
 
 import os
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import png_header_only
+
 from medtransfer.data.images import MAX_PIXELS, check_headers, header_problems, is_image, read_image, require_readable
 from medtransfer.data.table import to_rgb
 from medtransfer.errors import UserError
-
-
-def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header claims width×height, with a few rows of data: cheap to write, huge to decode."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
-                     + chunk(b"IEND", b""))
-    return path
 
 
 def _refusal(path: Path) -> str:

@@ -38,17 +38,17 @@ def test_image_sources_ignore_volume_settings():
     assert len(table) == 20
 
 
-def test_run_defaults_equal_the_volume_reader_defaults():
-    """The two declarations (boundary config, data-layer options) must not drift apart."""
-    from dataclasses import fields
+def test_volume_options_are_declared_once_in_the_config():
+    """The data-layer options are the config's fields by name, with no defaults of their own to drift apart."""
+    from dataclasses import MISSING, fields
 
     from medtransfer.config import TrainConfig
     from medtransfer.data.volume_options import VolumeOptions
 
-    shared = [f for f in fields(VolumeOptions) if f.name in TrainConfig.model_fields and f.name != "modalities"]
-    assert len(shared) == 7
-    for f in shared:
-        assert TrainConfig.model_fields[f.name].default == f.default, f.name
+    options = fields(VolumeOptions)
+    assert len(options) == 8 and all(f.name in TrainConfig.model_fields for f in options)
+    assert all(f.default is MISSING and f.default_factory is MISSING for f in options)
+    assert VolumeOptions.default() == volume_options(parse_config({"data": "/v"}))
 
 
 # ---- image folders: --split-dirs reaches the folder reader; split folders are never classes -------------------

@@ -12,7 +12,7 @@ from medtransfer.data.contact_sheet import _sheet_rows, contact_sheet
 from medtransfer.data.npz import load_npz
 from medtransfer.data.npz_volumes import NPZ_MODALITY, describe_npz_volumes, is_npz_volumes, is_volume_shape
 from medtransfer.data.volume_options import VolumeOptions
-from medtransfer.data.volumes import normalise
+from medtransfer.data.volume_slices import normalise
 from medtransfer.errors import UserError
 
 COUNTS = {"train": 20, "val": 6, "test": 6}
@@ -33,7 +33,7 @@ def write_volumes(path: Path, side: int = 28, counts: dict[str, int] = COUNTS, s
 
 
 def options(**given) -> VolumeOptions:
-    return VolumeOptions(**{"modalities": NPZ_MODALITY, "slices": "center:4"} | given)
+    return VolumeOptions.default(**{"modalities": NPZ_MODALITY, "slices": "center:4"} | given)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from medtransfer.evaluation.bootstrap import (
     summarise_draws,
 )
 from medtransfer.evaluation.metrics import compute_metrics
-from medtransfer.evaluation.weighted import CHUNK
+from medtransfer.evaluation.resampled import CHUNK
 
 
 def simulated_classifier(rng: np.random.Generator, n: int, accuracy: float) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from medtransfer.atomic import atomic_path
 from medtransfer.data.table import SampleTable
 
 
@@ -78,7 +78,6 @@ def contact_sheet(table: SampleTable, out_png: Path, per_patient: int = 4, max_p
     fig.suptitle(f"{table.source}: {len(table)} samples", fontsize=9)
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_png.with_name(out_png.name + ".partial")
-    fig.savefig(partial, dpi=100, format="png")
-    os.replace(partial, out_png)  # a crash never leaves a half-written sheet under the real name
+    with atomic_path(out_png) as partial:  # a crash never leaves a half-written sheet under the real name
+        fig.savefig(partial, dpi=100, format="png")
     return out_png

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import nibabel as nib
 
-from medtransfer.data.dicom import find_series, is_dicom, match_modalities, read_volume
+from medtransfer.data.dicom_series import find_series, match_modalities, read_volume
+from medtransfer.data.file_kinds import is_dicom
 from medtransfer.errors import UserError
 from medtransfer.hashing import files_fingerprint
 from medtransfer.leftovers import remove_stale_staging

@@ -14,10 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medtransfer.data.file_kinds import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from medtransfer.errors import UserError
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"})
-DICOM_SUFFIXES = (".dcm", ".dicom")
 
 # PIL's own decompression-bomb threshold (about 89 megapixels); PIL only warns below twice that, we refuse at it,
 # from the header, before a single pixel is decoded.
@@ -47,7 +45,7 @@ def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to uint8 (H,W) or (H,W,3); 16-bit data is rescaled, not clipped; DICOM radiographs
     get their rescale, VOI/window and MONOCHROME1 inversion."""
     if str(path).lower().endswith(DICOM_SUFFIXES):
-        from medtransfer.data.dicom import read_radiograph
+        from medtransfer.data.radiograph import read_radiograph  # pydicom only when a DICOM file comes
 
         return read_radiograph(path)
     with _open_checked(Path(path)) as img:
@@ -154,7 +152,7 @@ def header_problems(paths: list[Path]) -> list[tuple[str, str, str]]:
     bad = []
     for path in paths:
         if str(path).lower().endswith(DICOM_SUFFIXES):
-            if not _dicom_header_ok(path):
+            if not _dicom_header_ok(Path(path)):
                 bad.append((str(path), "unreadable DICOM file", UNREADABLE_FIX))
             continue
         found = _open_problem(Path(path))
@@ -171,13 +169,9 @@ def check_headers(paths: list[Path]) -> list[str]:
 
 
 def _dicom_header_ok(path: Path) -> bool:
-    import pydicom
+    from medtransfer.data.dicom_files import header_ok  # pydicom only when a DICOM file comes
 
-    try:
-        pydicom.dcmread(path, stop_before_pixels=True)
-        return True
-    except (pydicom.errors.InvalidDicomError, OSError, ValueError, EOFError):
-        return False
+    return header_ok(path)
 
 
 def require_readable(paths: list[Path], source: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from medtransfer.config import TrainConfig
+from medtransfer.config import TrainConfig, from_config
 from medtransfer.data.dicom_volumes import convert_dicom_tree, holds_dicom
 from medtransfer.data.manifest import ManifestColumns
 from medtransfer.data.npz_volumes import NPZ_MODALITY
@@ -36,8 +36,7 @@ def load_table(cfg: TrainConfig) -> SampleTable:
 
 def split_plan(cfg: TrainConfig) -> SplitPlan:
     """How a run's data is split: carved with the split seed, which stays fixed when only the training seed varies."""
-    return SplitPlan(cfg.test_fraction, cfg.val_fraction, cfg.train_fraction, cfg.split_seed, cfg.folds, cfg.fold,
-                     allow_missing_classes=cfg.allow_missing_classes)
+    return from_config(SplitPlan, cfg)
 
 
 def volume_options(cfg: TrainConfig, modalities: tuple[str, ...] = ()) -> VolumeOptions:

@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.data.npz_members import check_labels, read_member
 from medtransfer.data.table import SampleTable
 from medtransfer.data.volume_options import VolumeOptions, parse_slices
-from medtransfer.data.volumes import apply_window, center_slices, intensity_window, nonzero_slices, plane_slice
+from medtransfer.data.volume_slices import apply_window, center_slices, intensity_window, nonzero_slices, plane_slice
 from medtransfer.errors import UserError
 from medtransfer.hashing import file_digest
 
@@ -151,10 +152,6 @@ def _chosen(volume: np.ndarray, kind: str, count: int, file_axis: int) -> tuple[
 def load_npz_volumes(path: Path, data: np.lib.npyio.NpzFile, splits: Sequence[str],
                      options: VolumeOptions) -> SampleTable:
     """One row per slice of every volume, grouped by volume, in the file's own splits; pixels read lazily."""
-    # npz.py imports this module, so its readers are imported here: one member reader and one label check for
-    # 2D and 3D files (object arrays never unpickled; float, negative and text labels refused alike).
-    from medtransfer.data.npz import check_labels, read_member
-
     _check_options(path, options)
     kind, count = parse_slices(options.slices)
     file_axis = 2 - options.axis  # RAS axis of the view (x: W, y: H, z: D) → axis of a (D, H, W) volume

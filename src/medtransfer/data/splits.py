@@ -14,22 +14,25 @@ from medtransfer.errors import UserError
 UNUSED = "unused"  # rows dropped by --train-fraction
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SplitPlan:
-    """How to split: test is a fraction of all data, val a fraction of what remains for training."""
+    """How to split: test is a fraction of all data, val a fraction of what remains for training.
 
-    test_fraction: float = 0.2
-    val_fraction: float = 0.2
-    train_fraction: float = 1.0
-    seed: int = 0
-    folds: int = 0  # >= 2: k-fold cross-validation with `fold` held out
-    fold: int = 0
-    allow_missing_classes: bool = False  # a class too rare for some split is left out there (a warning), not refused
+    Fields are named as TrainConfig's, which holds their defaults: build it with `config.from_config`.
+    """
+
+    test_fraction: float
+    val_fraction: float
+    train_fraction: float
+    split_seed: int
+    folds: int  # >= 2: k-fold cross-validation with `fold` held out
+    fold: int
+    allow_missing_classes: bool  # a class too rare for some split is left out there (a warning), not refused
 
 
 def group_keys(frame: pd.DataFrame) -> pd.Series:
     """The unit that must stay together: the group when given, else the sample itself; with --dedup group, the
-    groups merged with the duplicate clusters (`split_group`, from data/duplicates.py)."""
+    groups merged with the duplicate clusters (`split_group`, from data/dedup.py)."""
     if "split_group" in frame.columns:
         return frame["split_group"]
     return frame["group"].where(frame["group"].notna(), "sample:" + frame["sample_id"].astype(str))
@@ -89,7 +92,7 @@ def missing_classes(frame: pd.DataFrame, classes: list[str]) -> dict[str, list[s
 def assign_splits(table: SampleTable, plan: SplitPlan) -> pd.DataFrame:
     """Return the table's frame with every row's split set (train/val/test, or unused)."""
     frame = table.frame.copy()
-    rng = np.random.default_rng(plan.seed)
+    rng = np.random.default_rng(plan.split_seed)
     given = frame["split"].notna()
     if given.any() and not given.all():
         raise UserError(table.source, f"{int((~given).sum())} rows have no split while others do",

@@ -1,16 +1,20 @@
-"""How a NIfTI set becomes 2D samples: the volume options, validated; no imaging libraries, so config can use it."""
+"""How a NIfTI set becomes 2D samples: the volume options' choices and rules, and the validated options the volume
+readers take. No imaging libraries, so config can use it; the options are declared (defaults, help) in TrainConfig."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from medtransfer.errors import UserError
 
 # Array axis of each plane once a volume is reoriented to RAS (x: left→Right, y: posterior→Anterior, z: up).
 PLANE_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
-MODES = ("fused", "separate")
-NORMALIZERS = ("percentile", "zscore")
+ModalityMode = Literal["fused", "separate"]
+Plane = Literal["axial", "coronal", "sagittal"]  # PLANE_AXIS's keys (a test keeps the two equal)
+Normalizer = Literal["percentile", "zscore"]
+SEG_NAME = "seg"  # the segmentation's file name in a patient folder: never an image modality
 
 
 def parse_slices(text: str) -> tuple[str, int]:
@@ -24,27 +28,61 @@ def parse_slices(text: str) -> tuple[str, int]:
                     "write e.g. center:16, all-nonzero or tumor:8")
 
 
-@dataclass(frozen=True)
-class VolumeOptions:
-    """How a NIfTI set becomes 2D samples: modalities (channel order), slice rule, plane, normalisation, labels."""
+def check_pattern(pattern: str) -> str:
+    """The file name pattern, if it names {modality} and at most {case}; else a UserError."""
+    try:
+        if "{modality}" not in pattern:
+            raise KeyError("modality")
+        pattern.format(case="c", modality="m")
+    except (KeyError, IndexError, ValueError):
+        raise UserError(f"pattern {pattern!r}", "must name {modality} and may name {case}, nothing else",
+                        "write e.g. {case}_{modality}.nii.gz") from None
+    return pattern
 
-    modalities: tuple[str, ...] = ("t1post", "t2", "flair")
-    modality_mode: Literal["fused", "separate"] = "fused"
-    slices: str = "center:16"
-    plane: Literal["axial", "coronal", "sagittal"] = "axial"
-    normalize: Literal["percentile", "zscore"] = "percentile"
-    labels_csv: str | None = None
-    skip_incomplete: bool = False
-    pattern: str = "{case}_{modality}.nii.gz"
-    seg_name: str = "seg"
+
+def modality_problems(modalities: Sequence[str], mode: ModalityMode) -> list[UserError]:
+    """What is wrong with a list of modalities for a modality mode: repeats, the segmentation, a channel count."""
+    names = [m.lower() for m in modalities]
+    listed = ",".join(modalities)
+    checks = [
+        (len(set(names)) < len(names), UserError(f"modalities {listed}", "repeat a name (names ignore case)",
+                                                 "list each modality once")),
+        (SEG_NAME in names, UserError(f"modality {SEG_NAME!r}", "is the segmentation, not an image",
+                                      "list image modalities only; tumor:K finds the seg file itself")),
+        (mode == "fused" and len(names) not in (1, 3), UserError(
+            f"modalities {listed}", f"fused mode makes 1 (grey) or 3 (RGB) channels, not {len(names)}",
+            "list 1 or 3 modalities, or use separate mode")),
+    ]
+    return [error for bad, error in checks if bad]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeOptions:
+    """How a NIfTI set becomes 2D samples: modalities (channel order), slice rule, plane, normalisation, labels.
+
+    Built from a validated TrainConfig (data.load.volume_options), so it checks nothing itself."""
+
+    modalities: tuple[str, ...]
+    modality_mode: ModalityMode
+    slices: str
+    plane: Plane
+    normalize: Normalizer
+    labels_csv: str | None
+    skip_incomplete: bool
+    pattern: str
+    seg_name: ClassVar[str] = SEG_NAME
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))  # a list from YAML or the CLI is fine too
-        problems = _option_problems(self)
-        if len(problems) == 1:
-            raise problems[0]
-        if problems:
-            raise UserError("volume options", "; ".join(p.line() for p in problems), "fix each listed option")
+
+    @classmethod
+    def default(cls, **given: Any) -> VolumeOptions:
+        """The run defaults (TrainConfig's) with `given` changed, validated as a run's settings are."""
+        from medtransfer.config import from_config, parse_config  # config imports this module's rules
+
+        modalities = tuple(given.pop("modalities", ()))
+        cfg = parse_config({"data": "volumes", "modalities": list(modalities) or None, **given}, "volume options")
+        return from_config(cls, cfg, modalities=modalities)
 
     @property
     def fused(self) -> bool:
@@ -55,37 +93,3 @@ class VolumeOptions:
     def axis(self) -> int:
         """The RAS array axis the slices are taken along."""
         return PLANE_AXIS[self.plane]
-
-
-def _option_problems(opts: VolumeOptions) -> list[UserError]:
-    names = [m.lower() for m in opts.modalities]
-    checks = [
-        (not names, UserError("modalities", "none given", "name one or three, e.g. t1post,t2,flair")),
-        (len(set(names)) < len(names), UserError(f"modalities {opts.modalities}", "repeat a name (names ignore case)",
-                                                 "list each modality once")),
-        (opts.seg_name.lower() in names, UserError(f"modality {opts.seg_name!r}", "is the segmentation, not an image",
-                                                   "list image modalities only; tumor:K finds the seg file itself")),
-        (opts.modality_mode not in MODES, UserError(f"modality mode {opts.modality_mode!r}", "is unknown",
-                                                    f"use one of {', '.join(MODES)}")),
-        (opts.fused and len(names) not in (0, 1, 3), UserError(
-            f"modalities {','.join(opts.modalities)}", f"fused mode makes 1 (grey) or 3 (RGB) channels, not {len(names)}",
-            "list 1 or 3 modalities, or use separate mode")),
-        (opts.plane not in PLANE_AXIS, UserError(f"plane {opts.plane!r}", "is unknown", f"use one of {', '.join(PLANE_AXIS)}")),
-        (opts.normalize not in NORMALIZERS, UserError(f"normalize {opts.normalize!r}", "is unknown",
-                                                      f"use one of {', '.join(NORMALIZERS)}")),
-    ]
-    problems = [error for bad, error in checks if bad]
-    try:
-        parse_slices(opts.slices)
-    except UserError as exc:
-        problems.append(exc)
-    try:
-        if "{modality}" not in opts.pattern:
-            raise KeyError("modality")
-        opts.pattern.format(case="c", modality="m")
-    except (KeyError, IndexError, ValueError):
-        problems.append(UserError(f"pattern {opts.pattern!r}", "must name {modality} and may name {case}, nothing else",
-                                  "write e.g. {case}_{modality}.nii.gz"))
-    return problems
-
-

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medtransfer.evaluation.metrics import compute_metrics
-from medtransfer.evaluation.weighted import CHUNK, metrics_for_counts
+from medtransfer.evaluation.resampled import CHUNK, metrics_for_counts
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,7 @@ from sklearn.metrics import (
 )
 
 from medtransfer.evaluation.calibration import calibration_fit_for_counts, debiased_ece
-
-# Scalar metric names in display order. A dict holds only those that apply: binary-only metrics (auprc,
-# sensitivity ... npv, calibration_*) for two classes, kappa_quadratic with ordinal=True. It also holds
-# recall_c{k} for every class k, which is not listed here.
-METRICS = ("accuracy", "balanced_accuracy", "auroc", "auprc", "precision_weighted", "recall_weighted",
-           "f1_weighted", "f1_macro", "kappa", "kappa_quadratic", "sensitivity", "specificity", "ppv", "npv",
-           "brier", "ece", "calibration_slope", "calibration_intercept")
+from medtransfer.evaluation.metric_registry import METRICS
 
 
 # The binary argmax rule as a threshold: p1 >= this is p1 > p0, a tie at 0.5 going to class 0 as argmax's does.
@@ -63,19 +57,6 @@ def youden_threshold(y: np.ndarray, prob: np.ndarray) -> float:
     scaled = np.rint(tpr * n_pos) * n_neg - np.rint(fpr * n_neg) * n_pos
     # the first point (threshold +inf) calls nothing positive; thresholds decrease, argmax takes the first maximum
     return float(thresholds[1:][np.argmax(scaled[1:])])
-
-
-SIGNED = ("kappa", "kappa_quadratic")  # agreement beyond chance: -1 to 1
-UNBOUNDED = ("calibration_slope", "calibration_intercept")
-
-
-def metric_range(name: str) -> tuple[float, float]:
-    """Where a metric can lie: shares in [0, 1], kappas in [-1, 1], the multi-class Brier score in [0, 2]."""
-    if name in UNBOUNDED:
-        return -np.inf, np.inf
-    if name in SIGNED:
-        return -1.0, 1.0
-    return (0.0, 2.0) if name == "brier" else (0.0, 1.0)
 
 
 def class_counts(y: np.ndarray, n_classes: int) -> list[int]:

@@ -13,12 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from medtransfer.evaluation.bootstrap import BootstrapSpec, draw_metrics, summarise_draws
-from medtransfer.evaluation.metrics import compute_metrics, metric_range
+from medtransfer.evaluation.metric_registry import metric_range
+from medtransfer.evaluation.metrics import compute_metrics
 
-# Where each metric can lie: the seed term can push a draw past a bound the metric never crosses, and cutting
-# there keeps coverage (the truth is inside). Metrics not named here are not cut.
 SEED_STREAM = 1  # the seed-term draws get their own stream, so the test resamples equal draw_metrics' alone
-UNITS = {"group": "patients", "sample": "images"}  # metrics.json's bootstrap unit, as a caption says it
+UNITS = {"group": "patients", "sample": "images"}  # a run's recorded bootstrap unit, as a caption says it
 
 
 def seed_sd(points: np.ndarray, draws: np.ndarray) -> float:

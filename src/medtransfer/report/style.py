@@ -9,11 +9,12 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from medtransfer.evaluation.metric_registry import METRIC_REGISTRY
+
 DPI = 120
-METRIC_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "auroc": "AUROC",
-                "precision_weighted": "Precision (weighted)", "recall_weighted": "Recall (weighted)",
-                "f1_weighted": "F1 (weighted)", "f1_macro": "F1 (macro)", "kappa": "Cohen's kappa", "ece": "ECE",
-                "val_auroc": "Val AUROC", "val_accuracy": "Val accuracy", "val_loss": "Val loss"}
+# Test metrics by their declared labels, and the validation metrics runs select their epochs on.
+METRIC_NAMES = {name: METRIC_REGISTRY.get(name).label for name in METRIC_REGISTRY} | {
+    "val_auroc": "Val AUROC", "val_accuracy": "Val accuracy", "val_loss": "Val loss"}
 MODE_COLOURS = {"frozen": "#1f77b4", "finetune": "#ff7f0e"}
 
 

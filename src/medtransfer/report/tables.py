@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from medtransfer.evaluation.metric_registry import METRIC_REGISTRY, more_metrics, paper_metrics, patient_metrics
 from medtransfer.report.render import DASH, Table, ci_cell, fmt_number, latex_document, to_latex, to_markdown
-
-MAIN_METRICS = {"Accuracy": "accuracy", "Precision": "precision_weighted", "Recall": "recall_weighted",
-                "F1": "f1_weighted", "AUROC": "auroc"}
-PLAIN = {"brier", "calibration_slope", "calibration_intercept"}  # not shares: shown as numbers, not percent
-MORE_METRICS = {"Balanced acc.": "balanced_accuracy", "F1 macro": "f1_macro", "Kappa": "kappa",
-                "Quadratic kappa": "kappa_quadratic", "AUPRC": "auprc", "Sensitivity": "sensitivity",
-                "Specificity": "specificity", "PPV": "ppv", "NPV": "npv", "Brier": "brier", "ECE": "ece",
-                "Cal. slope": "calibration_slope", "Cal. intercept": "calibration_intercept"}
+from medtransfer.rundir import METRICS_FILE
 
 
 def freeze_label(mode: str, head: str | None) -> str:
@@ -39,8 +34,14 @@ def best_rows(agg: pd.DataFrame, metric: str = "val_auroc") -> pd.Series:
     for _, rows in agg.groupby("task"):
         values = rows[metric].astype(float)
         if values.notna().any():
-            best[values.idxmin() if metric.endswith("loss") else values.idxmax()] = True
+            best[values.idxmin() if _lower_is_better(metric) else values.idxmax()] = True
     return best
+
+
+def _lower_is_better(metric: str) -> bool:
+    """A validation loss, or a val_ metric declared lower-is-better (val_auroc and val_accuracy are not)."""
+    name = metric.removeprefix("val_")
+    return metric.endswith("loss") or (name in METRIC_REGISTRY and METRIC_REGISTRY.get(name).higher_is_better is False)
 
 
 def _selection_metric(agg: pd.DataFrame) -> str:
@@ -60,11 +61,11 @@ def _with_folds(agg: pd.DataFrame) -> bool:
     return "n_folds" in agg and bool((agg["n_folds"] >= 2).any())
 
 
-def result_table(agg: pd.DataFrame, metrics: dict[str, str], what: str, bold_best: bool = True) -> Table:
+def result_table(agg: pd.DataFrame, names: Sequence[str], what: str, bold_best: bool = True) -> Table:
     """Task | Backbone | Freeze | [Train %] | [Folds] | metrics… | [AUROC per fold] | 95% CI over, one row a setup."""
     agg = agg.reset_index(drop=True)
     with_fraction, with_folds = _fractions_vary(agg), _with_folds(agg)
-    metrics = {label: m for label, m in metrics.items() if m in agg}
+    metrics = {METRIC_REGISTRY.get(m).column: m for m in names if m in agg}
     header = ["Task", "Backbone", "Freeze"] + (["Train %"] if with_fraction else [])
     header += (["Folds"] if with_folds else []) + list(metrics)
     header += (["AUROC per fold"] if with_folds and "auroc_folds" in agg else []) + ["95% CI over"]
@@ -76,7 +77,8 @@ def result_table(agg: pd.DataFrame, metrics: dict[str, str], what: str, bold_bes
         labels = [r["task"], r.get("model", r["backbone"]), freeze_label(r["mode"], r["head"])]
         labels += [fmt_number(r["train_fraction"], 0, 100)] if with_fraction else []
         labels += [str(int(r["n_folds"])) if r["n_folds"] >= 2 else DASH] if with_folds else []
-        cells = [ci_cell(r[m], r[f"{m}_low"], r[f"{m}_high"], percent=m not in PLAIN) for m in metrics.values()]
+        cells = [ci_cell(r[m], r[f"{m}_low"], r[f"{m}_high"], percent=METRIC_REGISTRY.get(m).percent)
+                 for m in metrics.values()]
         cells += [r.get("auroc_folds") if isinstance(r.get("auroc_folds"), str) else DASH] \
             if with_folds and "auroc_folds" in agg else []
         rows.append(labels + cells + [str(r["ci"])])
@@ -99,18 +101,18 @@ def result_table(agg: pd.DataFrame, metrics: dict[str, str], what: str, bold_bes
 
 def main_table(agg: pd.DataFrame) -> Table:
     """The paper's layout: Accuracy, weighted Precision, Recall and F1, and AUROC, per setup."""
-    return result_table(agg, MAIN_METRICS, "Test-set results in % (precision, recall and F1 support-weighted)")
+    return result_table(agg, paper_metrics(), "Test-set results in % (precision, recall and F1 support-weighted)")
 
 
 def patient_table(patients: pd.DataFrame) -> Table:
     """The main metrics with one pooled prediction per patient (where the data has patients)."""
-    return result_table(patients, MAIN_METRICS | {"Balanced acc.": "balanced_accuracy", "Kappa": "kappa"},
+    return result_table(patients, patient_metrics(),
                         "Patient-level test results in % (image probabilities pooled per patient)", bold_best=False)
 
 
 def more_table(agg: pd.DataFrame) -> Table:
     """Agreement, calibration and (binary tasks) the operating point fixed on val."""
-    return result_table(agg, MORE_METRICS, "More test metrics, in % unless plain numbers: sensitivity, specificity, "
+    return result_table(agg, more_metrics(), "More test metrics, in % unless plain numbers: sensitivity, specificity, "
                         "PPV and NPV at the threshold fixed on val (Youden's J) for binary tasks; kappa unweighted, "
                         "quadratic only for ordinal classes; ECE debiased, in %; Brier score and calibration slope "
                         "and intercept as plain numbers", bold_best=False)
@@ -194,7 +196,7 @@ def duplicates_table(runs: pd.DataFrame) -> Table:
              str(int(r["duplicates_across"])), r["duplicates_spans"] or DASH, str(int(r["duplicates_dropped"])),
              r["duplicates_example"] or DASH] for _, r in runs.iterrows()]
     caption = ("Duplicate images found at start-up (exact: same decoded pixels; near: perceptual hash within the "
-               "threshold of metrics.json's `duplicates`). Across splits: pairs left in two splits, which inflate "
+               f"threshold of {METRICS_FILE}'s `duplicates`). Across splits: pairs left in two splits, which inflate "
                "the metrics; --dedup group (carved splits) or drop removes them.")
     columns = ["task", "dedup", "duplicates_exact", "duplicates_near", "duplicates_across", "duplicates_spans",
                "duplicates_dropped", "duplicates_example", "run_dir"]

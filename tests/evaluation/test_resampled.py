@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
 from medtransfer.evaluation.metrics import compute_metrics
-from medtransfer.evaluation.weighted import (
+from medtransfer.evaluation.resampled import (
     CHUNK,
     average_precision_counts,
     binary_auroc,

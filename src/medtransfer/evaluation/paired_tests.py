@@ -1,8 +1,5 @@
-"""Paired comparisons of models (or setups of several seeds) scored on the same samples.
+"""Paired tests of two models (or setups of several seeds) scored on the same samples.
 
-- `compare_setups` compares each pair of setups once, on the mean over seeds of each metric: a 95% paired
-  bootstrap interval (patients resampled whole when `groups` is given, the seed mean taken inside each resample)
-  and one p-value per metric, Holm-corrected across the pairs of the call.
 - `clustered_auroc_test`: Obuchowski's (1997) nonparametric test of two correlated AUROCs from clustered data.
   It assumes clusters (patients) are independent and allows any correlation within a cluster; with one sample per
   cluster it is DeLong's test. Multi-class AUROC is the one-vs-rest macro mean over the classes present.
@@ -13,44 +10,27 @@
   on the trained models: they ask whether the seed-mean metrics differ on the population the test patients come
   from, not whether a fresh set of seeds would differ (seed-to-seed training variation is not in the variance).
 - `delong_test` and `mcnemar_test` (exact) treat every sample as independent; with several images per patient
-  their p-values are anti-conservative (simulated type-I error 0.31 and 0.22 at alpha 0.05, tests/evaluation/
-  test_paired.py). `compare_setups` uses the exact McNemar test only without groups and with one seed on both
-  sides; for AUROC without groups it uses the clustered test with singleton clusters, which is DeLong's.
+  their p-values are anti-conservative (simulated type-I error 0.31 and 0.22 at alpha 0.05,
+  tests/evaluation/test_paired_tests_clustered.py). `compare_setups` uses the exact McNemar test only without
+  groups and with one seed on both sides; for AUROC without groups it uses the clustered test with singleton
+  clusters, which is DeLong's.
 - p-values are two-sided, from the normal (AUROC) or chi-square (clustered McNemar) approximation, which needs
   a fair number of clusters (60 patients held the level in simulation); only the exact McNemar test is exact.
-- The bootstrap intervals resample patients whole and need no such formula, but are percentile intervals of a
-  seed-mean difference with the same conditioning on the trained models.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 from scipy.special import bdtr
 from scipy.stats import rankdata
-
-from medtransfer.evaluation.bootstrap import BootstrapSpec, draw_metrics, percentile_interval
-from medtransfer.evaluation.metrics import METRICS, auroc, compute_metrics
-
-COLUMNS = ("a", "b", "n_seeds_a", "n_seeds_b", "auroc_diff", "auroc_low", "auroc_high", "accuracy_diff",
-           "accuracy_low", "accuracy_high", "auroc_p", "accuracy_p", "auroc_test", "accuracy_test",
-           "auroc_p_holm", "accuracy_p_holm")
 
 Probs = np.ndarray | Sequence[np.ndarray]  # (n, K) for one seed, or one (n, K) array per seed
 
 
-def _check_probs(y: np.ndarray, probs: Sequence[np.ndarray]) -> None:
-    shapes = {np.shape(p) for p in probs}
-    n = len(y) if np.ndim(y) == 1 else -1
-    if np.ndim(y) != 1 or any(len(s) != 2 or s[0] != n for s in shapes) or len(shapes) > 1:
-        raise ValueError(f"need y (n,) and every prob (n, K) of one shape, got y {np.shape(y)} and {sorted(shapes)}")
-
-
-def _seeds(probs: Probs) -> np.ndarray:
+def seed_stack(probs: Probs) -> np.ndarray:
     """(S, n, K) float array: a single (n, K) array is one seed."""
     arr = np.asarray(probs, dtype=float)
     arr = arr[None] if arr.ndim == 2 else arr
@@ -59,55 +39,13 @@ def _seeds(probs: Probs) -> np.ndarray:
     return arr
 
 
-def _cluster_index(groups: np.ndarray | None, n: int) -> np.ndarray:
+def cluster_index(groups: np.ndarray | None, n: int) -> np.ndarray:
     """Cluster number 0..I-1 of each sample; every sample its own cluster without groups."""
     if groups is None:
         return np.arange(n)
     if np.shape(groups) != (n,):
         raise ValueError(f"need one group per sample, got groups {np.shape(groups)} for {n} samples")
     return np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
-
-
-PAIRED = ("auroc", "accuracy")  # the metrics compare_setups tests
-
-
-def _paired_draws(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpec, groups: np.ndarray | None,
-                  names: Sequence[str]) -> list[dict[str, np.ndarray]]:
-    """The named metrics of every model on the same spec.n resamples: each block of counts drawn once, used by all."""
-    if spec.n < 1:
-        raise ValueError(f"need at least one resample, got {spec.n}")
-    if groups is not None and np.shape(groups) != (len(y),):
-        raise ValueError(f"need one group per sample, got groups {np.shape(groups)} for {len(y)} samples")
-    return draw_metrics(y, probs, spec, groups, names=names)  # the resamples each model's bootstrap_ci used
-
-
-def _diff_summary(point_a: dict[str, float], point_b: dict[str, float], draws_a: dict[str, np.ndarray],
-                  draws_b: dict[str, np.ndarray], metrics: Sequence[str], level: float) -> dict[str, dict[str, float]]:
-    out = {}
-    for name in metrics:
-        # a resample where either model's metric is undefined gives NaN here, which percentile_interval drops
-        low, high = percentile_interval(draws_a[name] - draws_b[name], level)
-        out[name] = {"value": point_a[name] - point_b[name], "low": low, "high": high}
-    return out
-
-
-def paired_bootstrap_diff(
-    y: np.ndarray,
-    prob_a: np.ndarray,
-    prob_b: np.ndarray,
-    spec: BootstrapSpec,
-    groups: np.ndarray | None = None,
-    metrics: Sequence[str] = PAIRED,
-) -> dict[str, dict[str, float]]:
-    """{metric: {value, low, high}} for metric(a) - metric(b): whole-split value, percentile interval of paired resamples."""
-    unknown = set(metrics) - set(METRICS)
-    if unknown:
-        raise ValueError(f"unknown metrics {sorted(unknown)}; known: {METRICS}")
-    y, prob_a, prob_b = np.asarray(y), np.asarray(prob_a, dtype=float), np.asarray(prob_b, dtype=float)
-    _check_probs(y, [prob_a, prob_b])
-    draws_a, draws_b = _paired_draws(y, [prob_a, prob_b], spec, groups, metrics)
-    return _diff_summary(compute_metrics(y, prob_a), compute_metrics(y, prob_b), draws_a, draws_b, metrics,
-                         spec.level)
 
 
 def delong_test(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict[str, float]:
@@ -187,11 +125,11 @@ def clustered_auroc_test(y: np.ndarray, probs_a: Probs, probs_b: Probs,
     a class's positives or negatives lie in fewer than two clusters.
     """
     y = np.asarray(y)
-    pa, pb = _seeds(probs_a), _seeds(probs_b)
+    pa, pb = seed_stack(probs_a), seed_stack(probs_b)
     if y.ndim != 1 or pa.shape[1:] != pb.shape[1:] or pa.shape[1] != len(y):
         raise ValueError(f"need y (n,) and probabilities (n, K) of one shape, got {y.shape}, {pa.shape[1:]}, "
                          f"{pb.shape[1:]}")
-    cluster = _cluster_index(groups, len(y))
+    cluster = cluster_index(groups, len(y))
     n_clusters = int(cluster.max()) + 1 if len(y) else 0
     problems = list(zip(_class_scores(y, pa), _class_scores(y, pb)))
     nan = float("nan")
@@ -236,7 +174,7 @@ def clustered_mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray,
         raise ValueError(f"need correctness (n,) or (S, n) on the same n, got {np.shape(correct_a)}, "
                          f"{np.shape(correct_b)}")
     n = a.shape[1]
-    d = np.bincount(_cluster_index(groups, n), weights=a.mean(axis=0) - b.mean(axis=0))
+    d = np.bincount(cluster_index(groups, n), weights=a.mean(axis=0) - b.mean(axis=0))
     total, square = float(d.sum()), float(d @ d)
     diff = total / n if n else float("nan")
     if square == 0:
@@ -277,71 +215,3 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     # the i-th smallest (from 0) is multiplied by m - i; the running max keeps the adjusted values monotone
     adjusted[order] = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p[order]), 1.0)
     return adjusted
-
-
-def _accuracy_test(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: np.ndarray | None) -> tuple[float, str]:
-    correct_a, correct_b = pa.argmax(axis=2) == y, pb.argmax(axis=2) == y
-    if groups is None and len(pa) == len(pb) == 1:
-        return mcnemar_test(correct_a[0], correct_b[0])["p"], "McNemar exact"
-    name = "McNemar chi-square" if groups is None else "clustered McNemar (Durkalski)"
-    return clustered_mcnemar_test(correct_a, correct_b, groups)["p"], name
-
-
-def compare_setups(
-    y: np.ndarray,
-    probs: dict[str, Sequence[np.ndarray]],
-    spec: BootstrapSpec,
-    groups: np.ndarray | None = None,
-    pairs: list[tuple[str, str]] | None = None,
-) -> pd.DataFrame:
-    """One row per pair (a, b) (all pairs by default) of seed-mean differences a - b: paired bootstrap CI, p, Holm."""
-    pairs = list(itertools.combinations(probs, 2)) if pairs is None else list(pairs)
-    unknown = {name for pair in pairs for name in pair} - set(probs)
-    if unknown:
-        raise ValueError(f"pairs name setups not in probs: {sorted(unknown)}")
-    y = np.asarray(y)
-    seeds = {name: _seeds(prob) for name, prob in probs.items()}
-    _check_probs(y, [p for s in seeds.values() for p in s])
-    _cluster_index(groups, len(y))  # validates groups before any work
-    used = list(dict.fromkeys(name for pair in pairs for name in pair))
-    # one pass of resamples for every seed of every setup used; the seed mean is taken inside each resample
-    flat = [p for name in used for p in seeds[name]]
-    draws = _paired_draws(y, flat, spec, groups, PAIRED) if used else []
-    mean_draws, points, start = {}, {}, 0
-    for name in used:
-        own = draws[start:start + len(seeds[name])]
-        start += len(own)
-        mean_draws[name] = {m: np.mean([d[m] for d in own], axis=0) for m in PAIRED}
-        points[name] = {"auroc": float(np.mean([auroc(y, p) for p in seeds[name]])),
-                        "accuracy": float(np.mean([np.mean(p.argmax(axis=1) == y) for p in seeds[name]]))}
-    rows = []
-    for a, b in pairs:
-        diff = _diff_summary(points[a], points[b], mean_draws[a], mean_draws[b], PAIRED, spec.level)
-        accuracy_p, accuracy_name = _accuracy_test(y, seeds[a], seeds[b], groups)
-        rows.append({
-            "a": a,
-            "b": b,
-            "n_seeds_a": len(seeds[a]),
-            "n_seeds_b": len(seeds[b]),
-            **{f"{name}_{key}": ci[field] for name, ci in diff.items()
-               for key, field in (("diff", "value"), ("low", "low"), ("high", "high"))},
-            "auroc_p": clustered_auroc_test(y, seeds[a], seeds[b], groups)["p"],
-            "accuracy_p": accuracy_p,
-            "auroc_test": "DeLong" if groups is None else "Obuchowski (clustered)",
-            "accuracy_test": accuracy_name,
-        })
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    frame["auroc_p_holm"] = holm(frame["auroc_p"].to_numpy(dtype=float))
-    frame["accuracy_p_holm"] = holm(frame["accuracy_p"].to_numpy(dtype=float))
-    return frame
-
-
-def compare_models(
-    y: np.ndarray,
-    probs: dict[str, np.ndarray],
-    spec: BootstrapSpec,
-    groups: np.ndarray | None = None,
-    pairs: list[tuple[str, str]] | None = None,
-) -> pd.DataFrame:
-    """compare_setups with one seed per model (one (n, K) array each)."""
-    return compare_setups(y, {name: [prob] for name, prob in probs.items()}, spec, groups, pairs)

@@ -1,4 +1,4 @@
-"""DICOM input: series grouping and volume reading, modality matching by description, radiographs as 2D images."""
+"""DICOM series as volumes: files grouped by series, slices ordered, RAS affine, modalities matched by description."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing, get_decoder
+from pydicom.pixels import apply_modality_lut
 
-from medtransfer.data.images import DICOM_SUFFIXES
+from medtransfer.data.dicom_files import decode_pixels, frame_count, has_pixels, read_dataset
 from medtransfer.errors import UserError
 
 # Word edges are "not a letter" rather than \b: descriptions use '_' and digits as separators
@@ -30,8 +30,6 @@ DEFAULT_RULES: dict[str, str] = {
     "t1post": rf"^(?!.*{_PRE})(?=.*{_T1}).*{_POST}",
     "t1": rf"^(?=.*{_T1})(?:(?!.*{_POST})|(?=.*{_PRE}))",
 }
-
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 @dataclass(frozen=True)
@@ -109,19 +107,6 @@ class SeriesList(list[Series]):
     def __init__(self, series: Sequence[Series] = (), skipped: list[Path] | None = None) -> None:
         super().__init__(series)
         self.skipped: list[Path] = skipped or []
-
-
-def is_dicom(path: str | Path) -> bool:
-    """Whether a file has the DICM preamble or a .dcm/.dicom suffix."""
-    path = Path(path)
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
 
 
 def _floats(value: object, count: int) -> tuple[float, ...] | None:
@@ -227,52 +212,6 @@ def match_modalities(series: list[Series], wanted: list[str],
     return {name: hits[name][0] for name in wanted}
 
 
-def _has_pixels(ds: Dataset) -> bool:
-    return any(keyword in ds for keyword in _PIXEL_KEYWORDS)
-
-
-def _decode(ds: Dataset, path: Path) -> np.ndarray:
-    """Stored pixel values, with a UserError that says which decoder plugin is missing."""
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    try:
-        return ds.pixel_array
-    except RuntimeError as exc:  # NotImplementedError (unknown syntax) is a RuntimeError too
-        if syntax is None or not syntax.is_transfer_syntax:
-            raise UserError(str(path), f"unknown transfer syntax {syntax}: no pydicom plugin decodes it",
-                            "re-export the file uncompressed (e.g. gdcmconv --raw), "
-                            "or pip install python-gdcm if it is a vendor codec GDCM knows") from None
-        try:
-            decoder = get_decoder(syntax)
-        except NotImplementedError:
-            decoder = None
-        if decoder is not None and decoder.is_available:  # plugins are installed but every one failed on this file
-            raise UserError(str(path), f"cannot decode its {syntax.name} pixel data ({' '.join(str(exc).split())})",
-                            "replace the file, or pip install python-gdcm as another decoder") from None
-        install = "; ".join(decoder.missing_dependencies) if decoder is not None else "python-gdcm"
-        raise UserError(str(path), f"no installed plugin decodes {syntax.name} pixel data",
-                        f"install a decoder plugin: {install}") from None
-    except (ValueError, AttributeError, TypeError, EOFError) as exc:
-        raise UserError(str(path), f"unreadable pixel data ({str(exc).splitlines()[0]})",
-                        "replace or remove the file") from None
-
-
-def _read(path: Path, what: str) -> Dataset:
-    try:
-        return pydicom.dcmread(path)
-    except InvalidDicomError:
-        raise UserError(str(path), "is not a DICOM file (no DICM preamble)",
-                        f"pass a {what} DICOM file, or convert the file") from None
-    except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-        raise UserError(str(path), f"unreadable DICOM file ({exc})", "replace or remove the file") from None
-
-
-def _frames(ds: Dataset) -> int:
-    try:
-        return int(ds.get("NumberOfFrames") or 1)
-    except (TypeError, ValueError):
-        return 1
-
-
 def read_volume(series: Series) -> tuple[np.ndarray, np.ndarray]:
     """Read a series as float32 (X=columns, Y=rows, Z=slices) in modality units, with its RAS affine."""
     if not series.slices:
@@ -291,70 +230,17 @@ def read_volume(series: Series) -> tuple[np.ndarray, np.ndarray]:
                             "(a 4D, multi-echo or repeated series)", "split the series or pick another one")
     planes = []
     for s in series.slices:
-        ds = _read(s.path, "volume slice")
-        if _frames(ds) > 1:
-            raise UserError(str(s.path), f"is a multi-frame (enhanced) file with {_frames(ds)} frames",
+        ds = read_dataset(s.path, "volume slice")
+        if frame_count(ds) > 1:
+            raise UserError(str(s.path), f"is a multi-frame (enhanced) file with {frame_count(ds)} frames",
                             "convert it to single-frame slices or NIfTI (e.g. dcm2niix)")
-        if not _has_pixels(ds):
+        if not has_pixels(ds):
             raise UserError(str(s.path), f"series {series.label} file has no pixel data", "pick a series with images")
         if int(ds.get("SamplesPerPixel", 1)) != 1:
             raise UserError(str(s.path), "is a colour image, not a greyscale volume slice", "pick a greyscale series")
-        plane = np.asarray(apply_modality_lut(_decode(ds, s.path), ds), dtype=np.float32)
+        plane = np.asarray(apply_modality_lut(decode_pixels(ds, s.path), ds), dtype=np.float32)
         if planes and plane.T.shape != planes[0].shape:
             raise UserError(str(s.path), f"slice is {plane.shape}, the series' first is {planes[0].T.shape}",
                             "pick a series whose slices share one size")
         planes.append(plane.T)  # (rows, columns) → (X=columns, Y=rows), the axes the affine's first two columns use
     return np.stack(planes, axis=2), series.affine()
-
-
-def _voi(arr: np.ndarray, ds: Dataset, path: Path) -> np.ndarray | None:
-    """The VOI LUT or window scaled to 0..1, or None when the file has neither."""
-    voi_items = ds.get("VOILUTSequence")
-    try:
-        if voi_items and "LUTDescriptor" in voi_items[0] and "LUTData" in voi_items[0]:
-            entries, first = int(voi_items[0].LUTDescriptor[0]) or 2**16, int(voi_items[0].LUTDescriptor[1])
-            # pydicom casts inputs to the LUT's uint16 before clipping, so out-of-range values must be clipped here.
-            inputs = np.clip(np.rint(arr), first, first + entries - 1).astype(np.int64)
-            table = apply_voi(np.arange(first, first + entries), ds).astype(np.float64)
-            out, lo, hi = apply_voi(inputs, ds).astype(np.float64), table.min(), table.max()
-        elif "WindowCenter" in ds and "WindowWidth" in ds:
-            with np.errstate(over="ignore"):  # a SIGMOID window sends ±inf through exp
-                bounds = apply_windowing(np.array([-np.inf, np.inf]), ds)
-            out, lo, hi = apply_windowing(arr, ds), float(bounds.min()), float(bounds.max())
-        else:
-            return None
-    except (ValueError, NotImplementedError, TypeError, IndexError) as exc:
-        raise UserError(str(path), f"invalid VOI LUT or window ({exc})",
-                        "fix or remove WindowCenter/WindowWidth and VOILUTSequence") from None
-    return (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
-
-
-def _unit(arr: np.ndarray) -> np.ndarray:
-    lo, hi = float(arr.min()), float(arr.max())
-    return (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
-
-
-def read_radiograph(path: str | Path) -> np.ndarray:
-    """Single-frame DICOM to uint8 (H,W): modality LUT, VOI/window else min–max, MONOCHROME1 inverted; colour (H,W,3)."""
-    path = Path(path)
-    ds = _read(path, "single-frame")
-    if _frames(ds) > 1:
-        raise UserError(str(path), f"has {_frames(ds)} frames, not a single radiograph",
-                        "read it as a volume, or export one frame")
-    if not _has_pixels(ds):
-        raise UserError(str(path), "has no pixel data", "pass an image file, not a report or presentation state")
-    stored = _decode(ds, path)
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
-        stored = apply_color_lut(stored, ds)  # palette indices are not intensities: look the colours up
-        if stored.dtype != np.uint8:  # 16-bit palette entries span 0..65535
-            return np.round(stored.astype(np.float64) / 65535 * 255).astype(np.uint8)
-    if stored.ndim == 3:  # colour (pydicom has already turned YBR into RGB): keep it, the tables take (H,W,3)
-        return stored if stored.dtype == np.uint8 else np.round(_unit(stored.astype(np.float64)) * 255).astype(np.uint8)
-    # float64 all the way: 16-bit values must survive until the single final mapping to 8 bits.
-    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-    unit = _voi(values, ds, path)
-    if unit is None:
-        unit = _unit(values)
-    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        unit = 1.0 - unit  # MONOCHROME1 stores dense as low values; everything downstream expects dense = bright
-    return np.round(np.clip(unit, 0.0, 1.0) * 255).astype(np.uint8)

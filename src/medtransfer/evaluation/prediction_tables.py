@@ -1,0 +1,45 @@
+"""Per-sample and per-patient predictions of a run's val and test splits, as the run directory stores them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from medtransfer.data.table import SampleTable
+from medtransfer.evaluation.patients import PatientPredictions, pool_by_patient
+
+EVAL_SPLITS = ("val", "test")
+
+
+def patient_predictions(frame: pd.DataFrame, rows: dict[str, np.ndarray], probs: dict[str, np.ndarray],
+                        how: str) -> dict[str, PatientPredictions]:
+    """Image probabilities pooled per patient (group), for val and test."""
+    y, groups = frame["target"].to_numpy(), frame["group"].to_numpy()
+    return {s: pool_by_patient(groups[rows[s]], y[rows[s]], probs[s], how) for s in EVAL_SPLITS}
+
+
+def prediction_table(table: SampleTable, frame: pd.DataFrame, rows: dict[str, np.ndarray],
+                     probs: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per val/test sample: id, group, split, label, predicted class and every class probability."""
+    parts = []
+    for split in EVAL_SPLITS:
+        part = frame.iloc[rows[split]]
+        block = pd.DataFrame({"sample_id": part["sample_id"].values, "group": part["group"].values,
+                              "split": split, "label": part["label"].values,
+                              "predicted": [table.classes[k] for k in probs[split].argmax(1)]})
+        for k, name in enumerate(table.classes):
+            block[f"prob_{name}"] = probs[split][:, k]
+        parts.append(block)
+    return pd.concat(parts, ignore_index=True)
+
+
+def patient_table(table: SampleTable, pooled: dict[str, PatientPredictions]) -> pd.DataFrame:
+    """One row per val/test patient: the pooled prediction and how many images it pools."""
+    parts = []
+    for split, p in pooled.items():
+        block = pd.DataFrame({"group": p.ids, "split": split, "label": [table.classes[k] for k in p.y],
+                              "predicted": [table.classes[k] for k in p.prob.argmax(1)], "n_images": p.n_images})
+        for k, name in enumerate(table.classes):
+            block[f"prob_{name}"] = p.prob[:, k]
+        parts.append(block)
+    return pd.concat(parts, ignore_index=True)
