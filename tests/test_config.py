@@ -65,3 +65,76 @@ def test_split_dirs_parse_from_a_command_line_and_pass_from_yaml():
         "train": "Training", "test": "Testing"}
     assert parse_config({"data": "x", "split_dirs": {"val": "dev"}}).split_dirs == {"val": "dev"}
     assert parse_config({"data": "x", "seed": 2**32 - 1}).seed == 2**32 - 1
+
+
+# ---- one declaration per setting: help, panel, choices; list options from a command line; volume rules ---------
+
+
+def test_every_setting_declares_help_and_a_known_panel():
+    from medtransfer.config import PANELS, TrainConfig, field_extra
+
+    for name, field in TrainConfig.model_fields.items():
+        assert field.description and field_extra(name)["panel"] in PANELS, name
+
+
+def test_plane_choices_are_the_planes_with_an_axis():
+    from typing import get_args
+
+    from medtransfer.data.volume_options import PLANE_AXIS, Plane
+
+    assert set(get_args(Plane)) == set(PLANE_AXIS)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("t1,t2,flair", ["t1", "t2", "flair"]), (" t1 , t2,", ["t1", "t2"]),
+                                                ("", None)])
+def test_lists_parse_from_a_command_line_and_pass_from_yaml(text, expected):
+    cfg = parse_config({"data": "x", "modalities": text or None, "class_order": text, "modality_mode": "separate"})
+    assert cfg.modalities == expected and cfg.class_order == expected
+    assert parse_config({"data": "x", "class_order": ["b", "a"]}).class_order == ["b", "a"]
+
+
+@pytest.mark.parametrize(("values", "mentions"), [
+    ({"slices": "middle:4"}, ("slices 'middle:4'", "center:16")),
+    ({"pattern": "{case}.nii"}, ("pattern '{case}.nii'", "{modality}")),
+    ({"modalities": "t1,T1,t2"}, ("repeat a name",)),
+    ({"modalities": "t1,seg,t2"}, ("'seg'", "segmentation")),
+    ({"modalities": "t1,t2"}, ("1 (grey) or 3 (RGB)", "list 1 or 3 modalities")),
+    ({"plane": "oblique", "normalize": "minmax"}, ("plane 'oblique'", "normalize 'minmax'", "axial")),
+])
+def test_volume_settings_are_checked_once_at_the_boundary(values, mentions):
+    with pytest.raises(UserError) as err:
+        parse_config({"data": "x", **values})
+    line = err.value.line()
+    assert all(m in line for m in mentions), line
+    assert "Value error" not in line
+
+
+def test_separate_mode_takes_any_number_of_modalities_and_image_sources_none():
+    assert parse_config({"data": "x", "modalities": "t1,t2", "modality_mode": "separate"}).modalities == ["t1", "t2"]
+    assert parse_config({"data": "x", "slices": "tumor:2"}).modalities is None
+
+
+def test_volume_options_default_is_the_config_default():
+    from medtransfer.config import TrainConfig
+    from medtransfer.data.volume_options import VolumeOptions
+
+    opts = VolumeOptions.default(modalities=("t1",), plane="coronal")
+    assert (opts.modalities, opts.plane, opts.axis, opts.fused) == (("t1",), "coronal", 1, True)
+    for name in ("slices", "normalize", "pattern", "labels_csv", "skip_incomplete", "modality_mode"):
+        assert getattr(opts, name) == TrainConfig.model_fields[name].default, name
+    with pytest.raises(UserError, match="slices"):
+        VolumeOptions.default(slices="center:0")
+
+
+def test_study_groups_follow_the_declarations():
+    from typing import get_args
+
+    from medtransfer.config import TrainConfig, fields_in
+    from medtransfer.study.schema import DATA_FIELDS, GRID_FIELDS, HEADS, SETTING_FIELDS
+
+    groups = [set(DATA_FIELDS), set(GRID_FIELDS), set(SETTING_FIELDS)]
+    assert sum(map(len, groups)) == len(TrainConfig.model_fields) == len(set.union(*groups))
+    assert set(fields_in("CSV", "Volumes")) <= set(DATA_FIELDS)
+    # A study may set split_dirs for all datasets; the held-out shares are each dataset's own.
+    assert "split_dirs" in SETTING_FIELDS and {"test_fraction", "val_fraction", "data"} <= set(DATA_FIELDS)
+    assert HEADS == get_args(TrainConfig.model_fields["head"].annotation)

@@ -1,14 +1,19 @@
-"""The run configuration: validated once at the boundary (CLI or YAML), then trusted inside."""
+"""The run configuration: validated once at the boundary (CLI or YAML), then trusted inside.
+
+Each setting is declared once, here: its type (Literal for fixed choices), default, constraints, help text and help
+panel. The `train` and `inspect` commands and the study schema are generated from these declarations."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Literal, TypeVar, get_type_hints
+from typing import Any, Literal, TypeVar
 
-from pydantic import ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medtransfer.data.volume_options import VolumeOptions
+from medtransfer.data.volume_options import (ModalityMode, Normalizer, Plane, check_pattern, modality_problems,
+                                             parse_slices)
 from medtransfer.errors import UserError
 
 # Mode-dependent defaults, resolved into config.yaml so a run records what it really used.
@@ -16,89 +21,117 @@ MODE_DEFAULTS = {
     "frozen": {"lr": 1e-3, "epochs": 100, "batch_size": 256, "augment": False},
     "finetune": {"lr": 1e-4, "epochs": 20, "batch_size": 32, "augment": True},
 }
-
-
+PANELS = ("Data", "CSV", "Volumes", "Model", "Training", "Fine-tuning", "Evaluation", "Output")
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit
 
-# The volume settings are VolumeOptions' own fields, declared once in the data layer: all but `modalities`, whose
-# absence here means "not a volume source", and the segmentation's file name.
-_VOLUME_TYPES = get_type_hints(VolumeOptions)
-VolumeSettings = create_model(
-    "VolumeSettings",
-    **{f.name: (_VOLUME_TYPES[f.name], f.default) for f in fields(VolumeOptions)
-       if f.name not in ("modalities", "seg_name")},
-)
+
+def _declare(panel: str) -> Callable[..., Any]:
+    """A Field maker for one help panel; `show` is the default as help states it where the value is computed later."""
+    def declare(default: Any, description: str, *, show: str | None = None, per_dataset: bool | None = None,
+                **constraints: Any) -> Any:
+        extra = {"panel": panel, "show": show, "per_dataset": per_dataset}
+        return Field(default, description=description, **constraints,
+                     json_schema_extra={k: v for k, v in extra.items() if v is not None})
+    return declare
 
 
-class TrainConfig(VolumeSettings):
+DATA, CSV, VOLUMES, MODEL, TRAINING, FINETUNE, EVALUATION, OUTPUT = map(_declare, PANELS)
+
+
+class TrainConfig(BaseModel):
     """Every setting of one run: one dataset, one backbone, one mode, one seed."""
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str
-    task: str | None = None  # a name for reports; defaults to the data's file stem
-    path_col: str | None = None
-    label_col: str | None = None
-    group_col: str | None = None
-    split_col: str | None = None
-    image_root: str | None = None
-    skip_missing: bool = False
-    # Image folders whose split folders have names we do not recognise: which folder is which split.
-    split_dirs: dict[Literal["train", "val", "test"], str] | None = None
-    # Exact and near-duplicate images across splits: warn (recorded), group (one group per cluster, so carved
-    # splits keep a cluster together) or drop (keep one copy of each cluster).
-    dedup: Literal["warn", "group", "drop"] = "warn"
+    data: str = DATA(..., "a .npz (MedMNIST), a .csv manifest, an image folder, a NIfTI/DICOM volume set, or synthetic:")
+    task: str | None = OUTPUT(None, "a name for reports", show="the data's file stem")
+    path_col: str | None = CSV(None, "image path column")
+    label_col: str | None = CSV(None, "label column")
+    group_col: str | None = CSV(None, "patient/lesion column (splits and bootstrap by group)")
+    split_col: str | None = CSV(None, "predefined split column (train/val/test)")
+    image_root: str | None = CSV(None, "folder the image paths are relative to")
+    skip_missing: bool = CSV(False, "drop rows whose image is missing")
+    # A study may give it for all its datasets, unlike the other source settings.
+    split_dirs: dict[Literal["train", "val", "test"], str] | None = DATA(
+        None, "image folders whose split folders have other names: which is which, e.g. train=Training,test=Testing",
+        per_dataset=False)
+    dedup: Literal["warn", "group", "drop"] = EVALUATION(
+        "warn", "exact and near-duplicate images across splits: warn (recorded), group (one group per cluster, so "
+        "carved splits keep a cluster together) or drop (keep one copy of each cluster)")
 
-    # Volume sources (NIfTI folders, one per patient): which modalities; how slices come out is VolumeSettings'.
-    modalities: list[str] | None = None
+    modalities: list[str] | None = VOLUMES(None, "modalities in channel order, e.g. t1post,t2,flair (DATA is a "
+                                                 "volume set of patient folders)")
+    modality_mode: ModalityMode = VOLUMES("fused", "fused (3 → RGB, 1 → grey) or separate (one run per modality)")
+    slices: str = VOLUMES("center:16", "center:K | all-nonzero | tumor:K (needs a seg file)")
+    plane: Plane = VOLUMES("axial", "plane of the slices")
+    normalize: Normalizer = VOLUMES("percentile", "percentile (0.5–99.5 clip) or zscore (inside the brain)")
+    labels_csv: str | None = VOLUMES(None, "CSV of patient_id,label")
+    skip_incomplete: bool = VOLUMES(False, "skip patients missing a modality")
+    pattern: str = VOLUMES("{case}_{modality}.nii.gz", "file name pattern")
 
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    train_fraction: float = Field(1.0, gt=0, le=1)
-    folds: int = Field(0, ge=0)  # k-fold cross-validation when >= 2: `fold` is held out
-    fold: int = Field(0, ge=0)
+    test_fraction: float = EVALUATION(0.2, "test share when DATA has no test split", gt=0, lt=1, per_dataset=True)
+    val_fraction: float = EVALUATION(0.2, "val share of the training pool when DATA has no val split", gt=0, lt=1,
+                                     per_dataset=True)
+    train_fraction: float = EVALUATION(1.0, "keep this stratified, grouped fraction of train", gt=0, le=1)
+    folds: int = EVALUATION(0, "k-fold cross-validation when 2 or more (0: one split)", ge=0)
+    fold: int = EVALUATION(0, "the fold held out as test, with --folds", ge=0)
     # Carved splits and folds are drawn with their own seed, fixed across training seeds by default, so that the
     # seeds of a study vary the training and not the test set.
-    split_seed: int = Field(0, ge=0, le=SEED_MAX)
-    allow_missing_classes: bool = False  # a class too rare to reach every split is a recorded warning, not an error
-    # Ordinal tasks: the classes from lowest to highest. Quadratic-weighted kappa is reported only when this is
-    # known (given here, or supplied by the data, as MedMNIST's ordinal sets do).
-    class_order: list[str] | None = None
+    split_seed: int = EVALUATION(0, "seeds carved splits and folds (fixed across training seeds)", ge=0, le=SEED_MAX)
+    allow_missing_classes: bool = EVALUATION(False, "a class too rare to reach every split is a recorded warning, "
+                                                    "not an error")
+    # Quadratic-weighted kappa is reported only when the order is known (given here, or supplied by the data, as
+    # MedMNIST's ordinal sets do).
+    class_order: list[str] | None = DATA(None, "ordinal task: classes lowest to highest, e.g. 0,1,2,3,4 (adds "
+                                               "quadratic kappa)")
 
-    backbone: str = "resnet50"
-    weights: str = "imagenet"
-    image_size: int | None = Field(None, ge=8, le=2048)
-    pooling: Literal["auto", "cls_mean", "cls", "mean", "avg"] = "auto"
+    backbone: str = MODEL("resnet50", "catalog name (resnet50, dinov2_vits14, …) or any timm model")
+    weights: str = MODEL("imagenet", "imagenet | none | PATH to .safetensors/.pth (timm, torchvision or DINOv2 keys)")
+    image_size: int | None = MODEL(None, "input size", show="from the backbone's pretrained config", ge=8, le=2048)
+    pooling: Literal["auto", "cls_mean", "cls", "mean", "avg"] = MODEL(
+        "auto", "feature pooling: cls_mean, cls or mean for ViTs, avg for CNNs; auto: the backbone's own")
 
-    mode: Literal["frozen", "finetune"] = "frozen"
-    head: Literal["linear", "mlp", "knn"] = "linear"
-    head_sweep: bool = False  # frozen: 16 heads (lr x weight decay) trained together, the best chosen on val
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float | None = Field(None, gt=0, le=1e30)  # near float32's range (3e38) torch fails before any epoch
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int | None = Field(None, ge=1)
-    epochs: int | None = Field(None, ge=1)
-    schedule: Literal["cosine", "step", "none"] = "cosine"
-    patience: int | None = Field(None, ge=1)
-    select: Literal["val_auroc", "val_accuracy", "val_loss"] = "val_auroc"
-    class_weights: bool = False
-    augment: bool | None = None
+    mode: Literal["frozen", "finetune"] = MODEL("frozen", "frozen (features cached once, head trained) or finetune "
+                                                          "(end to end)")
+    head: Literal["linear", "mlp", "knn"] = MODEL("linear", "mlp: the paper's Linear→256→ReLU→Linear; knn (frozen): "
+                                                            "k 10/20/50 chosen on val")
+    head_sweep: bool = MODEL(False, "frozen: 16 heads (4 lr × 4 weight decay) trained together, the best on val")
+    optimizer: Literal["adam", "adamw", "sgd"] = TRAINING("adam", "optimiser")
+    # Near float32's range (3e38) torch fails before any epoch.
+    lr: float | None = TRAINING(None, "learning rate", gt=0, le=1e30)
+    weight_decay: float = TRAINING(0.0, "weight decay", ge=0)
+    batch_size: int | None = TRAINING(None, "images per batch", ge=1)
+    epochs: int | None = TRAINING(None, "training epochs", ge=1)
+    schedule: Literal["cosine", "step", "none"] = TRAINING("cosine", "learning-rate schedule")
+    patience: int | None = TRAINING(None, "stop after this many epochs without val improvement", ge=1)
+    select: Literal["val_auroc", "val_accuracy", "val_loss"] = TRAINING(
+        "val_auroc", "what picks the best epoch (val_accuracy: the paper's protocol)")
+    class_weights: bool = TRAINING(False, "inverse-frequency class weights in the loss")
+    augment: bool | None = TRAINING(None, "flip and small rotation")
 
-    # Fine-tuning at scale: gradient accumulation, compilation, partial fine-tuning, activation memory.
-    accumulate: int = Field(1, ge=1)
-    compile: bool = False
-    freeze_blocks: int | None = Field(None, ge=0)  # train only the last N blocks and the head (0: head only)
-    lora_rank: int | None = Field(None, ge=1)  # LoRA adapters on ViT attention; the base weights stay frozen
-    grad_checkpointing: bool = False
+    accumulate: int = FINETUNE(1, "batches per optimiser step (gradient accumulation)", ge=1)
+    compile: bool = FINETUNE(False, "torch.compile the model")
+    freeze_blocks: int | None = FINETUNE(None, "train only the last N blocks and the head (0: head only)", ge=0)
+    lora_rank: int | None = FINETUNE(None, "LoRA adapters of this rank on ViT attention, the base weights frozen "
+                                           "(needs the [lora] extra)", ge=1)
+    grad_checkpointing: bool = FINETUNE(False, "recompute activations in the backward pass to save memory")
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: int | None = Field(None, ge=0)
-    seed: int = Field(0, ge=0, le=SEED_MAX)
-    bootstrap: int = Field(2000, ge=100)
-    patient_agg: Literal["mean", "max", "vote"] = "mean"  # pooling of image probabilities per patient
-    cache_dir: str | None = None  # root of the image, feature and DICOM caches
-    image_cache: bool = True  # decode each image once into a uint8 memory map
-    out: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = TRAINING("auto", "where to train")
+    workers: int | None = TRAINING(None, "DataLoader workers", show="half the cores", ge=0)
+    seed: int = TRAINING(0, "seeds initialisation, training and the bootstrap", ge=0, le=SEED_MAX)
+    bootstrap: int = EVALUATION(2000, "bootstrap resamples for the 95% CIs", ge=100)
+    patient_agg: Literal["mean", "max", "vote"] = EVALUATION("mean", "pooling of image probabilities per patient")
+    cache_dir: str | None = OUTPUT(None, "root of the image, feature and DICOM caches", show="the user cache folder")
+    image_cache: bool = OUTPUT(True, "decode each image once into a uint8 memory map")
+    out: str | None = OUTPUT(None, "run directory", show="runs/<data>-<backbone>-<mode>-s<seed>")
+
+    @field_validator("modalities", "class_order", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        """`t1,t2,flair` from a command line (empty: none); a list from YAML passes through."""
+        if not isinstance(value, str):
+            return value
+        return [part.strip() for part in value.split(",") if part.strip()] or None
 
     @field_validator("split_dirs", mode="before")
     @classmethod
@@ -115,6 +148,17 @@ class TrainConfig(VolumeSettings):
             raise ValueError(f"{value!r} names split {', '.join(twice)} more than once; give each split one folder")
         return {split.strip().lower(): name.strip() for split, _, name in pairs}
 
+    @field_validator("slices")
+    @classmethod
+    def _check_slices(cls, value: str) -> str:
+        _as_value_error(parse_slices, value)
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        return _as_value_error(check_pattern, value)
+
     @model_validator(mode="after")
     def _resolve_defaults(self) -> TrainConfig:
         for name, value in MODE_DEFAULTS[self.mode].items():
@@ -125,6 +169,9 @@ class TrainConfig(VolumeSettings):
         self._check_mode_options()
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
+        problems = modality_problems(self.modalities, self.modality_mode) if self.modalities else []
+        if problems:
+            raise ValueError("; ".join(p.line() for p in problems))
         return self
 
     def _check_mode_options(self) -> None:
@@ -142,9 +189,42 @@ class TrainConfig(VolumeSettings):
             raise ValueError("choose freeze_blocks or lora_rank, not both")
 
 
+V = TypeVar("V")
+
+
+def _as_value_error(check: Callable[[str], V], value: str) -> V:
+    """A data-layer check inside a pydantic validator: its UserError becomes the ValueError pydantic collects."""
+    try:
+        return check(value)
+    except UserError as exc:
+        raise ValueError(exc.line()) from None
+
+
+def field_extra(name: str) -> dict[str, Any]:
+    """A TrainConfig field's declared metadata: `panel`, and `show` or `per_dataset` where given."""
+    extra = TrainConfig.model_fields[name].json_schema_extra
+    return dict(extra) if isinstance(extra, dict) else {}
+
+
+def fields_in(*panels: str) -> tuple[str, ...]:
+    """The TrainConfig fields of these help panels, in declaration order."""
+    return tuple(name for name in TrainConfig.model_fields if field_extra(name)["panel"] in panels)
+
+
 def task_name(task: str | None, data: str) -> str:
     """A run's task name for reports: `task`, else the data's file stem (`synthetic` for generated data)."""
     return task or Path(data.removeprefix("synthetic:") or "synthetic").stem or "synthetic"
+
+
+def _problem(err: Any) -> str:
+    """One pydantic error as `where: message`, a refused choice naming the value given."""
+    where = ".".join(str(p) for p in err["loc"]) or "config"
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "literal_error":
+        where += f" {err['input']!r}"
+    elif err["loc"] and message.startswith(f"{err['loc'][-1]} "):  # a data-layer check names the setting itself
+        return message
+    return f"{where}: {message}"
 
 
 def parse_config(values: dict, origin: str = "options") -> TrainConfig:
@@ -152,11 +232,8 @@ def parse_config(values: dict, origin: str = "options") -> TrainConfig:
     try:
         return TrainConfig(**values)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "config"
-            problems.append(f"{where}: {err['msg']}")
-        raise UserError(origin, "; ".join(problems), "fix these settings (see `medtransfer train --help`)") from None
+        problems = "; ".join(_problem(err) for err in exc.errors())
+        raise UserError(origin, problems, "fix these settings (see `medtransfer train --help`)") from None
 
 
 T = TypeVar("T")

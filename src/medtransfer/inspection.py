@@ -7,13 +7,36 @@ from pathlib import Path
 
 import numpy as np
 
-from medtransfer.data.duplicates import duplicate_problem, summary_line
+from medtransfer.config import TrainConfig
+from medtransfer.data.duplicate_record import duplicate_problem, summary_line
 from medtransfer.data.table import SampleTable
+
+
+def inspect(cfg: TrainConfig, sample: int = 200, contact_sheet: Path | None = None) -> str:
+    """`medtransfer inspect`'s text: what the configured source holds and its problems; for volumes (NIfTI/DICOM
+    sets and 3D MedMNIST files) also a contact sheet of sample slices, at CONTACT_SHEET or beside the working folder."""
+    from medtransfer.data.contact_sheet import contact_sheet as write_sheet
+    from medtransfer.data.duplicate_record import inspect_duplicates
+    from medtransfer.data.load import load_table, volume_options, volume_root
+    from medtransfer.data.npz_volumes import describe_npz_volumes, is_npz_volumes
+
+    sheet = contact_sheet or Path(f"{Path(cfg.data).name}_contact_sheet.png")
+    if cfg.modalities:
+        from medtransfer.data.volume_describe import describe_volumes
+
+        report = describe_volumes(volume_root(cfg), volume_options(cfg))
+        write_sheet(load_table(cfg), sheet)
+        return render_volumes(report, sheet)
+    table = load_table(cfg)
+    text = render(inspect_table(table, sample, inspect_duplicates(table, cfg.cache_dir)))
+    if is_npz_volumes(table):  # 3D MedMNIST: volumes per split, slices per volume, and a contact sheet
+        text += "\n\n" + render_npz_volumes(describe_npz_volumes(table), write_sheet(table, sheet))
+    return text
 
 
 def inspect_table(table: SampleTable, sample: int = 200, duplicates: dict | None = None) -> dict:
     """Counts per split/class/group, sizes and channels of a sample of images, and problems found (with the
-    `duplicates` record of data/duplicates.py, when given)."""
+    `duplicates` record of data/duplicate_record.py, when given)."""
     frame = table.frame
     split = frame["split"].fillna("(none: will be split)")
     counts = frame.assign(split=split).groupby(["split", "label"]).size().unstack(fill_value=0)

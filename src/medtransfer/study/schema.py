@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from medtransfer.config import TrainConfig
+from medtransfer.config import TrainConfig, field_extra
 from medtransfer.errors import UserError
 
-DATA_FIELDS = ("data", "path_col", "label_col", "group_col", "split_col", "image_root", "skip_missing",
-               "modalities", "modality_mode", "slices", "plane", "normalize", "labels_csv", "skip_incomplete",
-               "pattern", "class_order", "test_fraction", "val_fraction")
 GRID_FIELDS = ("task", "backbone", "mode", "head", "seed", "train_fraction", "folds", "fold", "out")
+# A dataset's own settings, given only in its entry: the source options (Data, CSV and Volumes panels), unless a
+# field's declaration says otherwise (`per_dataset`), and never what the grid sets.
+DATA_FIELDS = tuple(name for name in TrainConfig.model_fields if name not in GRID_FIELDS and field_extra(name).get(
+    "per_dataset", field_extra(name)["panel"] in ("Data", "CSV", "Volumes")))
+HEADS = get_args(TrainConfig.model_fields["head"].annotation)
 # Every other run setting can be given for the whole study, a dataset, a mode or a backbone.
 SETTING_FIELDS = tuple(f for f in TrainConfig.model_fields if f not in DATA_FIELDS + GRID_FIELDS)
 
@@ -46,9 +48,9 @@ class ModeSpec(TrainSettings):
     @field_validator("heads")
     @classmethod
     def _known_heads(cls, heads: list[str]) -> list[str]:
-        bad = [h for h in heads if h not in ("linear", "mlp", "knn")]
+        bad = [h for h in heads if h not in HEADS]
         if bad or not heads:
-            raise ValueError(f"heads must be a non-empty list of linear/mlp/knn, got {heads}")
+            raise ValueError(f"heads must be a non-empty list of {'/'.join(HEADS)}, got {heads}")
         return heads
 
 
