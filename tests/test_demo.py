@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from helpers import run_cli
 
 from medtransfer.demo import demo_study
+from medtransfer.rundir import RunDir
 from medtransfer.study.grid import expand
 from medtransfer.study.schema import load_study
 
@@ -27,10 +26,9 @@ def test_demo_runs_and_ends_in_a_report(tmp_path, monkeypatch, capsys):
     assert code == 0, stderr
     specs = expand(load_study(demo_study()), out)
     for spec in specs:
-        metrics = json.loads((__import__("pathlib").Path(spec.config.out) / "metrics.json").read_text())
-        assert metrics["bootstrap"]["unit"] == "group"
+        assert RunDir(spec.config.out).metrics().bootstrap.unit == "group"
         assert spec.config.backbone in stdout + stderr
     assert (out / "report" / "report.html").is_file()
     tuned = [s for s in specs if s.config.backbone == "resnet18" and s.config.mode == "finetune"][0]
-    auroc = json.loads((__import__("pathlib").Path(tuned.config.out) / "metrics.json").read_text())["test"]["auroc"]
-    assert auroc["value"] > 0.8  # the fine-tuned CNN learns the synthetic class signal
+    auroc = RunDir(tuned.config.out).metrics().test["auroc"]
+    assert auroc.value > 0.8  # the fine-tuned CNN learns the synthetic class signal

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from medtransfer.progress import Reporter
 from medtransfer.cli.render import cell
+from medtransfer.rundir import RunDir
 from medtransfer.study.run import StudyOutcome, run_study
 
 
@@ -28,10 +28,9 @@ def run_demo(out: Path, quiet: bool = False) -> StudyOutcome:
     for column in ("backbone", "mode", "test AUROC", "test accuracy", "best epoch"):
         table.add_column(column, no_wrap=True)
     for spec in outcome.specs:
-        metrics = json.loads((Path(spec.config.out) / "metrics.json").read_text())
-        test = metrics["test"]
-        table.add_row(spec.config.backbone, spec.config.mode, cell(test["auroc"]), cell(test["accuracy"]),
-                      str(metrics["best_epoch"]))
+        record = RunDir(spec.config.out).metrics()
+        auroc, accuracy = (cell(record.test[name].model_dump()) for name in ("auroc", "accuracy"))
+        table.add_row(spec.config.backbone, spec.config.mode, auroc, accuracy, str(record.best_epoch))
     reporter.console.print(table)
     reporter.console.print(f"{outcome.ran} run(s) in {time.perf_counter() - started:.0f} s, {outcome.skipped} reused. "
                            f"Report: {outcome.report}. Weights were random (`none`, offline); with "

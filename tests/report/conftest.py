@@ -24,7 +24,7 @@ def _train(out: Path, cache: Path, data: str, task: str, backbone: str, mode: st
                         "image_size": BACKBONES[backbone], "mode": mode, "epochs": MODES[mode], "bootstrap": 200,
                         "workers": 0, "seed": seed, "train_fraction": fraction, "out": str(out),
                         "cache_dir": str(cache), "device": "cpu", **extra})
-    return train(cfg).run_dir
+    return train(cfg).run_dir.path
 
 
 @pytest.fixture(scope="session")

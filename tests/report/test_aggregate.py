@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medtransfer.evaluation.paired import holm
+from medtransfer.evaluation.paired_tests import holm
 from medtransfer.report.aggregate import Summary, one_factor_pairs, summarise
 from medtransfer.report.collect import RunIndex, collect_runs
 from medtransfer.report.predictions import read_predictions

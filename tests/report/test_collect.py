@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 from medtransfer.evaluation.metrics import METRICS
 from medtransfer.report.collect import collect_runs, find_run_dirs, task_of
+from medtransfer.rundir import CONFIG_FILE, METRICS_FILE, RunDir
 
 
 def test_finished_runs_become_labelled_rows(study: Path) -> None:
@@ -92,3 +94,33 @@ def test_several_weight_sources_are_named_beside_the_backbone(study: Path, tmp_p
     config.write_text(config.read_text().replace("weights: none", "weights: imagenet"))
     runs = collect_runs(tmp_path).runs
     assert set(runs["backbone"]) == {"resnet18 (none)", "resnet18 (imagenet)"}
+
+
+def test_a_run_from_a_newer_medtransfer_is_listed_with_the_upgrade(study: Path, tmp_path: Path) -> None:
+    _copy(study, tmp_path, ["resnet18-frozen-s0", "resnet18-finetune-s0"])
+    metrics = tmp_path / "resnet18-finetune-s0" / METRICS_FILE
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "schema_version": 999}))
+    index = collect_runs(tmp_path)
+    assert list(index.runs["mode"]) == ["frozen"]
+    reason = index.skipped.iloc[0]["reason"]
+    assert METRICS_FILE in reason and "upgrade medtransfer" in reason and str(tmp_path) not in reason
+
+
+def test_a_damaged_config_is_listed(study: Path, tmp_path: Path) -> None:
+    _copy(study, tmp_path, ["resnet18-frozen-s0", "resnet18-finetune-s0"])
+    (tmp_path / "resnet18-finetune-s0" / CONFIG_FILE).write_text("mode: [frozen\n")
+    index = collect_runs(tmp_path)
+    assert list(index.runs["mode"]) == ["frozen"]
+    assert index.skipped.iloc[0]["run_dir"] == str(tmp_path / "resnet18-finetune-s0")
+    assert CONFIG_FILE in index.skipped.iloc[0]["reason"] and "YAML" in index.skipped.iloc[0]["reason"]
+
+
+def test_rows_hold_what_the_metrics_record(study: Path) -> None:
+    runs = collect_runs(study).runs
+    row = runs[runs["run_dir"].str.endswith("binary_lesion/resnet18-frozen-s0")].iloc[0]
+    record = RunDir(Path(row["run_dir"])).metrics()
+    assert row["auroc"] == record.test["auroc"].value and row["auroc_low"] == record.test["auroc"].low
+    assert row["val_auroc"] == record.val["auroc"].value
+    assert (row["n_test"], row["n_classes"], row["bootstrap_unit"]) == (record.n_test, 2, record.bootstrap.unit)
+    assert row["threshold"] == record.threshold.value
+    assert row["patient_threshold"] == record.patient.threshold.value

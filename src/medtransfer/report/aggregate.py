@@ -15,15 +15,16 @@ import pandas as pd
 from medtransfer.config import MODE_DEFAULTS
 from medtransfer.evaluation.bootstrap import BootstrapSpec
 from medtransfer.evaluation.metrics import ARGMAX_THRESHOLD
-from medtransfer.evaluation.paired import COLUMNS, compare_setups, holm
+from medtransfer.evaluation.paired_tests import holm
 from medtransfer.evaluation.seeds import combined_ci, interval_label
+from medtransfer.evaluation.setup_comparison import COLUMNS, compare_setups
 from medtransfer.report.collect import SETTING, SKIPPED_COLUMNS, RunIndex
 from medtransfer.report.predictions import class_names, label_arrays, read_predictions
+from medtransfer.rundir import PATIENTS_FILE, RunDir
 
 LABELS = ["task", "backbone", "weights", "mode", "head", "train_fraction", "folds", "setup", "mode_label", "model",
           "select"]
 FACTORS = ("backbone", "mode_label")  # a pair answers one question when it differs in exactly one factor
-PATIENTS_FILE = "patient_predictions.csv"
 
 
 @dataclass
@@ -62,11 +63,10 @@ def _exclude(run: pd.Series, reason: str) -> dict:
 def _read(run_dir: str, patients: bool) -> pd.DataFrame | None:
     if not patients:
         return read_predictions(run_dir)
-    path = Path(run_dir) / PATIENTS_FILE
-    if not path.is_file():
+    run = RunDir(Path(run_dir))
+    if not run.has(PATIENTS_FILE):
         return None
-    frame = pd.read_csv(path, dtype={"group": str, "split": str, "label": str, "predicted": str}, keep_default_na=False)
-    frame = frame[frame["split"] == "test"].rename(columns={"group": "sample_id"})
+    frame = run.patient_predictions("test").rename(columns={"group": "sample_id"})
     return frame.assign(group=np.nan).sort_values("sample_id").reset_index(drop=True)
 
 
@@ -168,7 +168,7 @@ def _estimate(setup: pd.DataFrame, reps: Replicates, unit: str) -> tuple[dict, d
 
 
 def _unit(reps: Replicates) -> str:
-    """What the bootstrap resampled, in metrics.json's words: whole groups (patients) or samples (images)."""
+    """What the bootstrap resampled, in the run metrics' words: whole groups (patients) or samples (images)."""
     return "sample" if reps.groups is None else "group"
 
 

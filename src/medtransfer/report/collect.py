@@ -1,7 +1,7 @@
 """Find run directories under a folder and read each finished one into a row; unfinished ones are kept aside.
 
-Runs are grouped into setups by every setting that varies among them, read from their config.yaml: two runs are
-the same setup when all their settings but the seed and the fold are equal, and a rerun when those are equal too.
+Runs are grouped into setups by every setting that varies among them, read from their saved configuration: two runs
+are the same setup when all their settings but the seed and the fold are equal, and a rerun when those are equal too.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
-
 from pydantic_core import PydanticUndefined
 
 from medtransfer.config import TrainConfig, task_name
-from medtransfer.evaluation.metrics import METRICS
-from medtransfer.rundir import DONE
+from medtransfer.errors import UserError
+from medtransfer.evaluation.metric_registry import METRICS
+from medtransfer.rundir import CONFIG_FILE, DONE, METRICS_FILE, PREDICTIONS_FILE, RunDir
 
-MARKERS = ("config.yaml", "metrics.json")
+MARKERS = (CONFIG_FILE, METRICS_FILE)
 REPORT_DIR = "report"
 TIMING = ("extract_seconds", "train_seconds", "eval_seconds", "total_seconds", "images_per_second",
           "peak_memory_mb", "n_params", "cache_hit")
@@ -32,7 +31,7 @@ NOT_SETTINGS = ("out", "cache_dir", "workers", "device", "image_cache", "bootstr
 REPLICATES = ("seed", "fold")
 # What names a setup in tables and legends; any other setting that varies is named beside it.
 NAMED = ("task", "backbone", "weights", "mode", "head", "train_fraction", "folds")
-SETTING = "setting:"  # column prefix of the settings read from config.yaml
+SETTING = "setting:"  # column prefix of the settings read from a run's saved configuration
 SKIPPED_COLUMNS = ["run_dir", "reason", "task", "backbone", "mode", "seed"]
 
 
@@ -48,7 +47,7 @@ class RunIndex:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    """Every folder under `root` holding config.yaml or metrics.json (a run's own subfolders are not searched)."""
+    """Every folder under `root` holding a run's configuration or metrics (a run's own subfolders are not searched)."""
     found = []
     for here, dirs, files in os.walk(root):
         if any(marker in files for marker in MARKERS):
@@ -62,13 +61,8 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 
 def task_of(config: dict) -> str:
-    """The task of a saved config.yaml (runs from before `task` was recorded get the runner's rule)."""
+    """The task of a saved run configuration (runs from before `task` was recorded get the runner's rule)."""
     return task_name(config.get("task"), str(config.get("data") or ""))
-
-
-def _read_config(run_dir: Path) -> dict:
-    path = run_dir / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def _labels(config: dict, run_dir: Path) -> dict:
@@ -81,7 +75,7 @@ def _labels(config: dict, run_dir: Path) -> dict:
             "train_fraction": float(config.get("train_fraction", 1.0)), "run_dir": str(run_dir)}
 
 
-# A setting that a run's config.yaml lacks was added after the run: it ran with the setting's default.
+# A setting that a run's saved configuration lacks was added after the run: it ran with the setting's default.
 DEFAULTS = {name: f.default for name, f in TrainConfig.model_fields.items() if f.default is not PydanticUndefined}
 
 
@@ -91,30 +85,34 @@ def _settings(config: dict) -> dict:
             for k, v in (DEFAULTS | config).items() if k not in NOT_SETTINGS + REPLICATES}
 
 
-def _row(run_dir: Path, config: dict) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    if not (run_dir / "predictions.csv").is_file():
-        raise FileNotFoundError("predictions.csv is missing")
-    row = _labels(config, run_dir) | _settings(config) | {f"{SETTING}task": task_of(config)}
-    for name, entry in metrics["test"].items():
-        row.update({name: entry["value"], f"{name}_low": entry["low"], f"{name}_high": entry["high"]})
-    for name, entry in metrics.get("val", {}).items():
-        row[f"val_{name}"] = entry["value"]  # the model choice between setups is made on these, never on test
-    timing = metrics.get("timing", {})
-    row.update({key: timing.get(key) for key in TIMING})
-    row.update(_duplicates(metrics.get("duplicates")))
-    boot = metrics.get("bootstrap", {})
-    row.update({"n_test": metrics.get("n_test"), "n_train": metrics.get("n_train"),
-                "n_classes": len(metrics.get("classes", [])), "bootstrap_n": boot.get("n"),
-                "bootstrap_seed": boot.get("seed"), "bootstrap_unit": boot.get("unit"),
-                "threshold": (metrics.get("threshold") or {}).get("value"), "ordinal": bool(metrics.get("ordinal")),
-                "patient_threshold": (metrics.get("patient", {}).get("threshold") or {}).get("value"),
-                "finished": (run_dir / DONE).stat().st_mtime})
+def _row(run: RunDir, config: dict) -> dict:
+    metrics = run.metrics()
+    if not run.has(PREDICTIONS_FILE):
+        raise FileNotFoundError(f"{PREDICTIONS_FILE} is missing")
+    row = _labels(config, run.path) | _settings(config) | {f"{SETTING}task": task_of(config)}
+    for name, entry in metrics.test.items():
+        row.update({name: entry.value, f"{name}_low": entry.low, f"{name}_high": entry.high})
+    for name, entry in metrics.val.items():
+        row[f"val_{name}"] = entry.value  # the model choice between setups is made on these, never on test
+    row.update({key: metrics.timing.get(key) for key in TIMING})
+    row.update(_duplicates(metrics.duplicates))
+    patient_threshold = metrics.patient.threshold if metrics.patient else None
+    row.update({"n_test": metrics.n_test, "n_train": metrics.n_train, "n_classes": len(metrics.classes),
+                "bootstrap_n": metrics.bootstrap.n, "bootstrap_seed": metrics.bootstrap.seed,
+                "bootstrap_unit": metrics.bootstrap.unit,
+                "threshold": metrics.threshold.value if metrics.threshold else None, "ordinal": bool(metrics.ordinal),
+                "patient_threshold": patient_threshold.value if patient_threshold else None,
+                "finished": run.finished_at()})
     return row
 
 
+def _reason(exc: UserError) -> str:
+    """A run file's problem, the file named by its name (the row names the run dir)."""
+    return UserError(Path(exc.subject).name, exc.problem, exc.fix).line()
+
+
 def _duplicates(record: dict | None) -> dict:
-    """The run's duplicate record (data/duplicates.py) as columns; runs from before it have none."""
+    """The run's duplicate record (data/duplicate_record.py) as columns; runs from before it have none."""
     if not record:
         return {}
     spans = {k: record["exact"].get(k, 0) + record["near"].get(k, 0) for k in ("train-val", "train-test", "val-test")}
@@ -188,16 +186,19 @@ def collect_runs(runs_dir: Path) -> RunIndex:
     """Read every run folder under `runs_dir`: finished runs become rows, the rest are listed with a reason."""
     rows, skipped = [], []
     for run_dir in find_run_dirs(Path(runs_dir)):
+        run = RunDir(run_dir)
         try:
-            config = _read_config(run_dir)
-        except (OSError, yaml.YAMLError) as exc:
-            skipped.append(_skip(run_dir, {}, f"unreadable config.yaml ({exc.__class__.__name__})"))
+            config = run.config() if run.has(CONFIG_FILE) else {}
+        except UserError as exc:
+            skipped.append(_skip(run_dir, {}, _reason(exc)))
             continue
-        if not (run_dir / DONE).is_file():
-            skipped.append(_skip(run_dir, config, "incomplete: no DONE marker (crashed or still running)"))
+        if not run.is_complete():
+            skipped.append(_skip(run_dir, config, f"incomplete: no {DONE} marker (crashed or still running)"))
             continue
         try:
-            rows.append(_row(run_dir, config))
+            rows.append(_row(run, config))
+        except UserError as exc:
+            skipped.append(_skip(run_dir, config, f"unreadable run files ({_reason(exc)})"))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             skipped.append(_skip(run_dir, config, f"unreadable run files ({exc.__class__.__name__}: {exc})"))
     runs = pd.DataFrame(rows)

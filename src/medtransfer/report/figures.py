@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from medtransfer.evaluation.metrics import metric_range
+from medtransfer.evaluation.metric_registry import metric_range
 from medtransfer.report import diagnostics
 from medtransfer.report.aggregate import Summary
 from medtransfer.report.style import (
@@ -22,6 +22,7 @@ from medtransfer.report.style import (
     setup_colours,
     slugs,
 )
+from medtransfer.rundir import HISTORY_FILE, RunDir
 
 RC = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5, "axes.grid": True,
       "grid.alpha": 0.3}
@@ -103,9 +104,10 @@ def learning_curves(runs: pd.DataFrame, path: Path) -> Path:
     axes = fig.subplots(1, 3)
     selects = set()
     for _, run in chosen.iterrows():
-        if not (Path(run["run_dir"]) / "history.csv").is_file():
+        saved = RunDir(Path(run["run_dir"]))
+        if not saved.has(HISTORY_FILE):
             continue
-        history = pd.read_csv(Path(run["run_dir"]) / "history.csv")
+        history = saved.history()
         if "epoch" not in history:  # a kNN probe's history is per k, not per epoch
             continue
         selects.add(run.get("select") or "val_metric")
