@@ -24,7 +24,9 @@ from PIL import Image, ImageEnhance
 from bench.common import SHARED_DATA, alternate, device, summary
 from medtransfer import runner
 from medtransfer.config import TrainConfig
-from medtransfer.data.duplicates import NEAR_THRESHOLD, Deduplicated, DuplicateScan, near_pairs, pixel_hashes
+from medtransfer.data.dedup import Deduplicated
+from medtransfer.data.duplicate_hashes import pixel_hashes
+from medtransfer.data.duplicate_scan import NEAR_THRESHOLD, DuplicateScan, near_pairs
 
 HAM = SHARED_DATA / "ham10000_subset"
 
@@ -148,13 +150,13 @@ def run(smoke: bool = False) -> dict:
     def once(name: str) -> None:
         k = next(counter)  # a fresh cache and run folder each time: both sides start cold
         cfg = TrainConfig(**base, cache_dir=str(work / f"cache{k}"), out=str(work / f"run{k}"))
-        metrics = runner.train(cfg).metrics
+        metrics = runner.train(cfg).metrics.to_json()
         totals[name].append(metrics["timing"]["total_seconds"])
         if name == "with hash pass":
             records.append({**metrics["duplicates"], "hash_seconds": metrics["timing"]["hash_seconds"]})
 
     def without() -> None:
-        with mock.patch.object(runner, "_deduplicate", _no_hash_pass):
+        with mock.patch.object(runner, "deduplicate", _no_hash_pass):
             once("without hash pass")
 
     times = alternate({"without hash pass": without, "with hash pass": lambda: once("with hash pass")},

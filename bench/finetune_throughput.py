@@ -38,8 +38,8 @@ def run(smoke: bool = False) -> dict:
     cache_path, _ = cached_images(Path(tempfile.mkdtemp(prefix="bench-finetune-")), table, model.backbone.preprocess, 1)
     data_path = DataPath(table, model.backbone.preprocess, dev, 1, cache_path)
     settings = FinetuneSettings(epochs=1, lr=1e-4, weight_decay=0.0, batch_size=batch, optimizer="adam",
-                                schedule="none", select="val_auroc", patience=None, balance=False, augment=False,
-                                seed=0)
+                                schedule="none", select="val_auroc", patience=None, class_weights=False,
+                                augment=False, seed=0, accumulate=1, compile=False)
     step = make_step(model, settings, table.frame["target"].to_numpy()[rows], len(table.classes), dev)
     loader, inputs = data_path.loader(rows, batch, shuffle=True), InputPipeline(model.backbone.preprocess, dev)
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch.nn import functional as F
 
 from bench.common import alternate, breastmnist_64, device, summary
-from medtransfer.config import TrainConfig
+from medtransfer.config import TrainConfig, from_config
 from medtransfer.data.splits import SplitPlan, assign_splits
 from medtransfer.data.load import load_table
 from medtransfer.engine.heads import HeadModule
@@ -33,7 +33,7 @@ from medtransfer.runner import train
 def seed_method(cfg: TrainConfig, scaling: tuple[torch.Tensor, torch.Tensor]) -> float:
     """Frozen backbone + head trained together for E epochs, forwarding every image each epoch; test AUROC."""
     table = load_table(cfg)
-    frame = assign_splits(table, SplitPlan(cfg.test_fraction, cfg.val_fraction, 1.0, cfg.seed))
+    frame = assign_splits(table, from_config(SplitPlan, cfg, train_fraction=1.0, split_seed=cfg.seed))
     rows = {s: np.flatnonzero(frame["split"].to_numpy() == s) for s in ("train", "val", "test")}
     y = table.frame["target"].to_numpy()
     backbone = build_backbone(cfg.backbone, cfg.weights, cfg.image_size, seed=cfg.seed).eval().to(cfg.device)
@@ -76,7 +76,7 @@ def seed_method(cfg: TrainConfig, scaling: tuple[torch.Tensor, torch.Tensor]) ->
 def train_scaling(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's standardisation constants, from one reference run of the project (before any timing)."""
     outcome = train(cfg.model_copy(update={"out": str(Path(cfg.cache_dir) / "run")}))
-    state = load_file(str(outcome.run_dir / "head.safetensors"))
+    state = load_file(str(outcome.run_dir.path / "head.safetensors"))
     return state["mean"], state["scale"]
 
 
@@ -96,7 +96,7 @@ def run(smoke: bool = False) -> dict:
     def project() -> None:
         k = next(counter)  # a fresh cache and run folder each time: nothing is reused between repetitions
         cfg = TrainConfig(**base, cache_dir=str(work / f"cache{k}"), out=str(work / f"run{k}"))
-        results["project"].append(train(cfg).metrics["test"]["auroc"]["value"])
+        results["project"].append(train(cfg).metrics.test["auroc"].value)
 
     scaling = train_scaling(TrainConfig(**base, cache_dir=str(work / "reference")))
 
@@ -106,7 +106,7 @@ def run(smoke: bool = False) -> dict:
     times = alternate({"project": project, "seed": seed}, repeats)
     medians = summary(times)["median_s"]
     cfg = TrainConfig(**base)
-    frame = assign_splits(load_table(cfg), SplitPlan(cfg.test_fraction, cfg.val_fraction, 1.0, cfg.seed))
+    frame = assign_splits(load_table(cfg), from_config(SplitPlan, cfg, train_fraction=1.0, split_seed=cfg.seed))
     n = frame["split"].value_counts()
     ideal = epochs * (n["train"] + n["val"]) / len(frame)
     ratio = medians["seed"] / medians["project"]

@@ -5,29 +5,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from medtransfer.config import TrainConfig
+from medtransfer.config import TrainConfig, from_config
 from medtransfer.data.table import SampleTable
 from medtransfer.engine.cache import cache_root
 from medtransfer.engine.device import pick_device, seed_everything
 from medtransfer.engine.features import cached_features, extract_table, feature_cache, feature_key
 from medtransfer.engine.finetune import Classifier, FinetuneSettings, finetune, predict_rows
-from medtransfer.engine.heads import HeadTraining, ProbeHead
 from medtransfer.engine.image_cache import cached_images
-from medtransfer.engine.knn import KNNProbe
 from medtransfer.engine.pipeline import DataPath
-from medtransfer.engine.sweep import HeadSweep
+from medtransfer.engine.probes import make_probe
 from medtransfer.models.adapt import add_lora, enable_grad_checkpointing, freeze_blocks, frozen_norm_eval, merge_lora
 from medtransfer.models.backbone import Backbone, build_backbone
 from medtransfer.models.weights import check_weights_arg, weights_identity
 from medtransfer.progress import Reporter
-from medtransfer.rundir import RunWriter
+from medtransfer.rundir import RunWriter, WeightsKind
 
 EVAL_SPLITS = ("val", "test")
 EXTRACT_BATCH_CUDA = 1024  # first try; halved on out-of-memory
@@ -40,15 +37,15 @@ class Fitted:
     probs: dict[str, np.ndarray]
     history: list[dict]
     best_epoch: int
-    tensors: dict[str, dict[str, torch.Tensor]]
+    tensors: dict[WeightsKind, dict[str, torch.Tensor]]
     timing: dict
     extra: dict = field(default_factory=dict)  # mode-specific results for metrics.json (e.g. the head sweep)
     resolved: dict = field(default_factory=dict)  # what the backbone resolved, for config.yaml
 
     def save_weights(self, writer: RunWriter) -> None:
         """The head's or the model's tensors as safetensors files of the run."""
-        for name, state in self.tensors.items():
-            save_file(state, str(writer.path(name)))
+        for kind, state in self.tensors.items():
+            save_file(state, str(writer.weights_path(kind)))
 
 
 def resource_use(backbone: Backbone, device: torch.device) -> dict:
@@ -76,20 +73,14 @@ def _data_path(cfg: TrainConfig, table: SampleTable, backbone: Backbone, device:
     return DataPath(table, pre, device, cfg.workers, path), timing
 
 
-def _make_head(cfg: TrainConfig) -> ProbeHead | HeadSweep | KNNProbe:
-    if cfg.head == "knn":
-        return KNNProbe(select=cfg.select)
-    training = HeadTraining(kind=cfg.head, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer,
-                            schedule=cfg.schedule, select=cfg.select, patience=cfg.patience,
-                            balance=cfg.class_weights, seed=cfg.seed)
-    if cfg.head_sweep:
-        return HeadSweep(**asdict(training))
-    return ProbeHead(**asdict(training), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def run_feature_key(cfg: TrainConfig, backbone: Backbone, table: SampleTable, device: torch.device) -> dict:
+    """The feature-cache key of a frozen run (its model part is what a study groups runs by: executors.cache_group)."""
+    return feature_key(backbone, weights_identity(cfg.weights, backbone.timm_name, cfg.seed), table, device)
 
 
 def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
             device: torch.device, reporter: Reporter) -> Fitted:
-    key = feature_key(backbone, weights_identity(cfg.weights, backbone.timm_name, cfg.seed), table, device)
+    key = run_feature_key(cfg, backbone, table, device)
     image_timing: dict = {}
 
     def fill(out: np.ndarray) -> None:
@@ -109,16 +100,16 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     for warning in timing.get("cache_warnings", []) + timing.get("image_cache_warnings", []):
         reporter.log(f"warning: {warning}")  # also kept in metrics.json's timing
     y = table.frame["target"].to_numpy()
-    head = _make_head(cfg)
+    head = make_probe(cfg)
     start = time.perf_counter()
     train_x = np.asarray(features[rows["train"]], dtype=np.float32)  # heads train on features held in memory
     head.fit(train_x, y[rows["train"]], features[rows["val"]], y[rows["val"]], len(table.classes))
     timing["train_seconds"] = round(time.perf_counter() - start, 3)
     probs = {s: head.predict_proba(features[rows[s]]) for s in EVAL_SPLITS}
-    name = "knn.safetensors" if cfg.head == "knn" else "head.safetensors"
+    name: WeightsKind = "knn" if cfg.head == "knn" else "head"
     # How a sweep or kNN chose its head goes into metrics.json: every (lr, weight decay) head, or every k.
-    extra = {"head_selection": {**head.choice_, "candidates": getattr(head, "table_", head.history_)}} \
-        if hasattr(head, "choice_") else {}
+    selection = head.selection()
+    extra = {"head_selection": selection} if selection is not None else {}
     return Fitted(probs, head.history_, head.best_epoch_, {name: head.module_.state_dict()}, timing, extra)
 
 
@@ -139,9 +130,7 @@ def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: di
     model = Classifier(backbone, len(table.classes), cfg.head)
     train_mode = _adapt(cfg, backbone)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    settings = FinetuneSettings(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.optimizer, cfg.schedule,
-                                cfg.select, cfg.patience, cfg.class_weights, cfg.augment, cfg.seed, cfg.accumulate,
-                                cfg.compile)
+    settings = from_config(FinetuneSettings, cfg)
     data, timing = _data_path(cfg, table, backbone, device, reporter)
     start = time.perf_counter()
 
@@ -161,7 +150,7 @@ def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: di
     if cfg.lora_rank:
         merge_lora(backbone)  # plain timm keys again: `predict` rebuilds the model without peft
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return Fitted(probs, history, best, {"model.safetensors": state}, timing)
+    return Fitted(probs, history, best, {"model": state}, timing)
 
 
 def fit(cfg: TrainConfig, table: SampleTable, rows: dict[str, np.ndarray], reporter: Reporter) -> Fitted:

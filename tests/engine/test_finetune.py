@@ -90,8 +90,8 @@ def test_a_nan_loss_stops_finetuning_with_the_epoch_the_last_loss_and_the_fix(mo
     table = SimpleNamespace(frame=pd.DataFrame({"target": np.arange(40) % 3}), classes=["a", "b", "c"])
     data = SimpleNamespace(device=torch.device("cpu"), table=table, pre=PRE, loader=lambda *a, **k: [])
     settings = ft.FinetuneSettings(epochs=10, lr=1e-4, weight_decay=0.0, batch_size=8, optimizer="adam",
-                                   schedule="none", select="val_loss", patience=None, balance=False, augment=False,
-                                   seed=0)
+                                   schedule="none", select="val_loss", patience=None, class_weights=False,
+                                   augment=False, seed=0, accumulate=1, compile=False)
     with pytest.raises(UserError) as err:
         ft.finetune(_model(), data, np.arange(30), np.arange(30, 40), settings)
     line = err.value.line()

@@ -19,6 +19,6 @@ def test_cuda_run_matches_the_contract(tmp_path, mode):
                         "image_size": 32, "mode": mode, "epochs": 3, "bootstrap": 200, "device": "cuda",
                         "out": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")})
     outcome = train(cfg)
-    metrics = json.loads((outcome.run_dir / "metrics.json").read_text())
+    metrics = json.loads((outcome.run_dir.path / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["auroc"]["value"] <= 1.0
     assert metrics["n_test"] > 0

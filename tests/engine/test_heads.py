@@ -8,6 +8,13 @@ import torch
 
 from medtransfer.engine.heads import HeadModule, ProbeHead, class_weights
 
+from helpers import default_settings
+
+
+def probe(**given) -> ProbeHead:
+    """A ProbeHead with the run defaults, except `given`."""
+    return default_settings(ProbeHead, **given)
+
 
 def blobs(n: int, dim: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -19,7 +26,7 @@ def blobs(n: int, dim: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
 def test_head_learns_separable_features(kind):
     x, y = blobs(400, 16, 3, 0)
-    head = ProbeHead(kind=kind, epochs=40, lr=1e-2, batch_size=64).fit(x[:300], y[:300], x[300:], y[300:], 3)
+    head = probe(head=kind, epochs=40, lr=1e-2, batch_size=64).fit(x[:300], y[:300], x[300:], y[300:], 3)
     prob = head.predict_proba(x[300:])
     assert prob.shape == (100, 3) and np.allclose(prob.sum(1), 1, atol=1e-5)
     assert (prob.argmax(1) == y[300:]).mean() > 0.8
@@ -36,7 +43,7 @@ def test_mlp_head_is_the_paper_shape():
 def test_best_epoch_weights_are_kept():
     """The stored weights reproduce the best epoch's val loss when selecting by val loss."""
     x, y = blobs(300, 8, 2, 1)
-    head = ProbeHead(epochs=30, lr=0.3, select="val_loss", batch_size=32).fit(x[:200], y[:200], x[200:], y[200:], 2)
+    head = probe(epochs=30, lr=0.3, select="val_loss", batch_size=32).fit(x[:200], y[:200], x[200:], y[200:], 2)
     best = min(h["val_loss"] for h in head.history_)
     logits = head.module_(torch.as_tensor(x[200:]))
     loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(y[200:])).item()
@@ -46,16 +53,16 @@ def test_best_epoch_weights_are_kept():
 
 def test_patience_stops_early():
     x, y = blobs(200, 8, 2, 2)
-    head = ProbeHead(epochs=200, lr=1e-2, patience=3).fit(x[:150], y[:150], x[150:], y[150:], 2)
+    head = probe(epochs=200, lr=1e-2, patience=3).fit(x[:150], y[:150], x[150:], y[150:], 2)
     assert len(head.history_) < 200
     assert len(head.history_) - head.best_epoch_ == 3
 
 
 def test_seeded_fit_is_reproducible():
     x, y = blobs(200, 8, 2, 3)
-    a = ProbeHead(epochs=5, seed=1).fit(x[:150], y[:150], x[150:], y[150:], 2).predict_proba(x)
-    b = ProbeHead(epochs=5, seed=1).fit(x[:150], y[:150], x[150:], y[150:], 2).predict_proba(x)
-    c = ProbeHead(epochs=5, seed=2).fit(x[:150], y[:150], x[150:], y[150:], 2).predict_proba(x)
+    a = probe(epochs=5, seed=1).fit(x[:150], y[:150], x[150:], y[150:], 2).predict_proba(x)
+    b = probe(epochs=5, seed=1).fit(x[:150], y[:150], x[150:], y[150:], 2).predict_proba(x)
+    c = probe(epochs=5, seed=2).fit(x[:150], y[:150], x[150:], y[150:], 2).predict_proba(x)
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
 
@@ -70,7 +77,7 @@ def test_a_diverging_head_stops_with_the_epoch_and_the_fix():
 
     x, y = blobs(200, 8, 2, 0)
     with pytest.raises(UserError) as err:
-        ProbeHead(kind="mlp", epochs=5, lr=1e20, batch_size=64).fit(x[:150], y[:150], x[150:], y[150:], 2)
+        probe(head="mlp", epochs=5, lr=1e20, batch_size=64).fit(x[:150], y[:150], x[150:], y[150:], 2)
     line = err.value.line()
     assert "diverged" in line and "epoch 1" in line and "lower --lr, e.g. --lr 1e+19" in line
 
@@ -91,4 +98,4 @@ def test_nan_features_are_refused_before_training():
     x, y = blobs(100, 8, 2, 0)
     x[[3, 90], 2] = np.nan  # one train row, one val row
     with pytest.raises(UserError, match="train features: 1 of 80 rows hold NaN"):
-        ProbeHead(epochs=2).fit(x[:80], y[:80], x[80:], y[80:], 2)
+        probe(epochs=2).fit(x[:80], y[:80], x[80:], y[80:], 2)

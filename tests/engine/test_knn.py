@@ -10,6 +10,14 @@ from safetensors.torch import load_file, save_file
 from medtransfer.engine.knn import KNNModule, KNNProbe
 from medtransfer.evaluation.metrics import auroc
 
+from helpers import default_settings
+
+
+def knn(**given) -> KNNProbe:
+    """A KNNProbe with the run defaults, except `given`."""
+    return default_settings(KNNProbe, **given)
+
+
 CLOSE = {"rtol": 1e-4, "atol": 1e-12}  # atol: a class without votes is clamped to float32's tiny, not 0
 
 
@@ -37,7 +45,7 @@ def test_two_dimensional_case_by_hand():
     train = np.array([[1.0, 0.0], [0.9, 0.3], [0.0, 1.0], [-1.0, 0.2], [0.6, 0.8]], dtype=np.float32)
     labels = np.array([0, 1, 1, 0, 2])
     query = np.array([[1.0, 0.1], [0.1, 1.0], [-1.0, -1.0]], dtype=np.float32)
-    probe = KNNProbe(ks=(3,)).fit(train, labels, query, np.array([0, 1, 0]), 3)
+    probe = knn(ks=(3,)).fit(train, labels, query, np.array([0, 1, 0]), 3)
     # Query 0 by hand: neighbours 0, 1, 4 (cosines 0.995, 0.987, 0.697): classes 0, 1 and a nearly silent 2.
     cos = [1.0 / np.sqrt(1.01), (0.9 + 0.03) / np.sqrt(1.01 * 0.9), (0.6 + 0.08) / np.sqrt(1.01)]
     weights = np.exp(np.array(cos) / 0.07)
@@ -60,7 +68,7 @@ def test_prefix_of_one_search_equals_a_search_per_k():
 
 def test_history_scores_each_k_as_its_own_model():
     x, y = directions(360, 16, 3, seed=1)
-    probe = KNNProbe(ks=(5, 15, 40)).fit(x[:200], y[:200], x[200:280], y[200:280], 3)
+    probe = knn(ks=(5, 15, 40)).fit(x[:200], y[:200], x[200:280], y[200:280], 3)
     for row in probe.history_:
         own = KNNModule.from_features(torch.as_tensor(x[:200]), torch.as_tensor(y[:200]), 3, k=row["k"])
         shares = own(torch.as_tensor(x[200:280])).softmax(1).numpy()
@@ -105,7 +113,7 @@ def test_equal_similarities_go_to_the_lowest_index(block):
 
 def test_k_is_capped_at_the_train_size():
     x, y = directions(40, 6, 2, seed=3)
-    probe = KNNProbe(ks=(3, 20, 50)).fit(x[:8], y[:8], x[8:], y[8:], 2)
+    probe = knn(ks=(3, 20, 50)).fit(x[:8], y[:8], x[8:], y[8:], 2)
     assert [row["k"] for row in probe.history_] == [3, 8, 8]
     probe.module_.k.fill_(8)
     np.testing.assert_allclose(probe.predict_proba(x[8:]), weighted_vote(x[:8], y[:8], x[8:], 8, 2), **CLOSE)
@@ -124,7 +132,7 @@ def test_small_k_wins_when_a_class_is_a_few_close_points():
     labels = np.array([1] * 3 + [0] * 77)
     val = np.concatenate([ring(0.02, 10, rng), -ring(0.1, 10, rng)]).astype(np.float32)
     y_val = np.array([1] * 10 + [0] * 10)
-    probe = KNNProbe(ks=(50, 3, 20), select="val_accuracy").fit(train, labels, val, y_val, 2)
+    probe = knn(ks=(50, 3, 20), select="val_accuracy").fit(train, labels, val, y_val, 2)
     accuracy = {row["k"]: row["val_metric"] for row in probe.history_}
     assert accuracy[3] == 1.0 and accuracy[50] == 0.5
     assert probe.choice_["k"] == 3 and int(probe.module_.k) == 3 and probe.best_epoch_ == 3
@@ -135,7 +143,7 @@ def test_large_k_wins_on_noisy_labels():
     rng = np.random.default_rng(5)
     x, y = directions(600, 8, 2, seed=5)
     noisy = np.where(rng.random(400) < 0.35, 1 - y[:400], y[:400])
-    probe = KNNProbe(ks=(1, 100), select="val_accuracy").fit(x[:400], noisy, x[400:], y[400:], 2)
+    probe = knn(ks=(1, 100), select="val_accuracy").fit(x[:400], noisy, x[400:], y[400:], 2)
     accuracy = [row["val_metric"] for row in probe.history_]
     assert accuracy[1] > accuracy[0] + 0.1
     assert probe.choice_ == {"k": 100, "temperature": 0.07, "val_score": accuracy[1]}
@@ -145,7 +153,7 @@ def test_ties_go_to_the_first_k():
     rng = np.random.default_rng(6)
     y = np.arange(100) % 2
     x = (np.eye(4)[y] + rng.normal(0, 0.05, (100, 4))).astype(np.float32)  # every k classifies all of val
-    probe = KNNProbe(ks=(20, 10), select="val_accuracy").fit(x[:60], y[:60], x[60:], y[60:], 2)
+    probe = knn(ks=(20, 10), select="val_accuracy").fit(x[:60], y[:60], x[60:], y[60:], 2)
     assert [row["val_metric"] for row in probe.history_] == [1.0, 1.0]
     assert probe.choice_["k"] == 20
 
@@ -153,7 +161,7 @@ def test_ties_go_to_the_first_k():
 @pytest.mark.parametrize("bank_dtype", ["float32", "float16"])
 def test_safetensors_round_trip_gives_the_same_probabilities(bank_dtype, tmp_path):
     x, y = directions(300, 16, 4, seed=7)
-    probe = KNNProbe(ks=(5, 25), bank_dtype=bank_dtype).fit(x[:200], y[:200], x[200:250], y[200:250], 4)
+    probe = knn(ks=(5, 25), bank_dtype=bank_dtype).fit(x[:200], y[:200], x[200:250], y[200:250], 4)
     save_file(probe.module_.state_dict(), tmp_path / "knn.safetensors")
     state = load_file(tmp_path / "knn.safetensors")
     assert state["bank"].dtype == getattr(torch, bank_dtype) and state["bank"].shape == (200, 16)

@@ -11,6 +11,13 @@ from medtransfer.engine.heads import HeadModule, ProbeHead
 from medtransfer.engine.sweep import HeadSweep
 from medtransfer.evaluation.metrics import auroc
 
+from helpers import default_settings
+
+
+def sweep_of(**given) -> HeadSweep:
+    """A HeadSweep with the run defaults, except `given`."""
+    return default_settings(HeadSweep, **given)
+
 
 def blobs(n: int, dim: int, k: int, seed: int, spread: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -43,8 +50,8 @@ CASES = [  # kind, optimizer, classes, schedule, select, patience, balance
 def test_each_head_is_the_probe_head_trained_alone(kind, optimizer, k, schedule, select, patience, balance):
     x, y = blobs(280, 12, k, seed=k)
     data, x_test, _ = split(x, y)
-    common = dict(kind=kind, epochs=25, batch_size=48, optimizer=optimizer, schedule=schedule, select=select,
-                  patience=patience, balance=balance, seed=5)
+    common = dict(head=kind, epochs=25, batch_size=48, optimizer=optimizer, schedule=schedule, select=select,
+                  patience=patience, class_weights=balance, seed=5)
     lrs = (3e-3, 3e-2) if kind == "linear" else (3e-4, 3e-3)
     sweep = HeadSweep(lrs=lrs, weight_decays=(0.0, 0.1), **common).fit(*data, k)
     assert len(sweep.table_) == 4
@@ -74,7 +81,7 @@ def test_each_head_is_the_probe_head_trained_alone(kind, optimizer, k, schedule,
 def test_the_best_head_on_val_is_chosen():
     x, y = blobs(280, 12, 2, seed=0)
     data, x_test, _ = split(x, y)
-    sweep = HeadSweep(epochs=20, batch_size=64, lrs=(1e-4, 1e-2), weight_decays=(0.0, 1.0)).fit(*data, 2)
+    sweep = sweep_of(epochs=20, batch_size=64, lrs=(1e-4, 1e-2), weight_decays=(0.0, 1.0)).fit(*data, 2)
     scores = [row["val_score"] for row in sweep.table_]
     chosen = sweep.choice_["head"]
     assert chosen == int(np.argmax(scores)) and sweep.choice_["val_score"] == max(scores)
@@ -90,7 +97,7 @@ def test_ties_go_to_the_first_head_in_grid_order():
     x, y = blobs(280, 12, 2, seed=1)
     data, _, _ = split(x, y)
     # Identical heads score identically: the first must win.
-    sweep = HeadSweep(epochs=10, lrs=(1e-2, 1e-2), weight_decays=(0.0,)).fit(*data, 2)
+    sweep = sweep_of(epochs=10, lrs=(1e-2, 1e-2), weight_decays=(0.0,)).fit(*data, 2)
     assert sweep.table_[0] == sweep.table_[1]
     assert sweep.choice_["head"] == 0
 
@@ -99,7 +106,7 @@ def test_ties_go_to_the_first_head_in_grid_order():
 def test_module_state_loads_into_a_plain_head_module(kind, tmp_path):
     x, y = blobs(280, 12, 3, seed=2)
     data, x_test, _ = split(x, y)
-    sweep = HeadSweep(kind=kind, epochs=5, lrs=(1e-3, 1e-2), weight_decays=(0.0,)).fit(*data, 3)
+    sweep = sweep_of(head=kind, epochs=5, lrs=(1e-3, 1e-2), weight_decays=(0.0,)).fit(*data, 3)
     save_file(sweep.module_.state_dict(), tmp_path / "head.safetensors")
     module = HeadModule(12, 3, kind)
     module.load_state_dict(load_file(tmp_path / "head.safetensors"))
@@ -107,7 +114,7 @@ def test_module_state_loads_into_a_plain_head_module(kind, tmp_path):
 
 
 def test_default_grid_is_sixteen_heads_lr_major():
-    grid = HeadSweep().grid()
+    grid = sweep_of().grid()
     assert len(grid) == 16 and grid[:2] == [(1e-4, 0.0), (1e-4, 1e-4)] and grid[-1] == (3e-3, 1e-2)
 
 
@@ -116,9 +123,9 @@ def test_a_diverged_head_loses_the_choice_and_all_diverged_is_one_line():
 
     x, y = blobs(300, 8, 2, 0)
     (train, _, _) = split(x, y)
-    sweep = HeadSweep(kind="mlp", epochs=4, batch_size=64, lrs=(1e-3, 1e20), weight_decays=(0.0,)).fit(*train, 2)
+    sweep = sweep_of(head="mlp", epochs=4, batch_size=64, lrs=(1e-3, 1e20), weight_decays=(0.0,)).fit(*train, 2)
     assert sweep.choice_["lr"] == 1e-3  # the finite head is chosen; the other diverged
     assert np.isfinite(sweep.predict_proba(x[220:])).all()
     with pytest.raises(UserError, match="every head of the sweep diverged") as err:
-        HeadSweep(kind="mlp", epochs=4, batch_size=64, lrs=(1e20, 1e21), weight_decays=(0.0,)).fit(*train, 2)
+        sweep_of(head="mlp", epochs=4, batch_size=64, lrs=(1e20, 1e21), weight_decays=(0.0,)).fit(*train, 2)
     assert "epoch 1" in err.value.line()

@@ -82,11 +82,14 @@ def test_freeze_blocks_vit_trains_last_blocks_and_final_norm(name, size):
         assert not backbone.model.get_parameter(frozen_name).requires_grad
 
 
-def test_freeze_blocks_all_or_more_freezes_nothing():
+def test_freeze_blocks_all_freezes_nothing_and_more_is_refused():
     backbone = build_backbone("resnet18", "none", 32)
     total = _trainable(backbone)
-    assert freeze_blocks(backbone, 4) == [] and freeze_blocks(backbone, 99) == []
+    assert freeze_blocks(backbone, 4) == []
     assert _trainable(backbone) == total
+    with pytest.raises(UserError) as info:
+        freeze_blocks(backbone, 5)
+    assert "more than the 4 blocks" in info.value.problem and "0 (train only the head) to 4" in info.value.fix
 
 
 def test_freeze_blocks_negative_names_block_count():

@@ -8,7 +8,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
 
 from medtransfer.errors import UserError
-from medtransfer.models.backbone import Backbone, Preprocess, build_backbone
+from medtransfer.models.backbone import Backbone, Preprocess, build_backbone, meta_backbone
 
 VITS = 384  # ViT-S embedding width
 
@@ -182,3 +182,24 @@ def test_unknown_backbone_is_a_user_error_before_building() -> None:
     with pytest.raises(UserError) as info:
         build_backbone("resnet5", "none", 32)
     assert "resnet50" in str(info.value)
+
+
+@pytest.mark.parametrize(("name", "size", "pooling"), [
+    ("resnet18", 32, "auto"), ("resnet18", None, "avg"), ("dinov2_vits14", 28, "auto"), ("dinov2_vits14", 28, "mean"),
+    ("vgg16", 32, "auto"),
+])
+def test_the_meta_backbone_is_the_built_one_without_values(name, size, pooling) -> None:
+    meta, built = meta_backbone(name, size, pooling), build_backbone(name, "none", size, pooling)
+    assert all(p.is_meta for p in meta.parameters()) and not any(p.is_meta for p in built.parameters())
+    assert (meta.timm_name, meta.pooling, meta.num_features) == (built.timm_name, built.pooling, built.num_features)
+    assert meta.preprocess == built.preprocess
+    assert [(n, p.shape) for n, p in meta.named_parameters()] == [(n, p.shape) for n, p in built.named_parameters()]
+
+
+def test_the_meta_backbone_refuses_what_build_refuses() -> None:
+    for args in (("resnet18", 32, "cls"), ("dinov2_vits14", 30, "auto"), ("dinov2_vits14", 28, "avg")):
+        with pytest.raises(UserError) as meta:
+            meta_backbone(*args)
+        with pytest.raises(UserError) as built:
+            build_backbone(args[0], "none", args[1], args[2])
+        assert meta.value.line() == built.value.line()

@@ -31,14 +31,22 @@ def numerics(device: torch.device) -> dict:
     return {"device": device.type, "autocast": str(dtype).removeprefix("torch.") if dtype is not None else "float32"}
 
 
+def model_key(backbone: Backbone, weights_id: str) -> dict:
+    """The model's part of the feature key: architecture, weights, preprocessing and pooling.
+
+    Also how a study groups the frozen runs that share an entry (study/executors.cache_group), from a meta-device
+    backbone: one rule for both, so the grouping cannot drift from the cache.
+    """
+    return {"model": backbone.timm_name, "weights": weights_id, "preprocess": backbone.preprocess.as_dict(),
+            "pooling": backbone.pooling}
+
+
 def feature_key(backbone: Backbone, weights_id: str, table: SampleTable, device: torch.device) -> dict:
     """Everything that changes the features: model, weights, preprocessing, pooling, numerics, data, sample order.
 
     A GPU's bf16 features differ from a CPU's fp32 ones in the third digit: a run on one never reads the other's.
     """
-    return {"version": CACHE_VERSION, "model": backbone.timm_name, "weights": weights_id,
-            "preprocess": backbone.preprocess.as_dict(), "pooling": backbone.pooling, **numerics(device),
-            **samples_key(table)}
+    return {"version": CACHE_VERSION, **model_key(backbone, weights_id), **numerics(device), **samples_key(table)}
 
 
 @torch.inference_mode()

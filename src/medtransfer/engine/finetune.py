@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from medtransfer.engine.device import autocast
 from medtransfer.engine.heads import HeadModule, check_loss, class_weights
-from medtransfer.engine.optim import BestEpoch, build_optimizer, build_schedule
+from medtransfer.engine.optim import BestEpoch, TrainingLoop, build_optimizer, build_schedule
 from medtransfer.engine.pipeline import DataPath, InputPipeline
 from medtransfer.evaluation.metrics import compute_metrics
 from medtransfer.models.backbone import Backbone
@@ -32,23 +32,15 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-@dataclass
-class FinetuneSettings:
+@dataclass(kw_only=True)
+class FinetuneSettings(TrainingLoop):
     """What fine-tuning needs beyond the model and the data."""
 
-    epochs: int
     lr: float
     weight_decay: float
-    batch_size: int
-    optimizer: str
-    schedule: str
-    select: str
-    patience: int | None
-    balance: bool
     augment: bool
-    seed: int
-    accumulate: int = 1  # batches whose gradients are summed before one optimiser step
-    compile: bool = False
+    accumulate: int  # batches whose gradients are summed before one optimiser step
+    compile: bool
 
 
 @dataclass
@@ -109,7 +101,7 @@ def predict_rows(model: Classifier, data: DataPath, rows: np.ndarray, batch_size
 def make_step(model: Classifier, settings: FinetuneSettings, train_targets: np.ndarray, n_classes: int,
               device: torch.device) -> Step:
     """Optimiser over the trainable parameters, loss scaler (fp16 only) and the forward to call."""
-    weight = class_weights(train_targets, n_classes).to(device) if settings.balance else None
+    weight = class_weights(train_targets, n_classes).to(device) if settings.class_weights else None
     opt = build_optimizer(settings.optimizer, model.parameters(), settings.lr, settings.weight_decay)
     # fp16 (GPUs without bf16) needs loss scaling; bf16 and CPU do not.
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported())

@@ -11,12 +11,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from medtransfer.engine.optim import BestEpoch, build_optimizer, build_schedule
+from medtransfer.engine.optim import BestEpoch, TrainingLoop, build_optimizer, build_schedule
 from medtransfer.errors import UserError
 from medtransfer.evaluation.selection import selection_values
-
-HEADS = ("linear", "mlp")
-
 
 class HeadModule(nn.Module):
     """Standardise features (train statistics), then a linear layer or the paper's Linear→256→ReLU→Linear."""
@@ -83,32 +80,24 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-@dataclass
-class HeadTraining:
+@dataclass(kw_only=True)
+class HeadTraining(TrainingLoop):
     """How probe heads train on cached features; ProbeHead adds one lr and weight decay, HeadSweep a grid of them."""
 
-    kind: str = "linear"
-    epochs: int = 100
-    batch_size: int = 256
-    optimizer: str = "adam"
-    schedule: str = "none"
-    select: str = "val_auroc"
-    patience: int | None = None
-    balance: bool = False
-    seed: int = 0
+    head: str  # linear or mlp
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProbeHead(HeadTraining):
     """A head trained on fixed features; the best epoch is chosen on val (sklearn-style estimator)."""
 
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float
+    weight_decay: float
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int) -> ProbeHead:
         """Train on (x, y), evaluating on val each epoch; keep the best epoch's weights in `module_`."""
-        module, (xt, yt), (xv, yv) = initial_head(x, y, x_val, y_val, n_classes, self.kind, self.seed)
-        weight = class_weights(y, n_classes) if self.balance else None
+        module, (xt, yt), (xv, yv) = initial_head(x, y, x_val, y_val, n_classes, self.head, self.seed)
+        weight = class_weights(y, n_classes) if self.class_weights else None
         opt = build_optimizer(self.optimizer, module.parameters(), self.lr, self.weight_decay)
         sched = build_schedule(self.schedule, opt, self.epochs)
         tracker, self.history_ = BestEpoch(self.select, self.patience), []
@@ -148,3 +137,7 @@ class ProbeHead(HeadTraining):
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (n, K) from the best epoch's weights."""
         return self.module_(torch.as_tensor(np.asarray(x, dtype=np.float32))).softmax(1).numpy()
+
+    def selection(self) -> dict | None:
+        """None: one head with its given lr and weight decay, nothing chosen."""
+        return None

@@ -103,13 +103,14 @@ class KNNModule(nn.Module):
         return log_shares(self.vote(*self.neighbours(features, k), k))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class KNNProbe:
     """Weighted kNN on fixed features (sklearn-style estimator); k chosen on val by the selection metric."""
 
+    select: str  # TrainConfig's, which holds its default
+    # The probe's own settings, not run options: TrainConfig has no field for them.
     ks: tuple[int, ...] = (10, 20, 50)
     temperature: float = TEMPERATURE
-    select: str = "val_auroc"
     bank_dtype: str = "float32"  # "float16" halves the saved bank; similarities are still computed in float32
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int) -> KNNProbe:
@@ -136,3 +137,7 @@ class KNNProbe:
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Vote shares (n, K) with the chosen k."""
         return self.module_(torch.as_tensor(np.asarray(x, dtype=np.float32))).softmax(1).numpy()
+
+    def selection(self) -> dict | None:
+        """The chosen k and every k tried, for metrics.json's head_selection."""
+        return {**self.choice_, "candidates": self.history_}

@@ -5,10 +5,29 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 
 SELECT_METRICS = ("val_auroc", "val_accuracy", "val_loss")
+
+
+@dataclass(kw_only=True)
+class TrainingLoop:
+    """What every training loop here takes (probe heads and fine-tuning): epochs, batches, optimiser, schedule,
+    model selection and loss weights.
+
+    Fields are named as TrainConfig's, which holds their defaults: build subclasses with `config.from_config`.
+    """
+
+    epochs: int
+    batch_size: int
+    optimizer: str
+    schedule: str
+    select: str
+    patience: int | None
+    class_weights: bool  # inverse-frequency loss weights
+    seed: int
 
 
 def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:

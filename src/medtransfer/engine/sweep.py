@@ -115,6 +115,27 @@ class BestEpochs:
 
 
 @dataclass
+class SweepState:
+    """What the sweep's epochs update: stacked parameters, their optimiser, and the schedule's lr carrier."""
+
+    params: dict[str, torch.Tensor]
+    optimizer: StackedOptimizer
+    carrier: torch.optim.Optimizer  # one dummy param group per head, whose lr the schedule moves
+    schedule: torch.optim.lr_scheduler.LRScheduler
+
+
+def _diverged(train_loss: np.ndarray, epoch: int, rows: list[dict], lrs: np.ndarray) -> None:
+    """Every head diverged (one diverged head just loses the choice): one line for the head that lasted longest."""
+    if np.isfinite(train_loss).any():
+        return
+    best = int(np.argmin(np.where(np.isfinite(rows[-1]["train_loss"]), 0, 1))) if rows else 0
+    check_loss(float(train_loss[best]), epoch,
+               [{"epoch": e, "train_loss": float(r["train_loss"][best])} for e, r in enumerate(rows, 1)],
+               float(lrs[best]),
+               "every head of the sweep diverged: drop --head-sweep and train one head with a lower --lr")
+
+
+@dataclass(kw_only=True)
 class HeadSweep(HeadTraining):
     """ProbeHead over a grid of lrs × weight decays, all heads trained in one pass; the best on val is kept.
 
@@ -122,6 +143,7 @@ class HeadSweep(HeadTraining):
     ProbeHead writes them; `seconds` is the whole sweep's epoch), `choice_` and `table_` (one row per head).
     """
 
+    # The sweep's own grid, not run options: TrainConfig has no field for them.
     lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
     weight_decays: tuple[float, ...] = (0.0, 1e-4, 1e-3, 1e-2)
 
@@ -129,56 +151,62 @@ class HeadSweep(HeadTraining):
         """(lr, weight decay) of each head, lr-major: the order that breaks ties in the choice."""
         return list(itertools.product(self.lrs, self.weight_decays))
 
+    def _start(self, template: HeadModule, grid: list[tuple[float, float]]) -> SweepState:
+        """Every head a copy of ProbeHead's init, with its optimiser and the same schedule as ProbeHead's."""
+        params = {name: p.detach().unsqueeze(0).repeat(len(grid), *(1,) * p.dim()).requires_grad_()
+                  for name, p in template.net.named_parameters()}
+        opt = StackedOptimizer(self.optimizer, list(params.values()), np.array([wd for _, wd in grid]))
+        # One dummy param group per head carries the lr through build_schedule: the same schedule as ProbeHead's.
+        carrier = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr, _ in grid])
+        return SweepState(params, opt, carrier, build_schedule(self.schedule, carrier, self.epochs))
+
+    def _epoch(self, state: SweepState, zt: torch.Tensor, yt: torch.Tensor, weight: torch.Tensor | None,
+               generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One pass over the shuffled train features; returns (each head's lr, each head's mean train loss)."""
+        lrs = np.array([g["lr"] for g in state.carrier.param_groups])
+        order, total = torch.randperm(len(zt), generator=generator), torch.zeros(len(lrs), dtype=torch.float64)
+        for batch in order.split(self.batch_size):
+            loss = stacked_loss(stacked_logits(state.params, zt[batch], self.head), yt[batch], weight)
+            state.optimizer.zero_grad()
+            loss.sum().backward()  # heads are independent: the sum's gradient is each head's own
+            state.optimizer.step(lrs)
+            total += loss.detach().double() * len(batch)
+        return lrs, (total / len(zt)).numpy()
+
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, n_classes: int) -> HeadSweep:
         """Train every head of the grid; keep each head's best val epoch, and the best head in `module_`."""
         grid = self.grid()
-        lrs = np.array([lr for lr, _ in grid])
-        wds = np.array([wd for _, wd in grid])
         # The same module as ProbeHead builds: every head starts from ProbeHead's init.
-        template, (xt, yt), (xv, yv) = initial_head(x, y, x_val, y_val, n_classes, self.kind, self.seed)
+        template, (xt, yt), (xv, yv) = initial_head(x, y, x_val, y_val, n_classes, self.head, self.seed)
         self._template, self._n_classes = template, n_classes
-        mean, scale = template.mean, template.scale
-        zt, zv = (xt - mean) / scale, (xv - mean) / scale  # elementwise, so the same numbers as per batch
-        params = {name: p.detach().unsqueeze(0).repeat(len(grid), *(1,) * p.dim()).requires_grad_()
-                  for name, p in template.net.named_parameters()}
-        opt = StackedOptimizer(self.optimizer, list(params.values()), wds)
-        # One dummy param group per head carries the lr through build_schedule: the same schedule as ProbeHead's.
-        carrier = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": lr} for lr in lrs])
-        sched = build_schedule(self.schedule, carrier, self.epochs)
-        weight = class_weights(y, n_classes) if self.balance else None
-
-        tracker, rows = BestEpochs(params, self.patience), []
+        zt, zv = (xt - template.mean) / template.scale, (xv - template.mean) / template.scale  # as per batch
+        state = self._start(template, grid)
+        weight = class_weights(y, n_classes) if self.class_weights else None
+        tracker, rows = BestEpochs(state.params, self.patience), []
         generator = torch.Generator().manual_seed(self.seed)
         for epoch in range(1, self.epochs + 1):
-            start, epoch_lrs = time.perf_counter(), np.array([g["lr"] for g in carrier.param_groups])
-            order, total = torch.randperm(len(xt), generator=generator), torch.zeros(len(grid), dtype=torch.float64)
-            for batch in order.split(self.batch_size):
-                loss = stacked_loss(stacked_logits(params, zt[batch], self.kind), yt[batch], weight)
-                opt.zero_grad()
-                loss.sum().backward()  # heads are independent: the sum's gradient is each head's own
-                opt.step(epoch_lrs)
-                total += loss.detach().double() * len(batch)
-            train_loss = (total / len(xt)).numpy()
-            if not np.isfinite(train_loss).any():  # every head diverged; one diverged head just loses the choice
-                best = int(np.argmin(np.where(np.isfinite(rows[-1]["train_loss"]), 0, 1))) if rows else 0
-                check_loss(float(train_loss[best]), epoch,
-                           [{"epoch": e, "train_loss": float(r["train_loss"][best])} for e, r in enumerate(rows, 1)],
-                           float(lrs[best]), "every head of the sweep diverged: drop --head-sweep and train one head with a lower --lr")
-            carrier.step()  # no gradients, so a no-op; it keeps the scheduler's step-order check quiet
-            sched.step()
+            start = time.perf_counter()
+            epoch_lrs, train_loss = self._epoch(state, zt, yt, weight, generator)
+            _diverged(train_loss, epoch, rows, np.array([lr for lr, _ in grid]))
+            state.carrier.step()  # no gradients, so a no-op; it keeps the scheduler's step-order check quiet
+            state.schedule.step()
             with torch.no_grad():
-                logits = stacked_logits(params, zv, self.kind)
+                logits = stacked_logits(state.params, zv, self.head)
                 val_loss = stacked_loss(logits, yv, None).double().numpy()
                 val_prob = logits.softmax(2).transpose(0, 1).numpy()
             values = selection_values(self.select, y_val, val_prob, val_loss)
-            tracker.update(epoch, values, params)
+            tracker.update(epoch, values, state.params)
             rows.append({"train_loss": train_loss, "val_loss": val_loss, "val_metric": values,
                          "lr": epoch_lrs, "seconds": time.perf_counter() - start})
             if tracker.should_stop():
                 break
+        self._choose(tracker, rows, grid)
+        return self
 
+    def _choose(self, tracker: BestEpochs, rows: list[dict], grid: list[tuple[float, float]]) -> None:
+        """Keep the best head on val (the first on ties), its history, and the table of every head."""
         self._best = tracker.state
-        chosen = int(np.argmax(tracker.score))  # the first head on ties
+        chosen = int(np.argmax(tracker.score))
         self.table_ = [{"lr": float(lr), "weight_decay": float(wd), "best_epoch": int(e), "val_score": float(v)}
                        for (lr, wd), e, v in zip(grid, tracker.epoch, tracker.value, strict=True)]
         self.choice_ = {"head": chosen, **self.table_[chosen]}
@@ -189,11 +217,10 @@ class HeadSweep(HeadTraining):
                          for epoch, row in enumerate(rows[:tracker.last_epoch[chosen]], start=1)]
         self.best_epoch_ = int(tracker.epoch[chosen])
         self.module_ = self.head_module(chosen)
-        return self
 
     def head_module(self, index: int) -> HeadModule:
         """Head `index` of the grid with its best-epoch weights, as a plain HeadModule (what ProbeHead keeps)."""
-        module = HeadModule(len(self._template.mean), self._n_classes, self.kind)
+        module = HeadModule(len(self._template.mean), self._n_classes, self.head)
         state = {"mean": self._template.mean, "scale": self._template.scale}
         state |= {f"net.{name}": p[index].clone() for name, p in self._best.items()}
         module.load_state_dict(state)
@@ -203,3 +230,7 @@ class HeadSweep(HeadTraining):
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities (n, K) from the chosen head's best epoch."""
         return self.module_(torch.as_tensor(np.asarray(x, dtype=np.float32))).softmax(1).numpy()
+
+    def selection(self) -> dict | None:
+        """The chosen head and every (lr, weight decay) head of the grid, for metrics.json's head_selection."""
+        return {**self.choice_, "candidates": self.table_}

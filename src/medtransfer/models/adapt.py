@@ -67,18 +67,25 @@ def count_blocks(backbone: Backbone) -> int:
     return len(block_groups(backbone).blocks)
 
 
+def check_freeze_blocks(backbone: Backbone, n: int) -> BlockGroups:
+    """The backbone's block groups, once `n` is a number of them it has: 0 (head only) to all of them."""
+    groups = block_groups(backbone)
+    total = len(groups.blocks)
+    if not 0 <= n <= total:
+        raise UserError(f"--freeze-blocks {n}", "is negative" if n < 0 else f"is more than the {total} blocks",
+                        f"{backbone.timm_name} has {total} blocks: give 0 (train only the head) to {total} (train all)")
+    return groups
+
+
 def freeze_blocks(backbone: Backbone, n: int) -> list[str]:
-    """Freeze everything before the last `n` blocks (stem included); n ≥ the block count freezes nothing.
+    """Freeze everything before the last `n` blocks (stem included); n = the block count freezes nothing.
 
     Only switches `requires_grad` off: parameters after the frozen ones keep their flags. The tail (neck,
     pre-logits) is never frozen. Returns the frozen parameters' timm names (without the `model.` prefix).
     """
-    groups = block_groups(backbone)
+    groups = check_freeze_blocks(backbone, n)
     total = len(groups.blocks)
-    if n < 0:
-        raise UserError(f"--freeze-blocks {n}", "is negative",
-                        f"{backbone.timm_name} has {total} blocks: give 0 (train only the head) to {total} (train all)")
-    if n >= total:
+    if n == total:
         return []
     frozen = groups.stem + [name for block in groups.blocks[:total - n] for name in block]
     params = dict(backbone.model.named_parameters())
@@ -108,6 +115,15 @@ def lora_targets(backbone: Backbone) -> list[str]:
             if isinstance(module, nn.Linear) and _ATTN_LINEAR.fullmatch(name)]
 
 
+def check_lora_targets(backbone: Backbone) -> list[str]:
+    """LoRA's target modules, once the backbone is known to have some (ViT attention)."""
+    targets = lora_targets(backbone)
+    if not targets:
+        raise UserError("--lora-rank", f"LoRA applies to ViT attention layers; {backbone.timm_name} has none",
+                        "use --freeze-blocks for CNNs")
+    return targets
+
+
 def add_lora(backbone: Backbone, rank: int, alpha: float | None = None, dropout: float = 0.0) -> int:
     """Inject LoRA adapters into the attention projections and freeze every other backbone weight.
 
@@ -120,10 +136,7 @@ def add_lora(backbone: Backbone, rank: int, alpha: float | None = None, dropout:
         raise UserError(f"--lora-dropout {dropout}", "must be in [0, 1)", "e.g. --lora-dropout 0.1")
     if hasattr(backbone.model, "peft_config"):
         raise ValueError(f"{backbone.timm_name} already has LoRA adapters")
-    targets = lora_targets(backbone)
-    if not targets:
-        raise UserError("--lora-rank", f"LoRA applies to ViT attention layers; {backbone.timm_name} has none",
-                        "use --freeze-blocks for CNNs")
+    targets = check_lora_targets(backbone)
     try:  # peft imports transformers (seconds): only LoRA runs pay for it
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,12 +68,16 @@ def _patch_size(model: nn.Module) -> int | None:
     return int(embed.patch_size[0]) if embed is not None else None
 
 
-def create_model(timm_name: str, weights: str, image_size: int | None, seed: int) -> nn.Module:
-    """Build the timm model; transformers get `img_size` so their position embeddings fit the input."""
+def create_model(timm_name: str, weights: str, image_size: int | None, seed: int | None) -> nn.Module:
+    """Build the timm model; transformers get `img_size` so their position embeddings fit the input.
+
+    `seed` None draws no seed: for a model on the meta device, which holds no values.
+    """
     attempts = [{"num_classes": 0, "img_size": image_size}] if image_size else []
     attempts.append({"num_classes": 0})
     for kwargs in attempts:
-        torch.manual_seed(seed)  # `none` weights are reproducible from the run's seed
+        if seed is not None:
+            torch.manual_seed(seed)  # `none` weights are reproducible from the run's seed
         try:
             if weights == "imagenet":
                 return create_imagenet(timm_name, **kwargs)
@@ -97,12 +102,35 @@ def build_backbone(name: str, weights: str, image_size: int | None, pooling: str
     model = create_model(entry.timm_name, weights, image_size, seed)
     if weights not in ("imagenet", "none"):
         load_checkpoint(model, Path(weights), cfg.classifier if cfg else None)
+    return wrap_model(model, name, entry.timm_name, image_size, pooling)
+
+
+def check_patch_size(model: nn.Module, name: str, image_size: int | None) -> None:
+    """A ViT's input size must be a multiple of its patch size."""
     patch = _patch_size(model)
     if image_size is not None and patch and image_size % patch:
         raise UserError(f"--image-size {image_size}", f"is not a multiple of {name}'s patch size {patch}",
                         f"use a multiple of {patch}, e.g. {max(patch, round(image_size / patch) * patch)}")
+
+
+def wrap_model(model: nn.Module, name: str, timm_name: str, image_size: int | None, pooling: str) -> Backbone:
+    """The Backbone around a built timm model: its size and pooling checked, preprocessing from its timm config."""
+    check_patch_size(model, name, image_size)
     data_cfg = resolve_data_config({}, model=model)
     size = image_size or int(data_cfg["input_size"][-1])  # input_size(model), without resolving twice
     preprocess = Preprocess(size, tuple(data_cfg["mean"]), tuple(data_cfg["std"]), data_cfg["interpolation"],
                             float(data_cfg["crop_pct"]))
-    return Backbone(model, pooling, entry.timm_name, preprocess)
+    return Backbone(model, pooling, timm_name, preprocess)
+
+
+@functools.lru_cache(maxsize=64)
+def meta_backbone(name: str, image_size: int | None, pooling: str = "auto") -> Backbone:
+    """The backbone as `build_backbone` makes it, on the meta device: every shape, name, preprocessing and check,
+    and no weights read or drawn, so a study can check all of its backbones in seconds. Do not modify it (cached)."""
+    entry = resolve(name)
+    try:
+        with torch.device("meta"):
+            model = create_model(entry.timm_name, "none", image_size, None)
+    except (RuntimeError, NotImplementedError):  # a constructor that computes with tensor values (`.item()`)
+        model = create_model(entry.timm_name, "none", image_size, None)
+    return wrap_model(model, name, entry.timm_name, image_size, pooling)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from medtransfer.config import TrainConfig
 from medtransfer.errors import UserError
+from medtransfer.hashing import Signature, file_signature
 from medtransfer.progress import Reporter
 from medtransfer.runner import train
 from medtransfer.study.grid import RunSpec
@@ -20,13 +23,29 @@ SOURCE_FIELDS = tuple(f for f in DATA_FIELDS if f not in ("test_fraction", "val_
 
 
 def cache_group(cfg: TrainConfig) -> str | None:
-    """Frozen runs that read the same feature-cache entry (None: the run extracts nothing shared)."""
+    """Frozen runs that read the same feature-cache entry (None: the run extracts nothing shared).
+
+    The data part is the source settings (the table is not loaded here); the model part is the feature key's own
+    (`features.model_key`), from the backbone built on the meta device.
+    """
     if cfg.mode != "frozen":
         return None
-    # `none` weights are drawn from the seed (weights_identity's rule, without hashing a local file per run).
-    model = {"backbone": cfg.backbone, "weights": cfg.weights, "image_size": cfg.image_size, "pooling": cfg.pooling,
-             "seed": cfg.seed if cfg.weights == "none" else 0}
-    return json.dumps({**{f: getattr(cfg, f) for f in SOURCE_FIELDS}, **model}, sort_keys=True)
+    weights_file = None if cfg.weights in ("imagenet", "none") else file_signature(Path(cfg.weights))
+    model = _model_key(cfg.backbone, cfg.image_size, cfg.pooling, cfg.weights, cfg.seed, weights_file)
+    return json.dumps({**{f: getattr(cfg, f) for f in SOURCE_FIELDS}, "model": model}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _model_key(backbone: str, image_size: int | None, pooling: str, weights: str, seed: int,
+               weights_file: Signature | None) -> str:
+    """`model_key` as JSON, once per model and weights: a study asks for each of its runs, and a local checkpoint
+    would be hashed each time (`weights_file`, its signature, tells a changed file apart)."""
+    from medtransfer.engine.features import model_key
+    from medtransfer.models.backbone import meta_backbone
+    from medtransfer.models.weights import weights_identity
+
+    built = meta_backbone(backbone, image_size, pooling)
+    return json.dumps(model_key(built, weights_identity(weights, built.timm_name, seed)), sort_keys=True)
 
 
 def check_executor(name: str) -> None:
@@ -50,7 +69,7 @@ def run_local(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSp
 
 def _run_one(values: dict, *_after: object) -> str:
     """A Ray task: one run from its configuration (extra arguments only order it after a cache filler)."""
-    return str(train(TrainConfig(**values)).run_dir)
+    return str(train(TrainConfig(**values)).run_dir.path)
 
 
 def run_ray(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSpec], None], resources: Resources,

@@ -8,18 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from pydantic import ValidationError
 from rich.table import Table
 
-from medtransfer.data.splits import assign_splits
-from medtransfer.data.load import load_table, split_plan
+from medtransfer.atomic import atomic_path, atomic_write_text
 from medtransfer.errors import UserError
-from medtransfer.models.catalog import resolve
-from medtransfer.models.weights import check_weights_arg
 from medtransfer.progress import Reporter
 from medtransfer.rundir import is_complete, remove_stale_leftovers
 from medtransfer.study.executors import cache_group, check_executor, execute
 from medtransfer.study.grid import RunSpec, expand
+from medtransfer.study.preflight import preflight
 from medtransfer.study.schema import Study, load_study, read_yaml
 
 
@@ -32,38 +31,6 @@ class StudyOutcome:
     skipped: int
     ran: int
     report: Path | None
-
-
-def _split_counts(study: Study, specs: list[RunSpec]) -> dict[str, dict[str, int]]:
-    """Load every dataset once and split it every way the study will (this is also the preflight check of paths,
-    columns and splits, so a bad dataset fails before the first run, named); count each dataset's splits."""
-    by_task: dict[str, list[RunSpec]] = {}
-    for spec in specs:
-        by_task.setdefault(spec.config.task, []).append(spec)
-    counts = {}
-    for task, task_specs in by_task.items():
-        try:
-            cfg = task_specs[0].config
-            table = load_table(cfg)
-            frame = assign_splits(table, split_plan(cfg.model_copy(update={"train_fraction": 1.0})))
-            # Every other way a run splits it (train fractions, folds): one that cannot be carved fails here.
-            plans = {repr(split_plan(s.config)): s.config for s in task_specs}
-            for other in plans.values():
-                assign_splits(table, split_plan(other))
-        except UserError as exc:
-            raise UserError(f"study dataset {task!r}", exc.line(),
-                            "fix this dataset (or remove it from the study); no run was started") from None
-        counts[task] = {s: int((frame["split"] == s).sum()) for s in ("train", "val", "test")}
-    return counts
-
-
-def preflight(study: Study, specs: list[RunSpec]) -> dict[str, dict[str, int]]:
-    """Fail before any work on anything that would fail later: names, weights files, data sources."""
-    for backbone in study.backbones:
-        resolve(backbone.name)
-    for weights in {spec.config.weights for spec in specs}:
-        check_weights_arg(weights)
-    return _split_counts(study, specs)
 
 
 def print_plan(specs: list[RunSpec], done: set[str], counts: dict[str, dict[str, int]], reporter: Reporter) -> None:
@@ -113,10 +80,11 @@ def _stored_study(stored: Path) -> Study | dict | None:
         return raw
 
 
-def check_same_study(study: Study, path: Path, out: Path) -> str | None:
-    """None when `out` holds no study or this one; else what differs (another name, or other settings)."""
+def check_same_study(study: Study, path: Path | None, out: Path) -> str | None:
+    """None when `out` holds no study or this one; else what differs (another name, or other settings).
+    `path` is the study's file, None for a Study built in Python."""
     stored_path = out / STUDY_FILE
-    if not stored_path.is_file() or (Path(path).resolve() == stored_path.resolve()):
+    if not stored_path.is_file() or (path is not None and path.resolve() == stored_path.resolve()):
         return None
     stored = _stored_study(stored_path)
     if stored is None:
@@ -133,32 +101,36 @@ def check_same_study(study: Study, path: Path, out: Path) -> str | None:
     return None
 
 
-def _store_study(path: Path, out: Path, replace: bool, reporter: Reporter) -> None:
-    """Copy the study file into its folder; an older, different one is kept beside it when replacing."""
+def _store_study(study: Study, path: Path | None, out: Path, replace: bool, reporter: Reporter) -> None:
+    """Copy the study file into its folder (a Study built in Python: its YAML); an older, different one is kept
+    beside it when replacing."""
     stored = out / STUDY_FILE
-    if stored.is_file() and Path(path).resolve() == stored.resolve():
+    if path is not None and stored.is_file() and path.resolve() == stored.resolve():
         return
     if replace and stored.is_file():
         aside = stored.with_name(f"study.replaced-{time.strftime('%Y%m%d-%H%M%S')}.yaml")
         stored.rename(aside)
         reporter.log(f"--replace-study: the previous {STUDY_FILE} is kept as {aside}")
-    tmp = out / f".{STUDY_FILE}.tmp"
-    shutil.copyfile(path, tmp)
-    tmp.replace(stored)
+    if path is None:  # what was set, as a study file would say it: it reads back as the same Study
+        atomic_write_text(stored, yaml.safe_dump(study.model_dump(mode="json", exclude_unset=True), sort_keys=False))
+        return
+    with atomic_path(stored) as tmp:
+        shutil.copyfile(path, tmp)
 
 
-def run_study(path: Path, out: Path | None = None, resume: bool = False, executor: str = "local",
+def run_study(study: Study | Path | str, out: Path | str | None = None, resume: bool = False, executor: str = "local",
               address: str | None = None, dry_run: bool = False, reporter: Reporter | None = None,
               replace_study: bool = False) -> StudyOutcome:
-    """Run (or resume) every run of a study, then write the report."""
+    """Run (or resume) every run of a study, a YAML file or a Study built in Python, then write the report."""
     reporter = reporter or Reporter(quiet=True)
-    study = load_study(path)
+    path = None if isinstance(study, Study) else Path(study)
+    study = load_study(path) if path is not None else study
     check_executor(executor)
     out = Path(out) if out else Path("runs") / study.name
     other = check_same_study(study, path, out)
     if other and not replace_study:
         # Going ahead would replace study.yaml, and the report would then treat the first study's runs as stale.
-        raise UserError(str(out), f"holds {other} in {out / STUDY_FILE}, not {path}",
+        raise UserError(str(out), f"holds {other} in {out / STUDY_FILE}, not {path or 'study ' + repr(study.name)}",
                         "choose another --out, or pass --replace-study to run this study here (the stored "
                         "study.yaml is kept beside, renamed)")
     specs = expand(study, out)
@@ -166,14 +138,14 @@ def run_study(path: Path, out: Path | None = None, resume: bool = False, executo
     if done and not resume and not dry_run:
         raise UserError(str(out), f"already holds {len(done)} finished run(s) of this study",
                         "pass --resume to continue it, or choose another --out")
-    counts = preflight(study, specs)
+    counts = preflight(specs)
     if dry_run:
         print_plan(specs, done, counts, reporter)
         return StudyOutcome(out, specs, len(done), 0, None)
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     _clean(runs_dir)
-    _store_study(path, out, replace_study, reporter)
+    _store_study(study, path, out, replace_study, reporter)
     pending = [s for s in specs if s.run_id not in done]
     reporter.log(f"{study.name}: {len(specs)} runs, {len(done)} already finished, {len(pending)} to run")
     _write_grid(out, specs)
@@ -192,9 +164,8 @@ def _write_grid(out: Path, specs: list[RunSpec]) -> None:
     """grid.csv: every run of the study with its id, directory and status (rewritten as runs finish)."""
     frame = pd.DataFrame([{"run_id": s.run_id, "label": s.label, "run_dir": s.config.out,
                            "status": "done" if is_complete(Path(s.config.out)) else "pending"} for s in specs])
-    tmp = out / ".grid.csv.tmp"
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out / "grid.csv")
+    with atomic_path(out / "grid.csv") as tmp:
+        frame.to_csv(tmp, index=False)
 
 
 def _report(out: Path, reporter: Reporter) -> Path | None:

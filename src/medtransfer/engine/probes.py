@@ -1,0 +1,73 @@
+"""Probes on cached features: the contract every one follows, and the registry that builds one from a run's settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Protocol
+
+import numpy as np
+from torch import nn
+
+from medtransfer.config import TrainConfig, from_config
+from medtransfer.engine.heads import HeadTraining, ProbeHead
+from medtransfer.engine.knn import KNNProbe
+from medtransfer.engine.sweep import HeadSweep
+from medtransfer.registry import Registry
+
+
+class FeatureProbe(Protocol):
+    """The sklearn-style contract of a probe on fixed features: fit on train, choose on val, predict."""
+
+    history_: list[dict]  # one row per epoch (heads) or per k tried (kNN)
+    best_epoch_: int  # the epoch whose weights are kept (kNN: the chosen k)
+    module_: nn.Module  # what predicts, with a state_dict to save
+
+    def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+            n_classes: int) -> FeatureProbe:
+        """Train on (x, y), choosing on (x_val, y_val); returns self."""
+        ...
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities (n, K)."""
+        ...
+
+    def selection(self) -> dict | None:
+        """How the probe chose among candidates (a sweep's heads, kNN's k) for metrics.json; None: nothing chosen."""
+        ...
+
+
+def _probe_head(cfg: TrainConfig) -> FeatureProbe:
+    return from_config(ProbeHead, cfg)
+
+
+def _head_sweep(cfg: TrainConfig) -> FeatureProbe:
+    # The sweep replaces lr and weight decay by its own grid: only the shared training settings come from the run.
+    return HeadSweep(**asdict(from_config(HeadTraining, cfg)))
+
+
+def _knn(cfg: TrainConfig) -> FeatureProbe:
+    return KNNProbe(select=cfg.select)
+
+
+def _probes() -> Registry[Callable[[TrainConfig], FeatureProbe]]:
+    """Every probe by name, each a builder from the run's settings."""
+    probes: Registry[Callable[[TrainConfig], FeatureProbe]] = Registry("head")
+    probes.register("linear", _probe_head)
+    probes.register("mlp", _probe_head)
+    probes.register("knn", _knn)
+    probes.register("sweep", _head_sweep)  # `head_sweep`: a grid of linear or mlp heads
+    return probes
+
+
+PROBES = _probes()
+
+
+def probe_name(cfg: TrainConfig) -> str:
+    """The registry name of a frozen run's probe: its head, or `sweep` with head_sweep."""
+    return "sweep" if cfg.head_sweep else cfg.head
+
+
+def make_probe(cfg: TrainConfig) -> FeatureProbe:
+    """The frozen run's probe, unfitted, built from its settings by name."""
+    return PROBES.get(probe_name(cfg))(cfg)

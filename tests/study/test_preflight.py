@@ -1,0 +1,82 @@
+"""A study checks every backbone (built on the meta device) and every dataset before its first run, and reports
+every problem of the grid in one error."""
+
+from __future__ import annotations
+
+import pytest
+
+from medtransfer.config import parse_config
+from medtransfer.errors import UserError
+from medtransfer.study.preflight import model_problems
+from medtransfer.study.run import run_study
+
+STUDY = """
+name: checked
+datasets:
+  syn: {{data: "synthetic:n=60,size=16,groups=30"}}
+backbones:
+{backbones}
+modes: {modes}
+seeds: [0]
+train: {{bootstrap: 100, workers: 0, cache_dir: {cache}}}
+"""
+
+
+def write(tmp_path, backbones: list[str], modes: str = "{frozen: {epochs: 1}}"):
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY.format(backbones="\n".join(f"  - {b}" for b in backbones), modes=modes,
+                                 cache=tmp_path / "cache"))
+    return path
+
+
+def test_a_bad_pooling_of_the_third_backbone_fails_before_the_first_run(tmp_path):
+    study = write(tmp_path, ["{name: resnet18, image_size: 32, weights: none}",
+                             "{name: resnet34, image_size: 32, weights: none}",
+                             "{name: resnet50, image_size: 32, weights: none, pooling: cls}"])
+    with pytest.raises(UserError) as err:
+        run_study(study, tmp_path / "out")  # the real executor: a missed problem would run the first two backbones
+    line = err.value.line()
+    assert "study backbone 'resnet50'" in line and "--pooling cls" in line and "use avg" in line
+    assert "resnet18" not in line and "resnet34" not in line
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_two_problems_are_reported_in_one_message(tmp_path):
+    study = write(tmp_path, ["{name: resnet18, image_size: 32, weights: none, pooling: cls_mean}",
+                             "{name: vit_tiny_patch16_224, image_size: 40, weights: none}"])
+    with pytest.raises(UserError) as err:
+        run_study(study, tmp_path / "out")
+    line = err.value.line()
+    assert line.startswith("study: 2 problems")
+    assert "study backbone 'resnet18'" in line and "--pooling cls_mean" in line
+    assert "study backbone 'vit_tiny_patch16_224'" in line and "--image-size 40" in line and "patch size 16" in line
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_missing_weights_file_and_a_bad_dataset_are_reported_together(tmp_path):
+    study = write(tmp_path, [f"{{name: resnet18, image_size: 32, weights: {tmp_path / 'gone.safetensors'}}}"])
+    study.write_text(study.read_text().replace("n=60,size=16,groups=30", "n=60,size=16,groups=2"))
+    with pytest.raises(UserError) as err:
+        run_study(study, tmp_path / "out")
+    line = err.value.line()
+    assert "2 problems" in line and "gone.safetensors" in line and "file does not exist" in line
+    assert "study dataset 'syn'" in line
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ({"freeze_blocks": 5}, "--freeze-blocks 5: is more than the 4 blocks"),
+    ({"freeze_blocks": 4}, None),
+    ({"lora_rank": 4}, "LoRA applies to ViT attention layers"),
+])
+def test_finetune_adaptations_are_checked_by_the_runs_own_rules(values, expected):
+    cfg = parse_config({"data": "synthetic:", "backbone": "resnet18", "mode": "finetune", **values})
+    problems = model_problems(cfg)
+    if expected is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problems[0][0] == "study backbone 'resnet18'" and expected in problems[0][1]
+
+
+def test_lora_on_a_vit_passes_the_check():
+    cfg = parse_config({"data": "synthetic:", "backbone": "vit_tiny_patch16_224", "mode": "finetune", "lora_rank": 4})
+    assert model_problems(cfg) == []
