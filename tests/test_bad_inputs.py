@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import functools
 import os
-import struct
 import subprocess
 import sys
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from helpers import write_class_folder
+from helpers import png_header_only, write_class_folder
 from PIL import Image
 
 CLI = Path(sys.executable).with_name("medtransfer")
@@ -81,16 +79,6 @@ def with_image(tmp: Path, write: Callable[[Path], None], name: str = "odd.png", 
 
 def save_pixels(pixels: np.ndarray, mode: str | None = None, **params) -> Callable[[Path], None]:
     return lambda path: Image.fromarray(pixels, mode=mode).save(path, **params)
-
-
-def png_header_only(path: Path, width: int, height: int) -> None:
-    """A PNG whose header claims width×height, with one row of data: tiny on disk, gigabytes when decoded."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
-                     + chunk(b"IEND", b""))
 
 
 def transparent(mode: str) -> Callable[[Path], None]:

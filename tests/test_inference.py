@@ -9,7 +9,7 @@ from helpers import run_cli, write_class_folder
 
 from medtransfer.config import parse_config
 from medtransfer.errors import UserError
-from medtransfer.predict import predict_images
+from medtransfer.inference import predict
 from medtransfer.runner import train
 
 
@@ -19,11 +19,11 @@ def test_predict_matches_the_runs_own_predictions(tmp_path, mode):
     cfg = parse_config({"data": str(root), "backbone": "resnet18", "weights": "none", "image_size": 32, "mode": mode,
                         "epochs": 2, "bootstrap": 100, "workers": 0, "out": str(tmp_path / "run"),
                         "cache_dir": str(tmp_path / "cache")})
-    run_dir = train(cfg).run_dir
+    run_dir = train(cfg).run_dir.path
     saved = pd.read_csv(run_dir / "predictions.csv")
     test = saved[saved.split == "test"].head(5)
     images = [root / sid for sid in test["sample_id"]]
-    fresh = predict_images(run_dir, images, "cpu")
+    fresh = predict(run_dir, images, "cpu")
     assert list(fresh.columns) == ["image", "predicted", "prob_benign", "prob_malignant"]
     assert np.allclose(fresh[["prob_benign", "prob_malignant"]].to_numpy(),
                        test[["prob_benign", "prob_malignant"]].to_numpy(), atol=2e-3)
@@ -44,7 +44,7 @@ def test_predict_cli_writes_csv_and_refuses_unfinished_runs(tmp_path, monkeypatc
     assert len(pd.read_csv(out_csv)) == 1
     (run_dir / "DONE").unlink()
     with pytest.raises(UserError, match="not a finished run"):
-        predict_images(run_dir, [root / "a" / "img_000.png"])
+        predict(run_dir, [root / "a" / "img_000.png"])
 
 
 def test_a_run_dirs_damaged_weights_or_records_are_refused_with_one_line(tmp_path):
@@ -58,7 +58,7 @@ def test_a_run_dirs_damaged_weights_or_records_are_refused_with_one_line(tmp_pat
     cfg = parse_config({"data": str(root), "backbone": "resnet18", "weights": "none", "image_size": 32,
                         "epochs": 1, "bootstrap": 100, "workers": 0, "out": str(tmp_path / "run"),
                         "cache_dir": str(tmp_path / "cache")})
-    run_dir = train(cfg).run_dir
+    run_dir = train(cfg).run_dir.path
     image = [root / "a" / "img_000.png"]
     head = run_dir / "head.safetensors"
     good = head.read_bytes()
@@ -67,7 +67,7 @@ def test_a_run_dirs_damaged_weights_or_records_are_refused_with_one_line(tmp_pat
 
     def refused(match: str) -> None:
         with pytest.raises(UserError, match=match) as info:
-            predict_images(run_dir, image, "cpu")
+            predict(run_dir, image, "cpu")
         assert "\n" not in info.value.line()
         head.write_bytes(good)
 
@@ -81,12 +81,23 @@ def test_a_run_dirs_damaged_weights_or_records_are_refused_with_one_line(tmp_pat
     refused("cannot read checkpoint")
     head.unlink()
     refused("is missing from the run directory")
-    assert len(predict_images(run_dir, image, "cpu")) == 1  # restored: the run predicts again
+    assert len(predict(run_dir, image, "cpu")) == 1  # restored: the run predicts again
     metrics = run_dir / "metrics.json"
     saved = metrics.read_text()
     metrics.write_text(saved[: len(saved) // 2])
-    with pytest.raises(UserError, match="unreadable config.yaml or metrics.json"):
-        predict_images(run_dir, image, "cpu")
-    metrics.write_text(json.dumps({"classes": ["a", "b"]}))
+    with pytest.raises(UserError, match="metrics.json: is not valid JSON"):
+        predict(run_dir, image, "cpu")
+    metrics.write_text(json.dumps({"classes": ["a", "b"]}))  # no metrics: not what a run writes
+    with pytest.raises(UserError, match="metrics.json: is not a run's metrics"):
+        predict(run_dir, image, "cpu")
+    metrics.write_text(json.dumps({**json.loads(saved), "schema_version": 999}))
+    with pytest.raises(UserError, match="upgrade medtransfer"):
+        predict(run_dir, image, "cpu")
+    metrics.write_text(saved)
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("mode: frozen", "mode: sideways"))
+    with pytest.raises(UserError, match="config.yaml: is not a valid run configuration"):
+        predict(run_dir, image, "cpu")
+    config.write_text(config.read_text().replace("mode: sideways", "mode: frozen"))
     with pytest.raises(UserError, match="nope.png"):
-        predict_images(run_dir, [root / "nope.png"], "cpu")
+        predict(run_dir, [root / "nope.png"], "cpu")

@@ -26,7 +26,7 @@ def run(tmp_path, name, **values):
 def test_frozen_run_writes_the_contract(tmp_path):
     outcome = run(tmp_path, "r", data="synthetic:n=120,size=24,groups=40,classes=3", backbone="resnet18",
                   weights="none", image_size=32, epochs=5)
-    d = outcome.run_dir
+    d = outcome.run_dir.path
     assert sorted(p.name for p in d.iterdir()) == ["DONE", "config.yaml", "head.safetensors", "history.csv",
                                                    "metrics.json", "patient_predictions.csv", "predictions.csv"]
     m = json.loads((d / "metrics.json").read_text())
@@ -65,13 +65,13 @@ def test_frozen_breastmnist_with_local_safetensors_reuses_the_cache(tmp_path, sh
                     weights=str(ckpt), image_size=64, mode="frozen", epochs=30, bootstrap=500)
     first = run(tmp_path, "a", **settings)
     second = run(tmp_path, "b", **settings)
-    t1, t2 = first.metrics["timing"], second.metrics["timing"]
+    t1, t2 = first.metrics.timing, second.metrics.timing
     assert not t1["cache_hit"] and t1["extract_seconds"] > 0
     assert t2["cache_hit"] and t2["extract_seconds"] == 0
-    assert first.metrics["test"] == second.metrics["test"]
-    auroc = first.metrics["test"]["auroc"]
-    assert auroc["value"] > 0.5 and auroc["low"] < auroc["value"] < auroc["high"]
-    assert first.metrics["n_test"] == 156
+    assert first.metrics.test == second.metrics.test
+    auroc = first.metrics.test["auroc"]
+    assert auroc.value > 0.5 and auroc.low < auroc.value < auroc.high
+    assert first.metrics.n_test == 156
 
 
 def test_ham10000_subset_splits_by_lesion(tmp_path, shared_data):
@@ -79,14 +79,14 @@ def test_ham10000_subset_splits_by_lesion(tmp_path, shared_data):
                   backbone="resnet18", weights="none", image_size=32, epochs=3, test_fraction=0.3, val_fraction=0.3,
                   allow_missing_classes=True)
     # akiec has 2 lesions in the subset: it cannot reach train, val and test, and the run says so
-    assert outcome.metrics["missing_classes"] == {"val": ["akiec"]}
-    preds = pd.read_csv(outcome.run_dir / "predictions.csv")
+    assert outcome.metrics.missing_classes == {"val": ["akiec"]}
+    preds = pd.read_csv(outcome.run_dir.path / "predictions.csv")
     meta = pd.read_csv(shared_data / "ham10000_subset" / "subset_metadata.csv")
-    assert outcome.metrics["bootstrap"]["unit"] == "group"
+    assert outcome.metrics.bootstrap.unit == "group"
     lesion_split = preds.groupby("group")["split"].nunique()
     assert (lesion_split == 1).all()
     assert set(preds["group"]) <= set(meta["lesion_id"])
-    assert outcome.metrics["n_train"] + outcome.metrics["n_val"] + outcome.metrics["n_test"] == len(meta)
+    assert outcome.metrics.n_train + outcome.metrics.n_val + outcome.metrics.n_test == len(meta)
 
 
 @pytest.mark.slow
@@ -94,16 +94,16 @@ def test_ham10000_full_metadata_with_skip_missing(tmp_path, shared_data):
     outcome = run(tmp_path, "ham", data=str(shared_data / "ham10000_subset" / "HAM10000_metadata.csv"),
                   skip_missing=True, backbone="resnet18", weights="none", image_size=32, epochs=2,
                   test_fraction=0.3, val_fraction=0.3, allow_missing_classes=True)
-    assert any("9891" in note for note in outcome.metrics["notes"])
-    assert outcome.metrics["n_train"] + outcome.metrics["n_val"] + outcome.metrics["n_test"] == 124
+    assert any("9891" in note for note in outcome.metrics.notes)
+    assert outcome.metrics.n_train + outcome.metrics.n_val + outcome.metrics.n_test == 124
 
 
 def test_finetune_is_deterministic_per_seed(tmp_path):
     settings = dict(data="synthetic:n=96,size=24,groups=48", backbone="resnet18", weights="none", image_size=32,
                     mode="finetune", epochs=2, batch_size=16, lr=1e-3)
-    a = run(tmp_path, "a", seed=0, **settings).metrics["test"]
-    b = run(tmp_path, "b", seed=0, **settings).metrics["test"]
-    c = run(tmp_path, "c", seed=1, **settings).metrics["test"]
+    a = run(tmp_path, "a", seed=0, **settings).metrics.test
+    b = run(tmp_path, "b", seed=0, **settings).metrics.test
+    c = run(tmp_path, "c", seed=1, **settings).metrics.test
     assert a == b
     assert a != c
     assert (tmp_path / "a" / "model.safetensors").is_file()
@@ -114,8 +114,8 @@ def test_train_fraction_keeps_a_grouped_share(tmp_path):
                image_size=32, epochs=2)
     half = run(tmp_path, "half", data="synthetic:n=200,size=16,groups=100", backbone="resnet18", weights="none",
                image_size=32, epochs=2, train_fraction=0.5)
-    assert half.metrics["n_test"] == full.metrics["n_test"] and half.metrics["n_val"] == full.metrics["n_val"]
-    assert abs(half.metrics["n_train"] - full.metrics["n_train"] / 2) <= 4
+    assert half.metrics.n_test == full.metrics.n_test and half.metrics.n_val == full.metrics.n_val
+    assert abs(half.metrics.n_train - full.metrics.n_train / 2) <= 4
 
 
 # --- Frozen heads from one cache: sweep and kNN; the image cache; partial fine-tuning and LoRA ---
@@ -124,37 +124,37 @@ SYNTH = dict(data="synthetic:n=120,size=24,groups=40", backbone="resnet18", weig
 
 
 def test_head_sweep_and_knn_share_the_feature_cache_and_report_their_choice(tmp_path):
-    from medtransfer.predict import predict_images
+    from medtransfer.inference import predict
 
     sweep = run(tmp_path, "sweep", **SYNTH, epochs=5, head_sweep=True)
     knn = run(tmp_path, "knn", **SYNTH, head="knn")
-    assert knn.metrics["timing"]["cache_hit"]  # the kNN probe reused the sweep's features
-    choice = sweep.metrics["head_selection"]
+    assert knn.metrics.timing["cache_hit"]  # the kNN probe reused the sweep's features
+    choice = sweep.metrics.head_selection
     assert len(choice["candidates"]) == 16
     best = max(c["val_score"] for c in choice["candidates"])
     assert choice["val_score"] == best and (choice["lr"], choice["weight_decay"]) in \
         [(c["lr"], c["weight_decay"]) for c in choice["candidates"] if c["val_score"] == best]
-    assert knn.metrics["head_selection"]["k"] in (10, 20, 50)
-    assert [c["k"] for c in knn.metrics["head_selection"]["candidates"]] == [10, 20, 50]
+    assert knn.metrics.head_selection["k"] in (10, 20, 50)
+    assert [c["k"] for c in knn.metrics.head_selection["candidates"]] == [10, 20, 50]
     for outcome in (sweep, knn):
-        test = outcome.metrics["test"]["auroc"]
-        assert test["low"] <= test["value"] <= test["high"]  # a result with its bootstrap CI
-    assert (knn.run_dir / "knn.safetensors").is_file() and not (knn.run_dir / "head.safetensors").exists()
+        test = outcome.metrics.test["auroc"]
+        assert test.low <= test.value <= test.high  # a result with its bootstrap CI
+    assert (knn.run_dir.path / "knn.safetensors").is_file() and not (knn.run_dir.path / "head.safetensors").exists()
     # Both runs predict new images from their saved files, matching predictions.csv for the same samples.
     from medtransfer.data.synthetic import load_synthetic
 
     table = load_synthetic(SYNTH["data"])
     for outcome in (sweep, knn):
-        preds = pd.read_csv(outcome.run_dir / "predictions.csv").set_index("sample_id")
+        preds = pd.read_csv(outcome.run_dir.path / "predictions.csv").set_index("sample_id")
         sample = preds.index[:4]
         paths = []
         for sid in sample:
             from PIL import Image
 
-            path = tmp_path / f"{outcome.run_dir.name}-{sid}.png"
+            path = tmp_path / f"{outcome.run_dir.path.name}-{sid}.png"
             Image.fromarray(table.pixels(int(np.flatnonzero(table.frame["sample_id"] == sid)[0]))).save(path)
             paths.append(path)
-        fresh = predict_images(outcome.run_dir, paths, "cpu")
+        fresh = predict(outcome.run_dir.path, paths, "cpu")
         assert np.allclose(fresh.filter(like="prob_").to_numpy(), preds.loc[sample].filter(like="prob_").to_numpy(),
                            atol=2e-3)  # float16 cached features vs float32 here
 
@@ -164,8 +164,8 @@ def test_the_image_cache_changes_speed_not_results(tmp_path):
         cached = run(tmp_path, f"{mode}-cached", **SYNTH, mode=mode, **extra)
         plain = run(tmp_path, f"{mode}-plain", **SYNTH, mode=mode, image_cache=False,
                     cache_dir=str(tmp_path / f"other-{mode}"), **extra)
-        assert cached.metrics["test"] == plain.metrics["test"]
-        assert "image_cache_hit" in cached.metrics["timing"] and "image_cache_hit" not in plain.metrics["timing"]
+        assert cached.metrics.test == plain.metrics.test
+        assert "image_cache_hit" in cached.metrics.timing and "image_cache_hit" not in plain.metrics.timing
     assert len(list((tmp_path / "cache" / "images").iterdir())) == 1  # frozen filled it; finetune reused it
     assert not (tmp_path / "other-finetune" / "images").exists()
 
@@ -177,13 +177,13 @@ def test_freeze_blocks_trains_only_the_last_blocks_and_keeps_the_rest_bit_identi
 
     outcome = run(tmp_path, "partial", **SYNTH, mode="finetune", epochs=2, batch_size=16, freeze_blocks=1)
     initial = build_backbone("resnet18", "none", 32, seed=0).state_dict()
-    saved = load_file(str(outcome.run_dir / "model.safetensors"))
+    saved = load_file(str(outcome.run_dir.path / "model.safetensors"))
     trainable = [k for k in initial if k.startswith("model.layer4.")]
     frozen = [k for k in initial if k not in trainable]
     n_head = sum(v.numel() for k, v in saved.items() if k.startswith("head.net."))
     n_layer4 = sum(initial[k].numel() for k in trainable if not k.endswith(("running_mean", "running_var",
                                                                             "num_batches_tracked")))
-    assert outcome.metrics["timing"]["n_trainable"] == n_layer4 + n_head
+    assert outcome.metrics.timing["n_trainable"] == n_layer4 + n_head
     assert all(np.array_equal(saved[f"backbone.{k}"].numpy(), initial[k].numpy()) for k in frozen)  # BN stats too
     assert any(not np.array_equal(saved[f"backbone.{k}"].numpy(), initial[k].numpy()) for k in trainable)
 
@@ -193,7 +193,7 @@ def test_lora_run_trains_adapters_only_and_saves_plain_weights(tmp_path):
     from safetensors.torch import load_file
 
     from medtransfer.models.backbone import build_backbone
-    from medtransfer.predict import load_model
+    from medtransfer.inference import load_model
 
     vit = dict(SYNTH, backbone="dinov2_vits14", image_size=28)
     outcome = run(tmp_path, "lora", **vit, mode="finetune", epochs=2, batch_size=16, lora_rank=2,
@@ -202,15 +202,15 @@ def test_lora_run_trains_adapters_only_and_saves_plain_weights(tmp_path):
     qkv_proj = [m for name, m in plain.model.named_modules() if name.endswith(("attn.qkv", "attn.proj"))]
     n_lora = sum(2 * (m.in_features + m.out_features) for m in qkv_proj)
     n_head = plain.num_features * 2 + 2
-    assert outcome.metrics["timing"]["n_trainable"] == n_lora + n_head
-    saved = load_file(str(outcome.run_dir / "model.safetensors"))
+    assert outcome.metrics.timing["n_trainable"] == n_lora + n_head
+    saved = load_file(str(outcome.run_dir.path / "model.safetensors"))
     assert {k.removeprefix("backbone.") for k in saved if k.startswith("backbone.")} == set(plain.state_dict())
     initial = plain.state_dict()
     # Merged adapters moved the attention weights; everything else in the backbone is untouched.
     for key, value in initial.items():
         moved = not np.array_equal(saved[f"backbone.{key}"].numpy(), value.numpy())
         assert moved == key.endswith(("attn.qkv.weight", "attn.proj.weight")), key
-    load_model(outcome.run_dir)  # `predict` rebuilds it without peft
+    load_model(outcome.run_dir.path)  # `predict` rebuilds it without peft
 
 
 def test_extraction_halves_the_batch_until_it_fits(tmp_path, monkeypatch):
@@ -229,26 +229,26 @@ def test_extraction_halves_the_batch_until_it_fits(tmp_path, monkeypatch):
     monkeypatch.setattr(features, "extract", small_memory)
     outcome = run(tmp_path, "oom", **SYNTH, epochs=2, batch_size=64)
     reference = run(tmp_path, "ref", **SYNTH, epochs=2, batch_size=64, cache_dir=str(tmp_path / "c2"))
-    assert tried[:3] == [64, 32, 16] and outcome.metrics["timing"]["extract_batch_size"] == 16
+    assert tried[:3] == [64, 32, 16] and outcome.metrics.timing["extract_batch_size"] == 16
     # Batches of 16 and of 64 may convolve with different kernels: the same probabilities up to float error.
     # (Not the metrics exactly: a rank metric jumps where that error flips a near tie.)
-    probs = [pd.read_csv(o.run_dir / "predictions.csv").filter(like="prob_").to_numpy() for o in (outcome, reference)]
+    probs = [o.run_dir.predictions().filter(like="prob_").to_numpy() for o in (outcome, reference)]
     np.testing.assert_allclose(probs[0], probs[1], rtol=0, atol=1e-5)
 
 
 def test_knn_probe_on_breastmnist_features_gives_a_result_with_a_ci(tmp_path, shared_data):
     outcome = run(tmp_path, "knn", data=str(shared_data / "medmnist" / "breastmnist_64.npz"), backbone="resnet18",
                   weights="none", image_size=64, head="knn")
-    test = outcome.metrics["test"]["auroc"]
-    assert 0.5 < test["value"] <= 1.0 and test["low"] < test["value"] < test["high"]  # better than chance, with a CI
-    assert outcome.metrics["head_selection"]["k"] in (10, 20, 50) and outcome.metrics["n_test"] == 156
-    history = pd.read_csv(outcome.run_dir / "history.csv")
+    test = outcome.metrics.test["auroc"]
+    assert 0.5 < test.value <= 1.0 and test.low < test.value < test.high  # better than chance, with a CI
+    assert outcome.metrics.head_selection["k"] in (10, 20, 50) and outcome.metrics.n_test == 156
+    history = pd.read_csv(outcome.run_dir.path / "history.csv")
     assert list(history["k"]) == [10, 20, 50]
 
 
 def test_non_finite_probabilities_are_refused_before_any_metric():
     from medtransfer.errors import UserError
-    from medtransfer.runner import check_finite
+    from medtransfer.evaluation.scoring import check_finite
 
     check_finite({"val": np.full((3, 2), 0.5), "test": np.full((2, 2), 0.5)})
     with pytest.raises(UserError, match="1 of 2 test predictions are NaN or inf"):
