@@ -124,3 +124,14 @@ def test_rows_hold_what_the_metrics_record(study: Path) -> None:
     assert (row["n_test"], row["n_classes"], row["bootstrap_unit"]) == (record.n_test, 2, record.bootstrap.unit)
     assert row["threshold"] == record.threshold.value
     assert row["patient_threshold"] == record.patient.threshold.value
+
+
+def test_a_setting_left_unset_in_one_run_still_names_the_setups_apart(study: Path, tmp_path: Path) -> None:
+    """Two fine-tunes alike but for --freeze-blocks (unset, so null, in one): two setups, each named by it (a
+    missing value counts as a value: the report once merged them and crashed on the duplicate bar)."""
+    _copy(study, tmp_path, ["resnet18-finetune-s0"])
+    shutil.copytree(tmp_path / "resnet18-finetune-s0", tmp_path / "resnet18-finetune-s0-frozen1")
+    config = tmp_path / "resnet18-finetune-s0-frozen1" / "config.yaml"
+    config.write_text(config.read_text().replace("freeze_blocks: null", "freeze_blocks: 1"))
+    runs = collect_runs(tmp_path).runs
+    assert runs["setup"].nunique() == 2 and all("freeze_blocks=" in name for name in runs["setup"])

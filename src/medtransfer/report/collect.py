@@ -7,6 +7,7 @@ are the same setup when all their settings but the seed and the fold are equal, 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,11 +155,21 @@ def _drop_reruns(runs: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, lis
     return runs.loc[keep], skipped
 
 
+def _as_text(column: pd.Series) -> pd.Series:
+    """Setting values as a name shows them: an unset one (null) as `none`, a whole number without `.0` (pandas
+    reads an integer column with gaps as floats). Unset must stay a value: it tells setups apart as well."""
+    def text(value: object) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "none"
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return column.map(text).astype(object)
+
+
 def _extra_settings(runs: pd.DataFrame, keys: list[str]) -> list[str]:
     """Varying settings that the named columns do not already determine (an lr grid, an image size …)."""
     named = [f"{SETTING}{c}" for c in NAMED if f"{SETTING}{c}" in runs] or ["task"]
-    base = runs[named].astype(str).apply("|".join, axis=1)
-    return [c for c in keys if c not in named and (runs[c].astype(str).groupby(base).nunique() > 1).any()]
+    base = runs[named].apply(_as_text).apply("|".join, axis=1)
+    return [c for c in keys if c not in named and (_as_text(runs[c]).groupby(base).nunique() > 1).any()]
 
 
 def _name_setups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -168,7 +179,7 @@ def _name_setups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     extras = runs["folds"].map(lambda k: f", {k}-fold CV" if k >= 2 else "")
     for _, task in runs.groupby("task"):  # a setting varied in one task does not rename the setups of another
         for column in _extra_settings(task, keys):
-            extras[task.index] += f", {column.removeprefix(SETTING)}=" + task[column].astype(str)
+            extras[task.index] += f", {column.removeprefix(SETTING)}=" + _as_text(task[column])
     # `model`: what a bar chart's axis and the tables' Backbone column show; the mode has its own column or colour.
     return runs.assign(mode_label=mode, setup=runs["backbone"] + " / " + mode + extras, model=runs["backbone"] + extras)
 
