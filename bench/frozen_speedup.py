@@ -76,7 +76,7 @@ def seed_method(cfg: TrainConfig, scaling: tuple[torch.Tensor, torch.Tensor]) ->
 def train_scaling(cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """The head's standardisation constants, from one reference run of the project (before any timing)."""
     outcome = train(cfg.model_copy(update={"out": str(Path(cfg.cache_dir) / "run")}))
-    state = load_file(str(outcome.run_dir.path / "head.safetensors"))
+    state = load_file(str(outcome.run_dir.weights_path("head")))
     return state["mean"], state["scale"]
 
 

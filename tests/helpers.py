@@ -60,3 +60,14 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
                      + chunk(b"IEND", b""))
     return path
+
+
+def volume_settings(**given: object):
+    """VolumeOptions as a run with these settings gets them (TrainConfig's defaults otherwise), checked as a run's
+    settings are; `modalities` defaults to none."""
+    from medtransfer.config import from_config, parse_config
+    from medtransfer.data.volume_options import VolumeOptions
+
+    modalities = tuple(given.pop("modalities", ()))
+    cfg = parse_config({"data": "volumes", "modalities": list(modalities) or None, **given}, "volume options")
+    return from_config(VolumeOptions, cfg, modalities=modalities)

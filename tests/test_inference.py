@@ -87,8 +87,11 @@ def test_a_run_dirs_damaged_weights_or_records_are_refused_with_one_line(tmp_pat
     metrics.write_text(saved[: len(saved) // 2])
     with pytest.raises(UserError, match="metrics.json: is not valid JSON"):
         predict(run_dir, image, "cpu")
-    metrics.write_text(json.dumps({"classes": ["a", "b"]}))  # no metrics: not what a run writes
-    with pytest.raises(UserError, match="metrics.json: is not a run's metrics"):
+    # A record lacking sections RunMetrics requires today (an older run's): predict needs only the classes.
+    metrics.write_text(json.dumps({"classes": json.loads(saved)["classes"]}))
+    assert len(predict(run_dir, image, "cpu")) == 1
+    metrics.write_text(json.dumps({"test": {}}))
+    with pytest.raises(UserError, match="metrics.json: has no `classes` list"):
         predict(run_dir, image, "cpu")
     metrics.write_text(json.dumps({**json.loads(saved), "schema_version": 999}))
     with pytest.raises(UserError, match="upgrade medtransfer"):
@@ -101,3 +104,15 @@ def test_a_run_dirs_damaged_weights_or_records_are_refused_with_one_line(tmp_pat
     config.write_text(config.read_text().replace("mode: sideways", "mode: frozen"))
     with pytest.raises(UserError, match="nope.png"):
         predict(run_dir, [root / "nope.png"], "cpu")
+
+
+def test_a_device_that_is_no_choice_is_refused_before_the_run_is_read(tmp_path):
+    from typing import get_args
+
+    from medtransfer.config import TrainConfig
+
+    with pytest.raises(UserError) as err:
+        predict(tmp_path / "no-run", [tmp_path / "x.png"], device="bogus")
+    line = err.value.line()
+    assert line.startswith("device 'bogus': ") and "no-run" not in line
+    assert all(choice in line for choice in get_args(TrainConfig.model_fields["device"].annotation))

@@ -47,13 +47,3 @@ def test_an_unknown_name_with_nothing_close_lists_the_known_ones() -> None:
         reg.get("xgboost")
     with pytest.raises(UserError, match="no widget is registered"):
         Registry("widget").get("x")
-
-
-def test_the_decorator_form_registers_and_returns_the_object() -> None:
-    reg: Registry[object] = Registry("reader")
-
-    @reg("double")
-    def double(x: int) -> int:
-        return 2 * x
-
-    assert reg.get("double") is double and double(3) == 6

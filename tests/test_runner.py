@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from medtransfer.config import parse_config
-from medtransfer.evaluation.metrics import METRICS
+from medtransfer.evaluation.metric_registry import METRICS
 from medtransfer.runner import train
 
 

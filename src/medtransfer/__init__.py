@@ -11,13 +11,18 @@ imports neither torch nor the models.
 from __future__ import annotations
 
 from importlib import import_module
+from importlib import metadata as _metadata
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+try:  # declared once, in pyproject.toml
+    __version__ = _metadata.version("medtransfer")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 # Public name → the module that defines it.
 _API = {
     "TrainConfig": "medtransfer.config",
+    "parse_config": "medtransfer.config",
     "train": "medtransfer.runner",
     "TrainResult": "medtransfer.runner",
     "Study": "medtransfer.study.schema",
@@ -34,7 +39,7 @@ _API = {
 __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:
-    from medtransfer.config import TrainConfig
+    from medtransfer.config import TrainConfig, parse_config
     from medtransfer.errors import UserError
     from medtransfer.inference import predict
     from medtransfer.inspection import inspect

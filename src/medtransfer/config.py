@@ -12,9 +12,11 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from medtransfer.data.dedup_action import Action
 from medtransfer.data.volume_options import (ModalityMode, Normalizer, Plane, check_pattern, modality_problems,
                                              parse_slices)
 from medtransfer.errors import UserError
+from medtransfer.validation import as_pydantic, one_error, problems
 
 # Mode-dependent defaults, resolved into config.yaml so a run records what it really used.
 MODE_DEFAULTS = {
@@ -23,6 +25,9 @@ MODE_DEFAULTS = {
 }
 PANELS = ("Data", "CSV", "Volumes", "Model", "Training", "Fine-tuning", "Evaluation", "Output")
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit
+PatientAggregation = Literal["mean", "max", "vote"]  # also the metrics record's `patient.aggregation`
+Device = Literal["auto", "cpu", "cuda"]  # also `predict --device`
+SETTINGS_FIX = "fix these settings (see `medtransfer train --help`)"
 
 
 def _declare(panel: str) -> Callable[..., Any]:
@@ -51,13 +56,13 @@ class TrainConfig(BaseModel):
     split_col: str | None = CSV(None, "predefined split column (train/val/test)")
     image_root: str | None = CSV(None, "folder the image paths are relative to")
     skip_missing: bool = CSV(False, "drop rows whose image is missing")
-    # A study may give it for all its datasets, unlike the other source settings.
+    # A study may give these for all its datasets, unlike the other source settings.
     split_dirs: dict[Literal["train", "val", "test"], str] | None = DATA(
         None, "image folders whose split folders have other names: which is which, e.g. train=Training,test=Testing",
         per_dataset=False)
-    dedup: Literal["warn", "group", "drop"] = EVALUATION(
+    dedup: Action = DATA(
         "warn", "exact and near-duplicate images across splits: warn (recorded), group (one group per cluster, so "
-        "carved splits keep a cluster together) or drop (keep one copy of each cluster)")
+        "carved splits keep a cluster together) or drop (keep one copy of each cluster)", per_dataset=False)
 
     modalities: list[str] | None = VOLUMES(None, "modalities in channel order, e.g. t1post,t2,flair (DATA is a "
                                                  "volume set of patient folders)")
@@ -116,11 +121,11 @@ class TrainConfig(BaseModel):
                                            "(needs the [lora] extra)", ge=1)
     grad_checkpointing: bool = FINETUNE(False, "recompute activations in the backward pass to save memory")
 
-    device: Literal["auto", "cpu", "cuda"] = TRAINING("auto", "where to train")
+    device: Device = TRAINING("auto", "where to train")
     workers: int | None = TRAINING(None, "DataLoader workers", show="half the cores", ge=0)
     seed: int = TRAINING(0, "seeds initialisation, training and the bootstrap", ge=0, le=SEED_MAX)
     bootstrap: int = EVALUATION(2000, "bootstrap resamples for the 95% CIs", ge=100)
-    patient_agg: Literal["mean", "max", "vote"] = EVALUATION("mean", "pooling of image probabilities per patient")
+    patient_agg: PatientAggregation = EVALUATION("mean", "pooling of image probabilities per patient")
     cache_dir: str | None = OUTPUT(None, "root of the image, feature and DICOM caches", show="the user cache folder")
     image_cache: bool = OUTPUT(True, "decode each image once into a uint8 memory map")
     out: str | None = OUTPUT(None, "run directory", show="runs/<data>-<backbone>-<mode>-s<seed>")
@@ -151,53 +156,71 @@ class TrainConfig(BaseModel):
     @field_validator("slices")
     @classmethod
     def _check_slices(cls, value: str) -> str:
-        _as_value_error(parse_slices, value)
+        _collected(parse_slices, value)
         return value
 
     @field_validator("pattern")
     @classmethod
     def _check_pattern(cls, value: str) -> str:
-        return _as_value_error(check_pattern, value)
+        return _collected(check_pattern, value)
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> TrainConfig:
         for name, value in MODE_DEFAULTS[self.mode].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        if self.folds == 1 or (self.folds and self.fold >= self.folds):
-            raise ValueError(f"fold must be below folds, and folds 0 or >= 2 (got fold {self.fold} of {self.folds})")
-        self._check_mode_options()
-        if self.val_fraction + self.test_fraction >= 0.9:
-            raise ValueError("val_fraction + test_fraction must leave at least 10% for training")
-        problems = modality_problems(self.modalities, self.modality_mode) if self.modalities else []
-        if problems:
-            raise ValueError("; ".join(p.line() for p in problems))
+        found = self._mode_problems() + self._split_problems()
+        found += modality_problems(self.modalities, self.modality_mode) if self.modalities else []
+        if found:
+            raise as_pydantic(found)
         return self
 
-    def _check_mode_options(self) -> None:
-        finetune_only = {"accumulate": self.accumulate > 1, "compile": self.compile,
-                         "freeze_blocks": self.freeze_blocks is not None, "lora_rank": self.lora_rank is not None,
-                         "grad_checkpointing": self.grad_checkpointing}
-        if self.mode == "frozen" and any(finetune_only.values()):
-            names = ", ".join(k for k, v in finetune_only.items() if v)
-            raise ValueError(f"{names} only apply to mode finetune")
-        if self.mode == "finetune" and (self.head == "knn" or self.head_sweep):
-            raise ValueError("head knn and head_sweep only apply to mode frozen (they need cached features)")
-        if self.head == "knn" and self.head_sweep:
-            raise ValueError("head_sweep sweeps linear or mlp heads, not knn")
+    def _split_problems(self) -> list[UserError]:
+        found = []
+        if self.folds == 1 or (self.folds and self.fold >= self.folds):
+            found.append(UserError(f"fold {self.fold} of folds {self.folds}", "fold must be below folds, and folds 0 "
+                                   "or 2 or more", "use folds 0 (one split), or folds K >= 2 with fold 0 to K-1"))
+        if self.val_fraction + self.test_fraction >= 0.9:
+            found.append(UserError(f"val_fraction {self.val_fraction:g} + test_fraction {self.test_fraction:g}",
+                                   "must leave at least 10% for training", "lower one of them"))
+        return found
+
+    def _mode_problems(self) -> list[UserError]:
+        # A Fine-tuning option counts as given when it differs from its declared default.
+        finetune_only = [name for name in fields_in("Fine-tuning")
+                         if getattr(self, name) != TrainConfig.model_fields[name].default]
+        found = []
+        if self.mode == "frozen" and finetune_only:
+            found.append(UserError("mode frozen", f"{', '.join(finetune_only)} only {_apply(finetune_only)} to mode "
+                                   "finetune", "use mode finetune, or leave them at their defaults"))
+        frozen_only = [name for name, given in (("head knn", self.head == "knn"), ("head_sweep", self.head_sweep))
+                       if given]
+        if self.mode == "finetune" and frozen_only:
+            found.append(UserError("mode finetune", f"{' and '.join(frozen_only)} only {_apply(frozen_only)} to mode "
+                                   "frozen, whose features are cached", "use mode frozen, or a linear or mlp head"))
+        elif self.head == "knn" and self.head_sweep:
+            found.append(UserError("head knn", "head_sweep sweeps linear or mlp heads, not knn",
+                                   "drop head_sweep, or use head linear or mlp"))
         if self.freeze_blocks is not None and self.lora_rank is not None:
-            raise ValueError("choose freeze_blocks or lora_rank, not both")
+            found.append(UserError(f"freeze_blocks {self.freeze_blocks}, lora_rank {self.lora_rank}",
+                                   "choose freeze_blocks or lora_rank, not both", "drop one of them"))
+        return found
+
+
+def _apply(names: list[str]) -> str:
+    return "apply" if len(names) > 1 else "applies"
 
 
 V = TypeVar("V")
 
 
-def _as_value_error(check: Callable[[str], V], value: str) -> V:
-    """A data-layer check inside a pydantic validator: its UserError becomes the ValueError pydantic collects."""
+def _collected(check: Callable[[str], V], value: str) -> V:
+    """A data-layer check inside a pydantic validator: its UserError becomes an error pydantic collects with the
+    others, keeping its subject and fix."""
     try:
         return check(value)
     except UserError as exc:
-        raise ValueError(exc.line()) from None
+        raise as_pydantic([exc]) from None
 
 
 def field_extra(name: str) -> dict[str, Any]:
@@ -216,24 +239,12 @@ def task_name(task: str | None, data: str) -> str:
     return task or Path(data.removeprefix("synthetic:") or "synthetic").stem or "synthetic"
 
 
-def _problem(err: Any) -> str:
-    """One pydantic error as `where: message`, a refused choice naming the value given."""
-    where = ".".join(str(p) for p in err["loc"]) or "config"
-    message = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "literal_error":
-        where += f" {err['input']!r}"
-    elif err["loc"] and message.startswith(f"{err['loc'][-1]} "):  # a data-layer check names the setting itself
-        return message
-    return f"{where}: {message}"
-
-
 def parse_config(values: dict, origin: str = "options") -> TrainConfig:
     """Validate settings, reporting every problem in one line (pydantic collects them all)."""
     try:
         return TrainConfig(**values)
     except ValidationError as exc:
-        problems = "; ".join(_problem(err) for err in exc.errors())
-        raise UserError(origin, problems, "fix these settings (see `medtransfer train --help`)") from None
+        raise one_error(origin, problems(exc), SETTINGS_FIX) from None
 
 
 T = TypeVar("T")

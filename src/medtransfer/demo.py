@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from medtransfer.progress import Reporter
-from medtransfer.cli.render import cell
+from medtransfer.report.render import metric_cell
 from medtransfer.rundir import RunDir
 from medtransfer.study.run import StudyOutcome, run_study
 
@@ -29,7 +29,7 @@ def run_demo(out: Path, quiet: bool = False) -> StudyOutcome:
         table.add_column(column, no_wrap=True)
     for spec in outcome.specs:
         record = RunDir(spec.config.out).metrics()
-        auroc, accuracy = (cell(record.test[name].model_dump()) for name in ("auroc", "accuracy"))
+        auroc, accuracy = (metric_cell(name, record.test[name]) for name in ("auroc", "accuracy"))
         table.add_row(spec.config.backbone, spec.config.mode, auroc, accuracy, str(record.best_epoch))
     reporter.console.print(table)
     reporter.console.print(f"{outcome.ran} run(s) in {time.perf_counter() - started:.0f} s, {outcome.skipped} reused. "

@@ -19,14 +19,14 @@ from medtransfer.engine.features import cached_features, extract_table, feature_
 from medtransfer.engine.finetune import Classifier, FinetuneSettings, finetune, predict_rows
 from medtransfer.engine.image_cache import cached_images
 from medtransfer.engine.pipeline import DataPath
-from medtransfer.engine.probes import make_probe
+from medtransfer.engine.probes import make_probe, probe_entry
+from medtransfer.evaluation.prediction_tables import EVAL_SPLITS
 from medtransfer.models.adapt import add_lora, enable_grad_checkpointing, freeze_blocks, frozen_norm_eval, merge_lora
 from medtransfer.models.backbone import Backbone, build_backbone
 from medtransfer.models.weights import check_weights_arg, weights_identity
 from medtransfer.progress import Reporter
 from medtransfer.rundir import RunWriter, WeightsKind
 
-EVAL_SPLITS = ("val", "test")
 EXTRACT_BATCH_CUDA = 1024  # first try; halved on out-of-memory
 
 
@@ -59,7 +59,6 @@ def resource_use(backbone: Backbone, device: torch.device) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     # Float reductions depend on the thread count: recorded so a reproduction can match it.
     return {"n_params": int(n_params), "peak_memory_mb": round(peak, 1), "threads": torch.get_num_threads()}
-
 
 
 def _data_path(cfg: TrainConfig, table: SampleTable, backbone: Backbone, device: torch.device,
@@ -106,7 +105,7 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     head.fit(train_x, y[rows["train"]], features[rows["val"]], y[rows["val"]], len(table.classes))
     timing["train_seconds"] = round(time.perf_counter() - start, 3)
     probs = {s: head.predict_proba(features[rows[s]]) for s in EVAL_SPLITS}
-    name: WeightsKind = "knn" if cfg.head == "knn" else "head"
+    name = probe_entry(cfg).weights_kind
     # How a sweep or kNN chose its head goes into metrics.json: every (lr, weight decay) head, or every k.
     selection = head.selection()
     extra = {"head_selection": selection} if selection is not None else {}

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 import torch
 
-from medtransfer.config import TrainConfig
+from medtransfer.config import Device, TrainConfig
 from medtransfer.data.images import read_image
 from medtransfer.engine.device import pick_device
 from medtransfer.engine.finetune import Classifier
 from medtransfer.engine.heads import HeadModule
 from medtransfer.engine.knn import KNNModule
+from medtransfer.engine.probes import probe_entry
 from medtransfer.engine.pipeline import InputPipeline, crop_transform, decode_image
 from medtransfer.errors import UserError
 from medtransfer.models.backbone import build_backbone
@@ -30,7 +32,8 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, TrainConfig, list[str]]:
     run = RunDir(run_dir)
     if not run.is_complete():
         raise UserError(str(run_dir), f"is not a finished run (no {DONE})", "pass a run directory that completed")
-    saved, cfg, classes = run.config(), run.train_config(), run.metrics().classes
+    # Only the class names are read from the metrics: a run written by an older version still predicts.
+    saved, cfg, classes = run.config(), run.train_config(), run.classes()
     if cfg.mode == "finetune":  # every weight is in the run's "model" weights: no need for the original source
         model = Classifier(build_backbone(cfg.backbone, "none", cfg.image_size, cfg.pooling, cfg.seed),
                            len(classes), cfg.head)
@@ -40,11 +43,12 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, TrainConfig, list[str]]:
     if weights_identity(cfg.weights, backbone.timm_name, cfg.seed) != saved.get("weights_identity"):
         raise UserError(cfg.weights, "differs from the backbone weights this run was trained on",
                         "restore the original checkpoint file")
-    if cfg.head == "knn":  # the kNN "head" is the stored train features and labels
-        head: torch.nn.Module = _knn_head(run.weights_path("knn"))
+    kind = probe_entry(cfg).weights_kind  # what the run's probe saved, as the probe registry declares it
+    if kind == "knn":  # the kNN "head" is the stored train features and labels
+        head: torch.nn.Module = _knn_head(run.weights_path(kind))
     else:
         head = HeadModule(backbone.num_features, len(classes), cfg.head)
-        load_run_weights(head, run.weights_path("head"))
+        load_run_weights(head, run.weights_path(kind))
     return torch.nn.Sequential(backbone, head).eval(), cfg, classes
 
 
@@ -60,14 +64,22 @@ def _knn_head(path: Path) -> KNNModule:
     return KNNModule.from_state_dict(state)
 
 
+def _device(name: str) -> torch.device:
+    """The device to predict on: one of the run settings' choices, and present."""
+    choices = get_args(Device)
+    if name not in choices:
+        raise UserError(f"device {name!r}", "is not a device choice", f"use one of {', '.join(choices)}")
+    return pick_device(name)
+
+
 @torch.inference_mode()
-def predict(run_dir: Path, images: list[Path], device_name: str = "auto", batch_size: int = 32) -> pd.DataFrame:
+def predict(run_dir: Path, images: list[Path], device: Device = "auto", batch_size: int = 32) -> pd.DataFrame:
     """One row per image: path, predicted class, and prob_<class> columns."""
+    target = _device(device)  # before the model is built: a bad device fails at once
     model, cfg, classes = load_model(Path(run_dir))
-    device = pick_device(device_name)
-    model.to(device)
+    model.to(target)
     preprocess = model.backbone.preprocess if isinstance(model, Classifier) else model[0].preprocess
-    transform, inputs = crop_transform(preprocess), InputPipeline(preprocess, device)
+    transform, inputs = crop_transform(preprocess), InputPipeline(preprocess, target)
     probs = []
     for start in range(0, len(images), batch_size):
         batch = torch.stack([decode_image(read_image(p), transform) for p in images[start:start + batch_size]])

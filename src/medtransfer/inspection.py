@@ -14,7 +14,8 @@ from medtransfer.data.table import SampleTable
 
 def inspect(cfg: TrainConfig, sample: int = 200, contact_sheet: Path | None = None) -> str:
     """`medtransfer inspect`'s text: what the configured source holds and its problems; for volumes (NIfTI/DICOM
-    sets and 3D MedMNIST files) also a contact sheet of sample slices, at CONTACT_SHEET or beside the working folder."""
+    sets and 3D MedMNIST files) also a contact sheet of sample slices, at `contact_sheet` (by default
+    <data>_contact_sheet.png in the working folder)."""
     from medtransfer.data.contact_sheet import contact_sheet as write_sheet
     from medtransfer.data.duplicate_record import inspect_duplicates
     from medtransfer.data.load import load_table, volume_options, volume_root

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from medtransfer.errors import UserError
@@ -25,14 +25,6 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = value
         return value
-
-    def __call__(self, name: str) -> Callable[[T], T]:
-        """Decorator form of `register`: `@registry("name")` above a function or class."""
-
-        def decorate(value: T) -> T:
-            return self.register(name, value)
-
-        return decorate
 
     def get(self, name: str) -> T:
         """The entry under `name`; an unknown name is a UserError naming the nearest known names."""

@@ -1,4 +1,4 @@
-"""One run in the order of DESIGN.md's data flow: load → split → fit (frozen | finetune) → evaluate → write."""
+"""One run in the order of the design's data flow: load → split → fit (frozen | finetune) → evaluate → write."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 import medtransfer
 from medtransfer.cli.commands import app
 from medtransfer.config import MODE_DEFAULTS, TrainConfig, parse_config
+from medtransfer.study.executors import EXECUTORS
 
 FIELDS = tuple(TrainConfig.model_fields)
 OWN = {"train": {"quiet"}, "inspect": {"sample", "contact_sheet"}}  # each command's options that are not settings
@@ -66,7 +67,8 @@ def test_train_has_no_option_beyond_the_settings():
 
 
 def test_inspect_takes_the_source_settings_and_the_cache():
-    expected = {name for name in FIELDS if panel_of(name) in SOURCE_PANELS} | {"cache_dir"}
+    # --dedup acts on a run's splits; inspect reports the duplicates whatever it is.
+    expected = {name for name in FIELDS if panel_of(name) in SOURCE_PANELS and name != "dedup"} | {"cache_dir"}
     found = params("inspect")
     assert set(found) == expected | OWN["inspect"]
     for name in expected:
@@ -119,6 +121,25 @@ def test_inspect_help_shows_its_own_options(monkeypatch, capsys):
     assert "--backbone" not in stdout
 
 
-def test_version(monkeypatch, capsys):
+def test_version_is_the_installed_distributions(monkeypatch, capsys):
+    from importlib.metadata import version
+
     code, stdout, stderr = run_cli(["--version"], monkeypatch, capsys)
-    assert (code, stdout.strip(), stderr) == (0, f"medtransfer {medtransfer.__version__}", "")
+    assert (code, stdout.strip(), stderr) == (0, f"medtransfer {version('medtransfer')}", "")
+    assert medtransfer.__version__ == version("medtransfer")
+
+
+@pytest.mark.parametrize(("command", "name", "choices"), [
+    ("predict", "device", get_args(TrainConfig.model_fields["device"].annotation)),
+    ("run", "executor", EXECUTORS),
+])
+def test_fixed_choices_of_other_commands_are_listed_and_checked(command, name, choices, monkeypatch, capsys, tmp_path):
+    assert params(command)[name].type_descriptor.choices == choices
+    monkeypatch.setenv("COLUMNS", "400")
+    code, stdout, _ = run_cli([command, "--help"], monkeypatch, capsys)
+    assert code == 0 and f"<{'|'.join(choices)}>" in stdout
+    # Refused before any work: no run directory or study file is even looked at.
+    paths = [str(tmp_path / "absent"), "x.png"] if command == "predict" else [str(tmp_path / "absent.yaml")]
+    code, _, stderr = run_cli([command, *paths, f"--{name}", "bogus"], monkeypatch, capsys)
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert f"'--{name}': 'bogus' is not one of" in stderr and "Value error" not in stderr

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from helpers import volume_settings
 
-from medtransfer.data.volume_options import VolumeOptions
 
 BRATS = ("t1post", "t2", "flair")
 
@@ -41,4 +41,4 @@ def write_patient(root: Path, pid: str, modalities=("t1", "t2", "flair"), seg: n
     return root / pid
 
 
-SYNTH = VolumeOptions.default(modalities=("t1", "t2", "flair"), slices="center:4")
+SYNTH = volume_settings(modalities=("t1", "t2", "flair"), slices="center:4")

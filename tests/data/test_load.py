@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import run_cli, write_class_folder
+from helpers import run_cli, volume_settings, write_class_folder
 
 from medtransfer.config import parse_config
 from medtransfer.data.load import load_table, volume_options
@@ -48,7 +48,7 @@ def test_volume_options_are_declared_once_in_the_config():
     options = fields(VolumeOptions)
     assert len(options) == 8 and all(f.name in TrainConfig.model_fields for f in options)
     assert all(f.default is MISSING and f.default_factory is MISSING for f in options)
-    assert VolumeOptions.default() == volume_options(parse_config({"data": "/v"}))
+    assert volume_settings() == volume_options(parse_config({"data": "/v"}))
 
 
 # ---- image folders: --split-dirs reaches the folder reader; split folders are never classes -------------------

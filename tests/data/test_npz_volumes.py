@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import volume_settings
 
 from medtransfer.data.contact_sheet import _sheet_rows, contact_sheet
 from medtransfer.data.npz import load_npz
@@ -33,13 +34,19 @@ def write_volumes(path: Path, side: int = 28, counts: dict[str, int] = COUNTS, s
 
 
 def options(**given) -> VolumeOptions:
-    return VolumeOptions.default(**{"modalities": NPZ_MODALITY, "slices": "center:4"} | given)
+    return volume_settings(**{"modalities": NPZ_MODALITY, "slices": "center:4"} | given)
 
 
 @pytest.fixture
 def organ(tmp_path) -> tuple[Path, dict[str, np.ndarray]]:
     path = tmp_path / "organmnist3d.npz"
     return path, write_volumes(path)
+
+
+def test_volumes_need_their_options_from_the_caller(organ):
+    """The run's settings give them (data.load.volume_options); the reader has no defaults of its own."""
+    with pytest.raises(TypeError, match="VolumeOptions"):
+        load_npz(organ[0])
 
 
 def test_each_volume_is_a_patient_in_its_own_split(organ):

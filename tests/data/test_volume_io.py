@@ -8,11 +8,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 from data.nifti_files import SYNTH, head_volume, write_nifti, write_patient
+from helpers import volume_settings
 from scipy import ndimage
 
 from medtransfer.data.volume_describe import describe_volumes
 from medtransfer.data.volume_io import load_on_reference
-from medtransfer.data.volume_options import VolumeOptions
 from medtransfer.data.volumes import load_volumes
 from medtransfer.errors import UserError
 
@@ -100,7 +100,7 @@ def test_all_zero_volume_is_refused_naming_the_patient(tmp_path):
         table.pixels(row)
     write_nifti(tmp_path / "p2" / "p2_t1.nii.gz", np.zeros((12, 12, 8)))  # all-nonzero reads the reference at load
     with pytest.raises(UserError, match=r"p2_t1\.nii\.gz: \(patient 'p2'\) is all zeros"):
-        load_volumes(tmp_path, VolumeOptions.default(modalities=("t1", "t2", "flair"), slices="all-nonzero"))
+        load_volumes(tmp_path, volume_settings(modalities=("t1", "t2", "flair"), slices="all-nonzero"))
 
 
 def test_nan_voxels_are_refused_never_a_channel_of_zeros(tmp_path):

@@ -8,16 +8,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 from data.nifti_files import BRATS, SYNTH, head_volume, slice_index, write_nifti, write_patient
+from helpers import volume_settings
 from PIL import Image
 
 from medtransfer.data.contact_sheet import contact_sheet
-from medtransfer.data.volume_options import VolumeOptions, parse_slices
+from medtransfer.data.volume_options import parse_slices
 from medtransfer.data.volumes import load_volumes, load_volumes_separate
 from medtransfer.errors import UserError
 
 
 def test_brats_fused_gives_rgb_slices_of_one_patient(brats):
-    table = load_volumes(brats, VolumeOptions.default(modalities=BRATS, slices="center:5"))
+    table = load_volumes(brats, volume_settings(modalities=BRATS, slices="center:5"))
 
     assert len(table) == 5 and table.frame["group"].nunique() == 1
     assert table.frame["group"].iat[0] == brats.name and set(table.frame["label"]) == {"unlabelled"}
@@ -30,13 +31,13 @@ def test_brats_fused_gives_rgb_slices_of_one_patient(brats):
 
 
 def test_center_k_takes_the_middle_slices(brats):
-    table = load_volumes(brats, VolumeOptions.default(modalities=BRATS, slices="center:6"))
+    table = load_volumes(brats, volume_settings(modalities=BRATS, slices="center:6"))
     assert [slice_index(r) for r in table.frame["ref"]] == list(range(12, 18))  # 30 axial slices
-    assert len(load_volumes(brats, VolumeOptions.default(modalities=BRATS, slices="center:99"))) == 30
+    assert len(load_volumes(brats, volume_settings(modalities=BRATS, slices="center:99"))) == 30
 
 
 def test_tumor_k_picks_the_slices_with_the_largest_seg_area(brats):
-    table = load_volumes(brats, VolumeOptions.default(modalities=BRATS, slices="tumor:3"))
+    table = load_volumes(brats, volume_settings(modalities=BRATS, slices="tumor:3"))
 
     seg = nib.as_closest_canonical(nib.load(next(brats.glob("*_seg.nii.gz")))).get_fdata()
     # This downsampled label map rings around 0, so a voxel is tumour when it rounds to a label of 1 or more.
@@ -48,7 +49,7 @@ def test_tumor_k_picks_the_slices_with_the_largest_seg_area(brats):
 
 
 def test_contact_sheet_is_a_png(brats, tmp_path):
-    table = load_volumes(brats, VolumeOptions.default(modalities=BRATS, slices="tumor:3"))
+    table = load_volumes(brats, volume_settings(modalities=BRATS, slices="tumor:3"))
     out = contact_sheet(table, tmp_path / "sheets" / "brats.png", per_patient=3)
 
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -63,7 +64,7 @@ def test_all_nonzero_keeps_slices_with_brain(tmp_path):
     data[:, :, :2] = data[:, :, -3:] = 0
     for k, m in enumerate(("t1", "t2", "flair")):
         write_nifti(tmp_path / "p1" / f"{m.upper()}.nii", data if k == 0 else head_volume(seed=k))  # bare names, any case
-    table = load_volumes(tmp_path, VolumeOptions.default(modalities=("t1", "t2", "flair"), slices="all-nonzero"))
+    table = load_volumes(tmp_path, volume_settings(modalities=("t1", "t2", "flair"), slices="all-nonzero"))
     expected = [i for i in range(2, 5) if data[:, :, i].any()]
     assert [slice_index(r) for r in table.frame["ref"]] == expected
 
@@ -71,7 +72,7 @@ def test_all_nonzero_keeps_slices_with_brain(tmp_path):
 def test_separate_mode_gives_grey_tables_per_modality(tmp_path):
     write_patient(tmp_path, "p1")
     write_patient(tmp_path, "p2")
-    options = VolumeOptions.default(modalities=("t1", "t2", "flair"), modality_mode="separate", slices="center:2")
+    options = volume_settings(modalities=("t1", "t2", "flair"), modality_mode="separate", slices="center:2")
 
     tables = load_volumes_separate(tmp_path, options)
     assert list(tables) == ["t1", "t2", "flair"]
@@ -86,7 +87,7 @@ def test_separate_mode_gives_grey_tables_per_modality(tmp_path):
 def test_fingerprint_is_stable_and_follows_options(tmp_path):
     write_patient(tmp_path, "p1")
     first, again = load_volumes(tmp_path, SYNTH), load_volumes(tmp_path, SYNTH)
-    other = load_volumes(tmp_path, VolumeOptions.default(modalities=("t1", "t2", "flair"), slices="center:4", plane="coronal"))
+    other = load_volumes(tmp_path, volume_settings(modalities=("t1", "t2", "flair"), slices="center:4", plane="coronal"))
     assert first.fingerprint == again.fingerprint != other.fingerprint
 
 
@@ -95,12 +96,12 @@ def test_bad_slices_text(text):
     with pytest.raises(UserError, match=r"slices .*center:16"):
         parse_slices(text)
     with pytest.raises(UserError, match="slices"):
-        VolumeOptions.default(slices=text)
+        volume_settings(slices=text)
 
 
 def test_options_are_checked_together():
     with pytest.raises(UserError, match=r"1 \(grey\) or 3 \(RGB\).*list 1 or 3 modalities"):
-        VolumeOptions.default(modalities=("t1", "t2"))
+        volume_settings(modalities=("t1", "t2"))
     with pytest.raises(UserError, match=r"plane 'oblique'.*normalize 'minmax'"):
-        VolumeOptions.default(plane="oblique", normalize="minmax")
+        volume_settings(plane="oblique", normalize="minmax")
     assert parse_slices("Tumor:8") == ("tumor", 8) and parse_slices("all-nonzero") == ("all-nonzero", 0)

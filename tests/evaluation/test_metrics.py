@@ -20,7 +20,8 @@ from sklearn.metrics import (
 )
 
 from medtransfer.evaluation.calibration import calibration_fit_for_counts, debiased_ece
-from medtransfer.evaluation.metrics import METRICS, auroc, compute_metrics, confusion
+from medtransfer.evaluation.metric_registry import METRICS
+from medtransfer.evaluation.metrics import auroc, compute_metrics, confusion
 
 BINARY_ONLY = {"auprc", "sensitivity", "specificity", "ppv", "npv", "calibration_slope", "calibration_intercept"}
 

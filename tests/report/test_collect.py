@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-from medtransfer.evaluation.metrics import METRICS
+from medtransfer.evaluation.metric_registry import METRICS
 from medtransfer.report.collect import collect_runs, find_run_dirs, task_of
 from medtransfer.rundir import CONFIG_FILE, METRICS_FILE, RunDir
 

@@ -110,3 +110,24 @@ def test_a_missing_file_is_a_user_error(tmp_path: Path) -> None:
     for read in (run.metrics, run.config, run.predictions, run.history):
         with pytest.raises(UserError, match="cannot be read"):
             read()
+
+
+def test_classes_are_read_alone_so_older_records_still_name_them(runs: dict[str, Path], tmp_path: Path) -> None:
+    assert RunDir(runs["knn"]).classes() == RunDir(runs["knn"]).metrics().classes
+    (tmp_path / METRICS_FILE).write_text(json.dumps({"classes": ["benign", "malignant"], "test": {}}))
+    run = RunDir(tmp_path)
+    assert run.classes() == ["benign", "malignant"]
+    with pytest.raises(UserError, match="is not a run's metrics"):  # the full record is still checked in full
+        run.metrics()
+
+
+@pytest.mark.parametrize(("record", "problem"), [
+    ({"test": {}}, "has no `classes` list"), ({"classes": ["only"]}, "has no `classes` list"),
+    ({"classes": "ab"}, "has no `classes` list"), ({"classes": ["a", 1]}, "has no `classes` list"),
+    ([], "has no `classes` list"), ({"classes": ["a", "b"], "schema_version": 99}, "upgrade medtransfer"),
+])
+def test_a_record_without_usable_classes_is_a_user_error(tmp_path: Path, record: object, problem: str) -> None:
+    (tmp_path / METRICS_FILE).write_text(json.dumps(record))
+    with pytest.raises(UserError, match=problem) as err:
+        RunDir(tmp_path).classes()
+    assert METRICS_FILE in err.value.line() and "\n" not in err.value.line()

@@ -41,6 +41,19 @@ def test_anything_that_changes_the_table_or_the_model_splits_the_group(weights_f
     assert cache_group(_cfg("none", seed=0)) != cache_group(_cfg("none", seed=1))
 
 
+@pytest.mark.parametrize("change", [{"dedup": "drop"}, {"dedup": "group"}, {"split_dirs": {"test": "Testing"}}])
+def test_settings_that_reshape_the_table_split_the_group(weights_file, change):
+    """--dedup group and drop change the table's rows and units; split folders change which images are read."""
+    assert cache_group(_cfg(weights_file, **change)) != cache_group(_cfg(weights_file))
+
+
+def test_the_data_part_of_the_group_is_every_source_setting():
+    from medtransfer.config import fields_in
+    from medtransfer.study.executors import SOURCE_FIELDS
+
+    assert set(SOURCE_FIELDS) == set(fields_in("Data", "CSV", "Volumes")) >= {"dedup", "split_dirs", "data"}
+
+
 def _feature_digest(values: dict) -> str:
     """The feature-cache entry a frozen run with these settings reads, computed as the run computes it."""
     from medtransfer.data.load import load_table

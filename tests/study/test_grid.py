@@ -103,3 +103,27 @@ def test_defaults_are_those_the_ids_were_pinned_with():
     expected = {**DEFAULTS_AT_SCHEMA_2, "mode": "finetune", **FINETUNE_AT_SCHEMA_2}
     assert {k: finetune[k] for k in expected.keys() & finetune.keys()} == {k: v for k, v in expected.items()
                                                                           if k in finetune}
+
+
+def test_a_bad_setting_in_a_study_reads_as_in_train_naming_the_run_and_its_fix_once(tmp_path):
+    from medtransfer.errors import UserError
+
+    path = tmp_path / "s.yaml"
+    path.write_text(STUDY.replace('{data: "synthetic:n=40"}', '{data: "synthetic:n=40", slices: "center:0"}'))
+    with pytest.raises(UserError) as err:
+        expand(load_study(path), tmp_path / "out")
+    line = err.value.line()
+    # One problem per (dataset, backbone, mode), each said once, whatever the heads, fractions and seeds.
+    assert line.count("slices 'center:0': is not center:K") == 4 and "a/resnet18/frozen: slices" in line, line
+    assert "(write e.g. center:16, all-nonzero or tumor:8)" in line and "b/" not in line
+    assert line.count(" — ") == 1 and line.endswith("— fix these settings in the study file")
+    # The only problem: its own fix ends the line.
+    path.write_text('datasets: {a: {data: "synthetic:n=40", slices: "center:0"}}\nbackbones: [resnet18]\n'
+                    "modes: {frozen: {}}\n")
+    with pytest.raises(UserError) as err:
+        expand(load_study(path), tmp_path / "out")
+    from medtransfer.data.volume_options import parse_slices
+
+    with pytest.raises(UserError) as own:  # the data layer's own line, subject and fix, passes through whole
+        parse_slices("center:0")
+    assert err.value.line() == f"study: a/resnet18/frozen: {own.value.line()}"

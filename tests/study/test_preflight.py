@@ -3,6 +3,8 @@ every problem of the grid in one error."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from medtransfer.config import parse_config
@@ -80,3 +82,11 @@ def test_finetune_adaptations_are_checked_by_the_runs_own_rules(values, expected
 def test_lora_on_a_vit_passes_the_check():
     cfg = parse_config({"data": "synthetic:", "backbone": "vit_tiny_patch16_224", "mode": "finetune", "lora_rank": 4})
     assert model_problems(cfg) == []
+
+
+def test_lora_without_peft_is_a_preflight_problem(monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)  # makes `import peft` raise ImportError
+    cfg = parse_config({"data": "synthetic:", "backbone": "vit_tiny_patch16_224", "mode": "finetune", "lora_rank": 4})
+    problems = model_problems(cfg)
+    assert len(problems) == 1 and "needs the peft package" in problems[0][1]
+    assert "medtransfer[lora]" in problems[0][1]

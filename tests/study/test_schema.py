@@ -168,3 +168,25 @@ modes: {frozen: {heads: [linear, linear]}}
     path.write_text(MINIMAL + "seeds: [0, 1, 0]\n")
     with pytest.raises(UserError, match=r"seeds.*\[0\] more than once"):
         load_study(path)
+
+
+def test_modes_are_the_configs_modes_and_refused_choices_are_named(tmp_path):
+    from typing import get_args
+
+    from medtransfer.config import TrainConfig
+    from medtransfer.study.schema import MODES
+
+    assert MODES == get_args(TrainConfig.model_fields["mode"].annotation)
+    path = tmp_path / "s.yaml"
+
+    def refused(modes: str) -> str:
+        path.write_text(MINIMAL.replace("modes: {frozen: {}}", f"modes: {modes}"))
+        with pytest.raises(UserError) as err:
+            load_study(path)
+        line = err.value.line()
+        assert "Value error" not in line and line.count(" — ") == 1 and line.endswith("(see studies/demo.yaml)")
+        return line
+
+    assert f"modes: modes are {' and/or '.join(MODES)}, got ['frozen', 'probe']" in refused("{probe: {}, frozen: {}}")
+    # The refused choice is named, as `train` names it.
+    assert "modes.frozen.optimizer 'lion': Input should be" in refused("{frozen: {optimizer: lion}}")

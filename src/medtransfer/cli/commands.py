@@ -10,14 +10,16 @@ import typer
 from medtransfer import __version__
 from medtransfer.cli.options import config_options, option, with_parameters
 from medtransfer.cli.signals import run_app
-from medtransfer.config import TrainConfig, fields_in
+from medtransfer.config import Device, TrainConfig, fields_in
+from medtransfer.study.executors import Executor
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Which pretrained backbone and transfer mode works best on your medical images.")
 
 Opt = typer.Option
-# `inspect` reads the data as `train` would, so it takes the same source options (and caches).
-INSPECT_FIELDS = (*fields_in("Data", "CSV", "Volumes"), "cache_dir")
+# `inspect` reads the data as `train` would, so it takes the same source options (and caches); --dedup acts on a
+# run's splits, while inspect only reports the duplicates.
+INSPECT_FIELDS = (*(name for name in fields_in("Data", "CSV", "Volumes") if name != "dedup"), "cache_dir")
 
 
 def _version(shown: bool) -> None:
@@ -50,7 +52,7 @@ def train(**values: Any) -> None:
     reporter = Reporter(quiet)
     outcome = run_train(cfg, reporter)
     if not quiet:
-        print_metrics(reporter.console, outcome.metrics.to_json())
+        print_metrics(reporter.console, outcome.metrics)
     typer.echo(str(outcome.run_dir.path))
 
 
@@ -59,7 +61,7 @@ def run(
     study: Annotated[Path, typer.Argument(help="study YAML (see studies/)")],
     out: Annotated[Path | None, Opt(help="study folder", show_default="runs/<study name>")] = None,
     resume: Annotated[bool, Opt("--resume", help="skip finished runs (DONE), redo the rest")] = False,
-    executor: Annotated[str, Opt(help="local | ray")] = "local",
+    executor: Annotated[Executor, Opt(help="where the runs go: this process, or a Ray cluster")] = "local",
     address: Annotated[str | None, Opt(help="Ray cluster address (default: RAY_ADDRESS or a local instance)")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="print the grid and its estimated cost, run nothing")] = False,
     replace_study: Annotated[bool, Opt("--replace-study", help="run here although the folder holds another study "
@@ -104,7 +106,7 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
     images: Annotated[list[Path], typer.Argument(help="image files")],
     output: Annotated[Path | None, Opt("--output", "-o", help="write a CSV here instead of stdout")] = None,
-    device: Annotated[str, Opt()] = "auto",
+    device: Annotated[Device, Opt(help="where to run the model")] = "auto",
 ) -> None:
     """Class probabilities for new images from a finished run."""
     from medtransfer.inference import predict as predict_images

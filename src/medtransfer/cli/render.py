@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
-from medtransfer.evaluation.metrics import METRICS
-from medtransfer.report.render import ci_cell
+from medtransfer.evaluation.metric_registry import METRIC_REGISTRY, METRICS
+from medtransfer.report.render import metric_cell
+
+if TYPE_CHECKING:
+    from medtransfer.rundir import RunMetrics
 
 
-def cell(entry: dict) -> str:
-    """A metrics.json entry as the paper's cell, `value [low, high]` in percent (a dash when undefined)."""
-    return ci_cell(entry["value"], entry["low"], entry["high"])
-
-
-def print_metrics(console: Console, metrics: dict) -> None:
-    """Val and test metrics of one run with their 95% CIs."""
-    unit = metrics["bootstrap"]["unit"]
-    table = Table(title=f"95% CI: percentile bootstrap over {unit}s, {metrics['bootstrap']['n']} resamples")
+def print_metrics(console: Console, metrics: RunMetrics) -> None:
+    """Val and test metrics of one run with their 95% CIs, named and scaled as the metric registry declares."""
+    boot = metrics.bootstrap
+    table = Table(title=f"95% CI: percentile bootstrap over {boot.unit}s, {boot.n} resamples; shares in %")
     table.add_column("metric")
-    for split in ("val", "test"):
-        table.add_column(f"{split} (n={metrics[f'n_{split}']})")
+    for split, n in (("val", metrics.n_val), ("test", metrics.n_test)):
+        table.add_column(f"{split} (n={n})")
     for name in METRICS:
-        if name in metrics["test"]:  # binary-only and ordinal-only metrics are absent elsewhere
-            table.add_row(name, cell(metrics["val"][name]), cell(metrics["test"][name]))
+        if name in metrics.test:  # binary-only and ordinal-only metrics are absent elsewhere
+            label = METRIC_REGISTRY.get(name).label
+            table.add_row(label, metric_cell(name, metrics.val[name]), metric_cell(name, metrics.test[name]))
     console.print(table)
 
 
@@ -37,5 +38,6 @@ def print_catalog() -> None:
     for column in ("name", "timm model", "weights", "offline"):
         table.add_column(column, no_wrap=column != "weights")
     for entry in CATALOG.values():
-        table.add_row(entry.name, entry.timm_name, entry.note, "cached" if hub_cached(entry.timm_name) else "not cached")
+        offline = "cached" if hub_cached(entry.timm_name) else "not cached"
+        table.add_row(entry.name, entry.timm_name, entry.note, offline)
     make_console().print(table)

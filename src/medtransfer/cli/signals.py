@@ -63,6 +63,7 @@ def _usage_line(exc: typer.TyperException) -> str:
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "medtransfer"
     message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    message = message.replace("Value error, ", "")  # Typer checks a Literal choice with pydantic, which says so
     return " ".join(f"{command}: {message} — see `{command} --help`".split())
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
 
+from medtransfer.data.dedup_action import Action
 from medtransfer.data.duplicate_hashes import HASH_SIZE, hash_workers
 from medtransfer.data.duplicate_scan import DuplicateScan, scan_table
 from medtransfer.data.table import SampleTable
@@ -15,7 +14,6 @@ from medtransfer.rundir.files import METRICS_FILE
 SPLIT_ORDER = ("train", "val", "test", "unused", "pool", "dropped")
 MAIN_SPANS = ("train-val", "train-test", "val-test", "within-split")
 EXAMPLES = 5
-Action = Literal["warn", "group", "drop"]
 
 
 def split_labels(frame: pd.DataFrame) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 from medtransfer.config import TrainConfig, from_config
@@ -40,10 +39,9 @@ def split_plan(cfg: TrainConfig) -> SplitPlan:
 
 
 def volume_options(cfg: TrainConfig, modalities: tuple[str, ...] = ()) -> VolumeOptions:
-    """The volume settings of a run: every VolumeOptions field the run configuration also has, by name;
-    MODALITIES stand in when the run names none (a 3D MedMNIST file's one grey channel)."""
-    given = {f.name: getattr(cfg, f.name) for f in fields(VolumeOptions) if f.name in TrainConfig.model_fields}
-    return VolumeOptions(**given | {"modalities": tuple(cfg.modalities or modalities)})
+    """The volume settings of a run, by field name from its configuration; MODALITIES stand in when the run names
+    none (a 3D MedMNIST file's one grey channel)."""
+    return from_config(VolumeOptions, cfg, modalities=tuple(cfg.modalities or modalities))
 
 
 def load_volume_table(cfg: TrainConfig) -> SampleTable:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.data.npz_members import check_labels, read_member
-from medtransfer.data.npz_volumes import NPZ_MODALITY, holds_volumes, load_npz_volumes
+from medtransfer.data.npz_volumes import holds_volumes, load_npz_volumes
 from medtransfer.data.table import SPLITS, SampleTable
 from medtransfer.data.volume_options import VolumeOptions
 from medtransfer.errors import UserError
@@ -37,7 +37,8 @@ class ArrayReader:
 
 def load_npz(path: Path, volumes: VolumeOptions | None = None) -> SampleTable:
     """Load a MedMNIST .npz (grey or RGB, any size) keeping its official splits; 3D MedMNIST files of (N, D, H, W)
-    volumes become slices per VOLUMES (npz_volumes.py)."""
+    volumes become slices per VOLUMES (npz_volumes.py), which the caller builds from the run's settings
+    (data.load.volume_options)."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
@@ -50,7 +51,9 @@ def load_npz(path: Path, volumes: VolumeOptions | None = None) -> SampleTable:
         raise UserError(str(path), f"has keys {sorted(keys)}, none of train_images/val_images/test_images",
                         "use the MedMNIST layout: <split>_images and <split>_labels")
     if holds_volumes(path, present):  # (N, D, H, W): 3D MedMNIST, one patient per volume
-        return load_npz_volumes(path, data, present, volumes or VolumeOptions.default(modalities=NPZ_MODALITY))
+        if volumes is None:  # a caller's mistake, not the user's: the run's settings always give them
+            raise TypeError(f"{path} holds 3D volumes: load_npz needs their VolumeOptions (data.load.volume_options)")
+        return load_npz_volumes(path, data, present, volumes)
     arrays, rows = {}, []
     for split in present:
         if f"{split}_labels" not in keys:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from medtransfer.errors import UserError
 
@@ -74,15 +74,6 @@ class VolumeOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(self.modalities))  # a list from YAML or the CLI is fine too
-
-    @classmethod
-    def default(cls, **given: Any) -> VolumeOptions:
-        """The run defaults (TrainConfig's) with `given` changed, validated as a run's settings are."""
-        from medtransfer.config import from_config, parse_config  # config imports this module's rules
-
-        modalities = tuple(given.pop("modalities", ()))
-        cfg = parse_config({"data": "volumes", "modalities": list(modalities) or None, **given}, "volume options")
-        return from_config(cls, cfg, modalities=modalities)
 
     @property
     def fused(self) -> bool:

@@ -15,6 +15,7 @@ from medtransfer.engine.optim import BestEpoch, TrainingLoop, build_optimizer, b
 from medtransfer.errors import UserError
 from medtransfer.evaluation.selection import selection_values
 
+
 class HeadModule(nn.Module):
     """Standardise features (train statistics), then a linear layer or the paper's Linear→256→ReLU→Linear."""
 

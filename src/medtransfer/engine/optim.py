@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 import torch
 
-SELECT_METRICS = ("val_auroc", "val_accuracy", "val_loss")
-
 
 @dataclass(kw_only=True)
 class TrainingLoop:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
@@ -14,6 +14,7 @@ from medtransfer.engine.heads import HeadTraining, ProbeHead
 from medtransfer.engine.knn import KNNProbe
 from medtransfer.engine.sweep import HeadSweep
 from medtransfer.registry import Registry
+from medtransfer.rundir.files import WeightsKind
 
 
 class FeatureProbe(Protocol):
@@ -50,13 +51,21 @@ def _knn(cfg: TrainConfig) -> FeatureProbe:
     return KNNProbe(select=cfg.select)
 
 
-def _probes() -> Registry[Callable[[TrainConfig], FeatureProbe]]:
-    """Every probe by name, each a builder from the run's settings."""
-    probes: Registry[Callable[[TrainConfig], FeatureProbe]] = Registry("head")
-    probes.register("linear", _probe_head)
-    probes.register("mlp", _probe_head)
-    probes.register("knn", _knn)
-    probes.register("sweep", _head_sweep)  # `head_sweep`: a grid of linear or mlp heads
+@dataclass(frozen=True)
+class ProbeEntry:
+    """A registered probe: how to build it from the run's settings, and which run-dir weights file its module fills."""
+
+    build: Callable[[TrainConfig], FeatureProbe]
+    weights_kind: WeightsKind
+
+
+def _probes() -> Registry[ProbeEntry]:
+    """Every probe by name."""
+    probes: Registry[ProbeEntry] = Registry("head")
+    probes.register("linear", ProbeEntry(_probe_head, "head"))
+    probes.register("mlp", ProbeEntry(_probe_head, "head"))
+    probes.register("knn", ProbeEntry(_knn, "knn"))  # its "weights" are the bank of train features and labels
+    probes.register("sweep", ProbeEntry(_head_sweep, "head"))  # `head_sweep`: a grid of linear or mlp heads
     return probes
 
 
@@ -68,6 +77,11 @@ def probe_name(cfg: TrainConfig) -> str:
     return "sweep" if cfg.head_sweep else cfg.head
 
 
+def probe_entry(cfg: TrainConfig) -> ProbeEntry:
+    """The registry entry of the frozen run's probe; an unknown name is a UserError naming the nearest ones."""
+    return PROBES.get(probe_name(cfg))
+
+
 def make_probe(cfg: TrainConfig) -> FeatureProbe:
     """The frozen run's probe, unfitted, built from its settings by name."""
-    return PROBES.get(probe_name(cfg))(cfg)
+    return probe_entry(cfg).build(cfg)

@@ -1,4 +1,4 @@
-"""The metrics named in DESIGN.md, computed on a whole split at once (scikit-learn where it has the metric).
+"""The metrics of a run (declared in metric_registry.py), computed on a whole split at once (scikit-learn where it has the metric).
 
 Predicted labels are the argmax for every label metric (accuracy ... recall_c{k}, the confusion matrix), as
 in the reference study and the paired tests. A binary task's operating point (sensitivity, specificity, PPV,

@@ -12,13 +12,15 @@ The tests themselves (Obuchowski, Durkalski, DeLong, McNemar, Holm) are in paire
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from medtransfer.evaluation.bootstrap import BootstrapSpec, draw_metrics, percentile_interval
-from medtransfer.evaluation.metrics import METRICS, auroc, compute_metrics
+from medtransfer.evaluation.metric_registry import METRICS
+from medtransfer.evaluation.metrics import auroc, compute_metrics
 from medtransfer.evaluation.paired_tests import (
     cluster_index,
     clustered_auroc_test,
@@ -28,10 +30,6 @@ from medtransfer.evaluation.paired_tests import (
     seed_stack,
 )
 
-COLUMNS = ("a", "b", "n_seeds_a", "n_seeds_b", "auroc_diff", "auroc_low", "auroc_high", "accuracy_diff",
-           "accuracy_low", "accuracy_high", "auroc_p", "accuracy_p", "auroc_test", "accuracy_test",
-           "auroc_p_holm", "accuracy_p_holm")
-
 
 def _check_probs(y: np.ndarray, probs: Sequence[np.ndarray]) -> None:
     shapes = {np.shape(p) for p in probs}
@@ -40,7 +38,36 @@ def _check_probs(y: np.ndarray, probs: Sequence[np.ndarray]) -> None:
         raise ValueError(f"need y (n,) and every prob (n, K) of one shape, got y {np.shape(y)} and {sorted(shapes)}")
 
 
-PAIRED = ("auroc", "accuracy")  # the metrics compare_setups tests
+def _accuracy_test(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: np.ndarray | None) -> tuple[float, str]:
+    correct_a, correct_b = pa.argmax(axis=2) == y, pb.argmax(axis=2) == y
+    if groups is None and len(pa) == len(pb) == 1:
+        return mcnemar_test(correct_a[0], correct_b[0])["p"], "McNemar exact"
+    name = "McNemar chi-square" if groups is None else "clustered McNemar (Durkalski)"
+    return clustered_mcnemar_test(correct_a, correct_b, groups)["p"], name
+
+
+def _auroc_test(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: np.ndarray | None) -> tuple[float, str]:
+    return clustered_auroc_test(y, pa, pb, groups)["p"], "DeLong" if groups is None else "Obuchowski (clustered)"
+
+
+def _accuracy(y: np.ndarray, prob: np.ndarray) -> float:
+    return float(np.mean(prob.argmax(axis=1) == y))
+
+
+@dataclass(frozen=True)
+class PairedMetric:
+    """How compare_setups scores and tests one metric: one seed's whole-split value, and the paired test (p, name)."""
+
+    point: Callable[[np.ndarray, np.ndarray], float]
+    test: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], tuple[float, str]]
+
+
+PAIRED_METRICS = {"auroc": PairedMetric(auroc, _auroc_test), "accuracy": PairedMetric(_accuracy, _accuracy_test)}
+PAIRED = tuple(PAIRED_METRICS)  # the metrics compare_setups tests, in its columns' order
+# Per pair: each metric's seed-mean difference and interval, its p-value and test name, then the Holm-adjusted p.
+COLUMNS = ("a", "b", "n_seeds_a", "n_seeds_b",
+           *(f"{m}_{key}" for m in PAIRED for key in ("diff", "low", "high")),
+           *(f"{m}_{key}" for key in ("p", "test", "p_holm") for m in PAIRED))
 
 
 def _paired_draws(y: np.ndarray, probs: Sequence[np.ndarray], spec: BootstrapSpec, groups: np.ndarray | None,
@@ -71,7 +98,7 @@ def paired_bootstrap_diff(
     groups: np.ndarray | None = None,
     metrics: Sequence[str] = PAIRED,
 ) -> dict[str, dict[str, float]]:
-    """{metric: {value, low, high}} for metric(a) - metric(b): whole-split value, percentile interval of paired resamples."""
+    """{metric: {value, low, high}} for metric(a) - metric(b): the whole-split value, a paired percentile interval."""
     unknown = set(metrics) - set(METRICS)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}; known: {METRICS}")
@@ -80,14 +107,6 @@ def paired_bootstrap_diff(
     draws_a, draws_b = _paired_draws(y, [prob_a, prob_b], spec, groups, metrics)
     return _diff_summary(compute_metrics(y, prob_a), compute_metrics(y, prob_b), draws_a, draws_b, metrics,
                          spec.level)
-
-
-def _accuracy_test(y: np.ndarray, pa: np.ndarray, pb: np.ndarray, groups: np.ndarray | None) -> tuple[float, str]:
-    correct_a, correct_b = pa.argmax(axis=2) == y, pb.argmax(axis=2) == y
-    if groups is None and len(pa) == len(pb) == 1:
-        return mcnemar_test(correct_a[0], correct_b[0])["p"], "McNemar exact"
-    name = "McNemar chi-square" if groups is None else "clustered McNemar (Durkalski)"
-    return clustered_mcnemar_test(correct_a, correct_b, groups)["p"], name
 
 
 def compare_setups(
@@ -115,27 +134,20 @@ def compare_setups(
         own = draws[start:start + len(seeds[name])]
         start += len(own)
         mean_draws[name] = {m: np.mean([d[m] for d in own], axis=0) for m in PAIRED}
-        points[name] = {"auroc": float(np.mean([auroc(y, p) for p in seeds[name]])),
-                        "accuracy": float(np.mean([np.mean(p.argmax(axis=1) == y) for p in seeds[name]]))}
+        points[name] = {m: float(np.mean([entry.point(y, p) for p in seeds[name]]))
+                        for m, entry in PAIRED_METRICS.items()}
     rows = []
     for a, b in pairs:
         diff = _diff_summary(points[a], points[b], mean_draws[a], mean_draws[b], PAIRED, spec.level)
-        accuracy_p, accuracy_name = _accuracy_test(y, seeds[a], seeds[b], groups)
-        rows.append({
-            "a": a,
-            "b": b,
-            "n_seeds_a": len(seeds[a]),
-            "n_seeds_b": len(seeds[b]),
-            **{f"{name}_{key}": ci[field] for name, ci in diff.items()
-               for key, field in (("diff", "value"), ("low", "low"), ("high", "high"))},
-            "auroc_p": clustered_auroc_test(y, seeds[a], seeds[b], groups)["p"],
-            "accuracy_p": accuracy_p,
-            "auroc_test": "DeLong" if groups is None else "Obuchowski (clustered)",
-            "accuracy_test": accuracy_name,
-        })
+        row = {"a": a, "b": b, "n_seeds_a": len(seeds[a]), "n_seeds_b": len(seeds[b]),
+               **{f"{name}_{key}": ci[field] for name, ci in diff.items()
+                  for key, field in (("diff", "value"), ("low", "low"), ("high", "high"))}}
+        for m, entry in PAIRED_METRICS.items():
+            row[f"{m}_p"], row[f"{m}_test"] = entry.test(y, seeds[a], seeds[b], groups)
+        rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    frame["auroc_p_holm"] = holm(frame["auroc_p"].to_numpy(dtype=float))
-    frame["accuracy_p_holm"] = holm(frame["accuracy_p"].to_numpy(dtype=float))
+    for m in PAIRED:
+        frame[f"{m}_p_holm"] = holm(frame[f"{m}_p"].to_numpy(dtype=float))
     return frame
 
 

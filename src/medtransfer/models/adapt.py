@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
+from types import ModuleType
 
 from timm.models import group_parameters
 from torch import nn
@@ -124,6 +125,15 @@ def check_lora_targets(backbone: Backbone) -> list[str]:
     return targets
 
 
+def import_peft() -> ModuleType:
+    """The peft package, which LoRA needs; missing, a UserError naming the extra to install."""
+    try:  # peft imports transformers (seconds): only LoRA runs pay for it
+        import peft
+    except ImportError:
+        raise UserError("--lora-rank", "needs the peft package", "pip install 'medtransfer[lora]'") from None
+    return peft
+
+
 def add_lora(backbone: Backbone, rank: int, alpha: float | None = None, dropout: float = 0.0) -> int:
     """Inject LoRA adapters into the attention projections and freeze every other backbone weight.
 
@@ -137,14 +147,11 @@ def add_lora(backbone: Backbone, rank: int, alpha: float | None = None, dropout:
     if hasattr(backbone.model, "peft_config"):
         raise ValueError(f"{backbone.timm_name} already has LoRA adapters")
     targets = check_lora_targets(backbone)
-    try:  # peft imports transformers (seconds): only LoRA runs pay for it
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError:
-        raise UserError("--lora-rank", "needs the peft package", "pip install 'medtransfer[lora]'") from None
-    config = LoraConfig(r=rank, lora_alpha=float(rank if alpha is None else alpha), lora_dropout=dropout,
-                        target_modules=targets, bias="none")
+    peft = import_peft()
+    config = peft.LoraConfig(r=rank, lora_alpha=float(rank if alpha is None else alpha), lora_dropout=dropout,
+                             target_modules=targets, bias="none")
     # In place: the timm model stays the timm model (a PeftModel wrapper would hide forward_features).
-    inject_adapter_in_model(config, backbone.model)
+    peft.inject_adapter_in_model(config, backbone.model)
     return sum(p.numel() for p in backbone.model.parameters() if p.requires_grad)
 
 

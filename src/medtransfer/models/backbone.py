@@ -15,8 +15,6 @@ from medtransfer.errors import UserError
 from medtransfer.models.catalog import resolve
 from medtransfer.models.weights import create_imagenet, load_checkpoint
 
-POOLINGS = ("auto", "cls_mean", "cls", "mean", "avg")
-
 
 @dataclass(frozen=True)
 class Preprocess:

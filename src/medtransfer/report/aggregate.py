@@ -17,7 +17,7 @@ from medtransfer.evaluation.bootstrap import BootstrapSpec
 from medtransfer.evaluation.metrics import ARGMAX_THRESHOLD
 from medtransfer.evaluation.paired_tests import holm
 from medtransfer.evaluation.seeds import combined_ci, interval_label
-from medtransfer.evaluation.setup_comparison import COLUMNS, compare_setups
+from medtransfer.evaluation.setup_comparison import COLUMNS, PAIRED, compare_setups
 from medtransfer.report.collect import SETTING, SKIPPED_COLUMNS, RunIndex
 from medtransfer.report.predictions import class_names, label_arrays, read_predictions
 from medtransfer.rundir import PATIENTS_FILE, RunDir
@@ -247,6 +247,6 @@ def _pairs(groups: list[tuple[dict, Replicates]], index: RunIndex) -> pd.DataFra
     if not parts:
         return pd.DataFrame(columns=lead + list(COLUMNS))
     out = pd.concat(parts, ignore_index=True)[lead + list(COLUMNS)]
-    for test in ("auroc", "accuracy"):  # the family is every distinct pair of a task
+    for test in PAIRED:  # the family is every distinct pair of a task
         out[f"{test}_p_holm"] = out.groupby("task")[f"{test}_p"].transform(lambda p: holm(p.to_numpy(dtype=float)))
     return out

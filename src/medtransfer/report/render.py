@@ -5,8 +5,14 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+from medtransfer.evaluation.metric_registry import METRIC_REGISTRY
+
+if TYPE_CHECKING:
+    from medtransfer.rundir.metrics import Interval
 
 DASH = "–"  # shown for a missing or undefined number
 # One pass over the characters, so an escape's own backslash and braces are never escaped again.
@@ -46,6 +52,13 @@ def ci_cell(value: float, low: float, high: float, sign: bool = False, percent: 
     digits, scale = (1, 100) if percent else (3, 1)
     return (f"{fmt_number(value, digits, scale, sign)} [{fmt_number(low, digits, scale, sign)}, "
             f"{fmt_number(high, digits, scale, sign)}]")
+
+
+def metric_cell(name: str, interval: Interval) -> str:
+    """A metrics.json interval as the paper's cell, in percent or plain as the metric registry declares the metric."""
+    # Undeclared names (per-class recall_c{k}) are shares.
+    percent = METRIC_REGISTRY.get(name).percent if name in METRIC_REGISTRY else True
+    return ci_cell(interval.value, interval.low, interval.high, percent=percent)
 
 
 def latex_escape(text: str) -> str:

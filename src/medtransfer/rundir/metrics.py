@@ -1,8 +1,9 @@
 """A run's metrics file as a typed, versioned model: what its evaluation wrote, checked when it is read back.
 
-The JSON keys are the outward contract (DESIGN.md): the model keeps them as they are, and a record round-trips,
-`RunMetrics.model_validate(data).to_json() == data` (plus `schema_version`). A file without `schema_version` was
-written before the schema was versioned and reads as version 0; its content is the same as version 1's.
+The JSON keys are the outward contract (the design notes, shared/DESIGN.md): the model keeps them as they are, and
+a record round-trips, `RunMetrics.model_validate(data).to_json() == data` (plus `schema_version`). A file without
+`schema_version` was written before the schema was versioned and reads as version 0; its content is the same as
+version 1's.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from medtransfer.config import PatientAggregation
 
 SCHEMA_VERSION = 1  # bump when a key changes meaning or goes away; readers refuse versions newer than theirs
 
@@ -27,7 +30,7 @@ class Interval(_Strict):
     high: float
 
 
-Metrics = dict[str, Interval]  # metric name (evaluation.metrics.METRICS, recall_c<k> before per_class) -> interval
+Metrics = dict[str, Interval]  # metric name (evaluation.metric_registry, recall_c<k> before per_class) -> interval
 
 
 class ClassStats(_Strict):
@@ -63,7 +66,7 @@ class PatientMetrics(_Strict):
     threshold: Threshold | None = None
     n_val: int
     n_test: int
-    aggregation: Literal["mean", "max", "vote"]
+    aggregation: PatientAggregation  # the run's patient_agg
 
 
 class RunMetrics(_Strict):

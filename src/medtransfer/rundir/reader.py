@@ -27,12 +27,17 @@ def is_complete(run_dir: Path) -> bool:
     return (Path(run_dir) / DONE).is_file()
 
 
-def parse_metrics(data: Any, source: str) -> RunMetrics:
-    """A metrics record read from `source`: version 0 (unversioned) up to this one; a newer one asks for an upgrade."""
+def _check_version(data: Any, source: str) -> None:
+    """A record of a newer schema than this reader's asks for an upgrade (its keys may mean something else)."""
     version = data.get("schema_version", 0) if isinstance(data, dict) else 0
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise UserError(source, f"was written by a newer medtransfer (metrics schema_version {version}; this one "
                         f"reads up to {SCHEMA_VERSION})", "upgrade medtransfer (pip install -U medtransfer) to read it")
+
+
+def parse_metrics(data: Any, source: str) -> RunMetrics:
+    """A metrics record read from `source`: version 0 (unversioned) up to this one; a newer one asks for an upgrade."""
+    _check_version(data, source)
     try:
         return RunMetrics.model_validate(data)
     except ValidationError as exc:
@@ -94,14 +99,26 @@ class RunDir:
             raise UserError(str(self.file(CONFIG_FILE)), f"is not a valid run configuration ({exc.error_count()} "
                             "problem(s))", "rerun the training") from None
 
+    def _metrics_json(self) -> Any:
+        try:
+            return json.loads(self._text(METRICS_FILE))
+        except json.JSONDecodeError as exc:
+            raise UserError(str(self.file(METRICS_FILE)), f"is not valid JSON ({exc.msg}, line {exc.lineno})",
+                            REWRITE) from None
+
     def metrics(self) -> RunMetrics:
         """The metrics record, checked against the schema of its version."""
-        source = str(self.file(METRICS_FILE))
-        try:
-            data = json.loads(self._text(METRICS_FILE))
-        except json.JSONDecodeError as exc:
-            raise UserError(source, f"is not valid JSON ({exc.msg}, line {exc.lineno})", REWRITE) from None
-        return parse_metrics(data, source)
+        return parse_metrics(self._metrics_json(), str(self.file(METRICS_FILE)))
+
+    def classes(self) -> list[str]:
+        """The class names in the model's output order, read alone: runs whose record lacks sections that RunMetrics
+        requires today (older runs) still name their classes."""
+        source, data = str(self.file(METRICS_FILE)), self._metrics_json()
+        _check_version(data, source)
+        classes = data.get("classes") if isinstance(data, dict) else None
+        if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+            raise UserError(source, "has no `classes` list of two or more class names", REWRITE)
+        return classes
 
     def _csv(self, name: str, dtype: dict[str, type], na_values: dict[str, list[str]] | None = None) -> pd.DataFrame:
         try:

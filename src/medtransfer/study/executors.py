@@ -6,20 +6,25 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
 
-from medtransfer.config import TrainConfig
+from medtransfer.config import TrainConfig, fields_in
 from medtransfer.errors import UserError
-from medtransfer.hashing import Signature, file_signature
-from medtransfer.progress import Reporter
-from medtransfer.runner import train
-from medtransfer.study.grid import RunSpec
-from medtransfer.study.schema import DATA_FIELDS, Resources
 
-EXECUTORS = ("local", "ray")
+if TYPE_CHECKING:
+    from medtransfer.hashing import Signature
+    from medtransfer.progress import Reporter
+    from medtransfer.study.grid import RunSpec
+    from medtransfer.study.schema import Resources
 
+# The CLI reads the choices from here before any command runs: the runner (torch) and the hashing are imported
+# where they are used, so naming the choices costs nothing.
+Executor = Literal["local", "ray"]
+EXECUTORS: tuple[str, ...] = get_args(Executor)
 
-# What shapes the sample table (so the features), unlike the split fractions, which only assign its rows.
-SOURCE_FIELDS = tuple(f for f in DATA_FIELDS if f not in ("test_fraction", "val_fraction"))
+# What shapes the sample table (so the features): the source settings, the duplicate action (group and drop change
+# the table) and the split folders among them; unlike the split fractions, which only assign the table's rows.
+SOURCE_FIELDS = fields_in("Data", "CSV", "Volumes")
 
 
 def cache_group(cfg: TrainConfig) -> str | None:
@@ -28,6 +33,8 @@ def cache_group(cfg: TrainConfig) -> str | None:
     The data part is the source settings (the table is not loaded here); the model part is the feature key's own
     (`features.model_key`), from the backbone built on the meta device.
     """
+    from medtransfer.hashing import file_signature
+
     if cfg.mode != "frozen":
         return None
     weights_file = None if cfg.weights in ("imagenet", "none") else file_signature(Path(cfg.weights))
@@ -61,6 +68,8 @@ def check_executor(name: str) -> None:
 
 def run_local(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSpec], None]) -> None:
     """One run after another in this process (specs come ordered so cache-sharing runs are adjacent)."""
+    from medtransfer.runner import train
+
     for i, spec in enumerate(specs, 1):
         reporter.log(f"[{i}/{len(specs)}] {spec.label}")
         train(spec.config, reporter)
@@ -69,6 +78,8 @@ def run_local(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSp
 
 def _run_one(values: dict, *_after: object) -> str:
     """A Ray task: one run from its configuration (extra arguments only order it after a cache filler)."""
+    from medtransfer.runner import train
+
     return str(train(TrainConfig(**values)).run_dir.path)
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from medtransfer.config import TrainConfig
-from medtransfer.errors import UserError
 from medtransfer.hashing import json_digest
 from medtransfer.study.schema import DATA_FIELDS, SETTING_FIELDS, Study
+from medtransfer.validation import one_error, problems
 
 # Settings that change where or how fast a run computes, never its result: not part of the run id.
 NOT_IN_ID = ("out", "cache_dir", "workers", "device", "image_cache")
@@ -64,7 +64,7 @@ def _settings(*layers: object) -> dict:
 def expand(study: Study, out: Path) -> list[RunSpec]:
     """Datasets × backbones × modes (× heads) × fractions × folds × seeds, ordered so that frozen runs sharing
     a feature cache (same data and backbone) run back to back. Invalid combinations are reported together."""
-    specs, problems = [], []
+    specs, found = [], []
     folds = list(range(study.folds)) if study.folds else [0]
     for task, dataset in _datasets(study):
         data_options = {k: v for k, v in dataset.model_dump().items() if k in DATA_FIELDS}
@@ -82,15 +82,14 @@ def expand(study: Study, out: Path) -> list[RunSpec]:
                                 try:
                                     cfg = TrainConfig(**values)
                                 except ValidationError as exc:
-                                    problems += [f"{task}/{backbone.name}/{mode}: {'.'.join(map(str, e['loc']))}: "
-                                                 f"{e['msg']}" for e in exc.errors()]
+                                    found += problems(exc, f"{task}/{backbone.name}/{mode}: ")
                                     continue
                                 rid = run_id(cfg)
                                 spec = RunSpec(rid, cfg)
                                 target = out / "runs" / f"{_safe(spec.label)}__{rid}"
                                 specs.append(RunSpec(rid, cfg.model_copy(update={"out": str(target)})))
-    if problems:
-        raise UserError("study", "; ".join(dict.fromkeys(problems)), "fix these settings in the study file")
+    if found:
+        raise one_error("study", found, "fix these settings in the study file")
     return specs
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 from medtransfer.config import TrainConfig
 from medtransfer.data.load import load_table, split_plan
 from medtransfer.data.splits import assign_splits
+from medtransfer.data.table import SPLITS
 from medtransfer.errors import UserError
 from medtransfer.models.weights import check_weights_arg
 from medtransfer.study.grid import RunSpec
 
-SPLIT_NAMES = ("train", "val", "test")
 Problem = tuple[str, str]  # (what: a dataset or backbone of the study, what is wrong with it)
 
 
@@ -34,14 +34,14 @@ def _dataset_problems(specs: list[RunSpec]) -> tuple[dict[str, dict[str, int]], 
         except UserError as exc:
             problems.append((f"study dataset {task!r}", exc.line()))
             continue
-        counts[task] = {s: int((frame["split"] == s).sum()) for s in SPLIT_NAMES}
+        counts[task] = {s: int((frame["split"] == s).sum()) for s in SPLITS}
     return counts, problems
 
 
 def model_problems(cfg: TrainConfig) -> list[Problem]:
     """What would stop this run's backbone: its name, input size and pooling, and in finetune mode the blocks to
-    freeze and LoRA's targets, checked on a meta-device build (no weights read) by the checks the run makes."""
-    from medtransfer.models.adapt import check_freeze_blocks, check_lora_targets
+    freeze and LoRA's targets and package, checked on a meta-device build (no weights read) by the run's own checks."""
+    from medtransfer.models.adapt import check_freeze_blocks, check_lora_targets, import_peft
     from medtransfer.models.backbone import meta_backbone
 
     try:
@@ -50,6 +50,7 @@ def model_problems(cfg: TrainConfig) -> list[Problem]:
             check_freeze_blocks(backbone, cfg.freeze_blocks)
         if cfg.lora_rank is not None:
             check_lora_targets(backbone)
+            import_peft()
     except UserError as exc:
         return [(f"study backbone {cfg.backbone!r}", exc.line())]
     return []

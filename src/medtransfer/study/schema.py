@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from medtransfer.config import TrainConfig, field_extra
 from medtransfer.errors import UserError
+from medtransfer.validation import one_error, problems
 
 GRID_FIELDS = ("task", "backbone", "mode", "head", "seed", "train_fraction", "folds", "fold", "out")
 # A dataset's own settings, given only in its entry: the source options (Data, CSV and Volumes panels), unless a
@@ -17,6 +18,7 @@ GRID_FIELDS = ("task", "backbone", "mode", "head", "seed", "train_fraction", "fo
 DATA_FIELDS = tuple(name for name in TrainConfig.model_fields if name not in GRID_FIELDS and field_extra(name).get(
     "per_dataset", field_extra(name)["panel"] in ("Data", "CSV", "Volumes")))
 HEADS = get_args(TrainConfig.model_fields["head"].annotation)
+MODES = get_args(TrainConfig.model_fields["mode"].annotation)
 # Every other run setting can be given for the whole study, a dataset, a mode or a backbone.
 SETTING_FIELDS = tuple(f for f in TrainConfig.model_fields if f not in DATA_FIELDS + GRID_FIELDS)
 
@@ -86,9 +88,9 @@ class Study(BaseModel):
     @field_validator("modes")
     @classmethod
     def _known_modes(cls, modes: dict[str, ModeSpec]) -> dict[str, ModeSpec]:
-        bad = sorted(set(modes) - {"frozen", "finetune"})
+        bad = sorted(set(modes) - set(MODES))
         if bad or not modes:
-            raise ValueError(f"modes are frozen and/or finetune, got {sorted(modes)}")
+            raise ValueError(f"modes are {' and/or '.join(MODES)}, got {sorted(modes)}")
         return modes
 
     @field_validator("datasets", "backbones", "seeds", "train_fractions")
@@ -184,6 +186,4 @@ def load_study(path: Path) -> Study:
     try:
         return Study(**raw)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
-                    for e in exc.errors()]
-        raise UserError(str(path), "; ".join(problems), "fix these keys (see studies/demo.yaml)") from None
+        raise one_error(str(path), problems(exc), "fix these keys (see studies/demo.yaml)") from None
