@@ -6,7 +6,7 @@ panel. The `train` and `inspect` commands and the study schema are generated fro
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -253,7 +253,11 @@ T = TypeVar("T")
 def from_config(cls: type[T], cfg: TrainConfig, **given: object) -> T:
     """An engine settings dataclass built from the run configuration by field name: every field of `cls` that is not
     `given` is the config's value of the same name, so each default lives in TrainConfig alone."""
-    names = [f.name for f in fields(cls) if f.name not in given]
+    # A field with its own default that the config does not have is the class's own setting (a sweep's grid, kNN's
+    # ks): it keeps that default. Any other field must be a config field.
+    own = {f.name for f in fields(cls) if f.name not in TrainConfig.model_fields
+           and (f.default is not MISSING or f.default_factory is not MISSING)}
+    names = [f.name for f in fields(cls) if f.name not in given and f.name not in own]
     unknown = [n for n in names if n not in TrainConfig.model_fields]
     if unknown:  # a programming error, not bad input: the settings class and the config have drifted apart
         raise TypeError(f"{cls.__name__} fields {unknown} are not TrainConfig fields; pass them explicitly")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from torch import nn
 
 from medtransfer.config import TrainConfig, from_config
-from medtransfer.engine.heads import HeadTraining, ProbeHead
+from medtransfer.engine.heads import ProbeHead
 from medtransfer.engine.knn import KNNProbe
 from medtransfer.engine.sweep import HeadSweep
 from medtransfer.registry import Registry
@@ -44,11 +44,11 @@ def _probe_head(cfg: TrainConfig) -> FeatureProbe:
 
 def _head_sweep(cfg: TrainConfig) -> FeatureProbe:
     # The sweep replaces lr and weight decay by its own grid: only the shared training settings come from the run.
-    return HeadSweep(**asdict(from_config(HeadTraining, cfg)))
+    return from_config(HeadSweep, cfg)
 
 
 def _knn(cfg: TrainConfig) -> FeatureProbe:
-    return KNNProbe(select=cfg.select)
+    return from_config(KNNProbe, cfg)
 
 
 @dataclass(frozen=True)
