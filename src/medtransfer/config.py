@@ -27,6 +27,7 @@ PANELS = ("Data", "CSV", "Volumes", "Model", "Training", "Fine-tuning", "Evaluat
 SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit
 PatientAggregation = Literal["mean", "max", "vote"]  # also the metrics record's `patient.aggregation`
 Device = Literal["auto", "cpu", "cuda"]  # also `predict --device`
+Tracker = Literal["none", "tensorboard", "mlflow"]
 SETTINGS_FIX = "fix these settings (see `medtransfer train --help`)"
 
 
@@ -126,9 +127,16 @@ class TrainConfig(BaseModel):
     seed: int = TRAINING(0, "seeds initialisation, training and the bootstrap", ge=0, le=SEED_MAX)
     bootstrap: int = EVALUATION(2000, "bootstrap resamples for the 95% CIs", ge=100)
     patient_agg: PatientAggregation = EVALUATION("mean", "pooling of image probabilities per patient")
+    # A property of the dataset (which finding is "positive"), so a study may give it per dataset.
+    positive_class: str | None = EVALUATION(None, "binary tasks: the class counted as positive by ROC, sensitivity, "
+                                                  "specificity, PPV, NPV and the val threshold",
+                                            show="the second class", per_dataset=True)
     cache_dir: str | None = OUTPUT(None, "root of the image, feature and DICOM caches", show="the user cache folder")
     image_cache: bool = OUTPUT(True, "decode each image once into a uint8 memory map")
     out: str | None = OUTPUT(None, "run directory", show="runs/<data>-<backbone>-<mode>-s<seed>")
+    tracker: Tracker = OUTPUT("none", "also log per-epoch curves, settings and final metrics to tensorboard (the run "
+                                      "folder's tensorboard/) or mlflow (MLFLOW_TRACKING_URI, else a store in the run "
+                                      "folder); needs the [tensorboard] or [mlflow] extra")
 
     @field_validator("modalities", "class_order", mode="before")
     @classmethod

@@ -10,6 +10,8 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 PATIENTS_FILE = "patient_predictions.csv"
 HISTORY_FILE = "history.csv"
+ENVIRONMENT_FILE = "environment.json"  # provenance: versions, git commit, device, command line, seed, threads
+LOG_FILE = "train.log"  # what the run printed
 DONE = "DONE"  # written last: a run dir without it is incomplete
 
 # The trained weights: the whole fine-tuned model, a frozen probe's head, or a kNN probe's bank of train features.

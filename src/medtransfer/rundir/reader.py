@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from medtransfer.config import TrainConfig
 from medtransfer.errors import UserError
-from medtransfer.rundir.files import (CONFIG_FILE, DONE, HISTORY_FILE, METRICS_FILE, PATIENTS_FILE, PREDICTIONS_FILE,
-                                      WeightsKind, weights_file)
+from medtransfer.rundir.files import (CONFIG_FILE, DONE, ENVIRONMENT_FILE, HISTORY_FILE, METRICS_FILE, PATIENTS_FILE,
+                                      PREDICTIONS_FILE, WeightsKind, weights_file)
 from medtransfer.rundir.metrics import SCHEMA_VERSION, RunMetrics
 
 REWRITE = "pass a run directory as `medtransfer train` wrote it, or rerun the training"
@@ -142,6 +142,21 @@ class RunDir:
             return pd.read_csv(self.file(HISTORY_FILE))
         except (OSError, ValueError) as exc:
             raise UserError(str(self.file(HISTORY_FILE)), f"cannot be read ({type(exc).__name__})", REWRITE) from None
+
+    def environment(self) -> dict[str, Any] | None:
+        """Where the run came from (versions, git commit, device, command line, seed, threads); None for runs
+        written before it was recorded."""
+        if not self.has(ENVIRONMENT_FILE):
+            return None
+        try:
+            record = json.loads(self._text(ENVIRONMENT_FILE))
+        except json.JSONDecodeError as exc:
+            raise UserError(str(self.file(ENVIRONMENT_FILE)), f"is not valid JSON ({exc.msg}, line {exc.lineno})",
+                            REWRITE) from None
+        if not isinstance(record, dict):
+            raise UserError(str(self.file(ENVIRONMENT_FILE)), "does not hold a run's environment (not a mapping)",
+                            REWRITE)
+        return record
 
     def weights_path(self, kind: WeightsKind) -> Path:
         """Where the run keeps one kind of trained weights."""

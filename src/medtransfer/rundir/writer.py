@@ -17,8 +17,8 @@ from filelock import FileLock, Timeout
 from medtransfer.atomic import commit_dir
 from medtransfer.errors import UserError
 from medtransfer.leftovers import is_stale, remove_stale, trailing_pid
-from medtransfer.rundir.files import (CONFIG_FILE, DONE, HISTORY_FILE, METRICS_FILE, PATIENTS_FILE, PREDICTIONS_FILE,
-                                      WeightsKind, weights_file)
+from medtransfer.rundir.files import (CONFIG_FILE, DONE, ENVIRONMENT_FILE, HISTORY_FILE, METRICS_FILE, PATIENTS_FILE,
+                                      PREDICTIONS_FILE, WeightsKind, weights_file)
 from medtransfer.rundir.metrics import RunMetrics
 from medtransfer.rundir.reader import is_complete
 
@@ -187,6 +187,10 @@ class RunWriter:
     def write_metrics(self, metrics: RunMetrics) -> None:
         """The metrics record as indented JSON (NaN stays NaN: JSON readers in Python accept it)."""
         self.text(METRICS_FILE, json.dumps(metrics.to_json(), indent=2) + "\n")
+
+    def write_environment(self, environment: dict) -> None:
+        """Where the run came from, as indented JSON."""
+        self.text(ENVIRONMENT_FILE, json.dumps(environment, indent=2) + "\n")
 
     def _csv(self, name: str, frame: pd.DataFrame) -> None:
         frame.to_csv(self.path(name), index=False)
