@@ -264,7 +264,7 @@ def test_inspect_3d_medmnist_shows_volumes_and_writes_a_contact_sheet(organ3d, t
     done = subprocess.run([str(CONSOLE), "inspect", str(organ3d), "--slices", "center:3", "--plane", "coronal",
                            "--contact-sheet", str(sheet)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "volumes of 28x28x28" in done.stdout and "train: 20 volumes (labels 0 ×10, 1 ×10)" in done.stdout
+    assert "volumes of 28x28x28" in done.stdout and "train: 20 volumes (labels liver ×10, kidney-right ×10)" in done.stdout
     assert "test: 6 volumes" in done.stdout and "slices: 96 (per volume 3–3)" in done.stdout
     assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

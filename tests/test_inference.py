@@ -1,4 +1,5 @@
-"""`predict` rebuilds a finished run's model and reproduces its own test-set probabilities."""
+"""`predict` rebuilds a finished run's model and reproduces its own test-set probabilities; a folder stands for the
+images inside it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from helpers import run_cli, write_class_folder
 
 from medtransfer.config import parse_config
 from medtransfer.errors import UserError
-from medtransfer.inference import predict
+from medtransfer.inference import expand_images, predict
 from medtransfer.runner import train
 
 
@@ -116,3 +117,45 @@ def test_a_device_that_is_no_choice_is_refused_before_the_run_is_read(tmp_path):
     line = err.value.line()
     assert line.startswith("device 'bogus': ") and "no-run" not in line
     assert all(choice in line for choice in get_args(TrainConfig.model_fields["device"].annotation))
+
+
+def test_a_folder_expands_to_its_images_at_any_depth_sorted_without_hidden_files(tmp_path):
+    root = write_class_folder(tmp_path / "new", {"b": 2, "a": 1}, size=8)
+    for junk in (".hidden.png", "notes.txt", "a/.DS_Store", ".cache/x.png", "__MACOSX/b/img_000.png"):
+        (root / junk).parent.mkdir(parents=True, exist_ok=True)
+        (root / junk).write_bytes(b"x")
+    single = tmp_path / "one.png"
+    found = expand_images([single, root])
+    assert found == [single, root / "a" / "img_000.png", root / "b" / "img_000.png", root / "b" / "img_001.png"]
+
+
+@pytest.mark.parametrize("content", [[], ["readme.txt", ".hidden.png"]], ids=["empty", "no-images"])
+def test_a_folder_without_images_is_refused_naming_it_before_the_run_is_read(tmp_path, content):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in content:
+        (folder / name).write_bytes(b"x")
+    with pytest.raises(UserError) as info:
+        predict(tmp_path / "no-run", [folder], "cpu")
+    line = info.value.line()
+    assert line.startswith(f"{folder}: is a folder holding no image files (") and ".png" in line
+    assert "no-run" not in line and "\n" not in line
+
+
+def test_predict_cli_on_a_folder_writes_one_row_per_image_with_its_path(tmp_path, monkeypatch, capsys):
+    root = write_class_folder(tmp_path / "imgs", {"a": 12, "b": 12})
+    run_dir = tmp_path / "run"
+    code, _, err = run_cli(["train", str(root), "--backbone", "resnet18", "--weights", "none", "--image-size", "32",
+                            "--epochs", "1", "--bootstrap", "100", "--workers", "0", "--cache-dir",
+                            str(tmp_path / "c"), "--out", str(run_dir), "-q"], monkeypatch, capsys)
+    assert code == 0, err
+    new = write_class_folder(tmp_path / "new", {"x": 2, "y": 1}, size=24, seed=5)
+    out_csv = tmp_path / "p.csv"
+    code, _, err = run_cli(["predict", str(run_dir), str(new), "-o", str(out_csv)], monkeypatch, capsys)
+    assert code == 0, err
+    rows = pd.read_csv(out_csv)
+    files = sorted((new / "x").glob("*.png")) + sorted((new / "y").glob("*.png"))
+    assert rows["image"].tolist() == [str(p) for p in files]
+    one_by_one = predict(run_dir, files, "cpu")
+    np.testing.assert_allclose(rows[["prob_a", "prob_b"]].to_numpy(), one_by_one[["prob_a", "prob_b"]].to_numpy(),
+                               atol=1e-5)

@@ -10,6 +10,8 @@ import pandas as pd
 import torch
 
 from medtransfer.config import Device, TrainConfig
+from medtransfer.data.file_kinds import IMAGE_SUFFIXES
+from medtransfer.data.folder import walk_images  # the folder dataset's own rule for image files
 from medtransfer.data.images import read_image
 from medtransfer.engine.device import pick_device
 from medtransfer.engine.finetune import Classifier
@@ -72,10 +74,28 @@ def _device(name: str) -> torch.device:
     return pick_device(name)
 
 
+def expand_images(paths: list[Path]) -> list[Path]:
+    """The image files to predict: files as given, and a folder's images at any depth in sorted order (hidden
+    files and folders skipped, as an image-folder dataset is read); a folder without images is refused."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            found.append(path)  # a missing or unreadable file is refused by name when it is read
+            continue
+        inside = sorted(walk_images(path))
+        if not inside:
+            raise UserError(str(path), f"is a folder holding no image files ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                            "pass image files, or a folder that holds some")
+        found += inside
+    return found
+
+
 @torch.inference_mode()
 def predict(run_dir: Path, images: list[Path], device: Device = "auto", batch_size: int = 32) -> pd.DataFrame:
-    """One row per image: path, predicted class, and prob_<class> columns."""
+    """One row per image: its path, the predicted class, and prob_<class> columns; a folder stands for the images
+    inside it (expand_images)."""
     target = _device(device)  # before the model is built: a bad device fails at once
+    images = expand_images(images)  # before the model too: an empty folder fails at once
     model, cfg, classes = load_model(Path(run_dir))
     model.to(target)
     preprocess = model.backbone.preprocess if isinstance(model, Classifier) else model[0].preprocess

@@ -49,7 +49,7 @@ def inspect_table(table: SampleTable, sample: int = 200, duplicates: dict | None
         pixels = table.pixels(int(i))
         sizes[f"{pixels.shape[1]}x{pixels.shape[0]}"] += 1
         channels[1 if pixels.ndim == 2 else pixels.shape[2]] += 1
-    problems = list(table.notes)
+    problems = []  # the table's notes (where class names came from, an ordinal order) are facts, not problems
     per_class = frame["label"].value_counts()
     if per_class.min() < 10:
         problems.append(f"class {per_class.idxmin()!r} has only {per_class.min()} samples: wide CIs ahead")
@@ -69,7 +69,7 @@ def inspect_table(table: SampleTable, sample: int = 200, duplicates: dict | None
         problems.append(duplicate_problem(duplicates))
     return {"duplicates": duplicates, "source": table.source, "layout": table.layout, "samples": len(frame), "classes": table.classes,
             "counts": counts, "groups": groups, "sizes": dict(sizes.most_common(5)), "channels": dict(channels),
-            "sampled": len(picked), "problems": problems}
+            "sampled": len(picked), "notes": list(table.notes), "problems": problems}
 
 
 def render(report: dict) -> str:
@@ -87,6 +87,7 @@ def render(report: dict) -> str:
     lines.append("channels: " + ", ".join(f"{k} ×{v}" for k, v in report["channels"].items()))
     if report.get("duplicates"):
         lines.append(f"duplicates: {summary_line(report['duplicates'])}")
+    lines += [f"note: {note}" for note in report.get("notes", [])]
     lines.append("problems: " + ("none found" if not report["problems"] else ""))
     lines += [f"  - {p}" for p in report["problems"]]
     return "\n".join(lines)

@@ -15,7 +15,7 @@ import yaml
 from helpers import run_cli, volume_settings, write_class_folder
 
 from medtransfer.config import parse_config
-from medtransfer.data.load import load_table, volume_options
+from medtransfer.data.load import load_table, resolve_positive_class, volume_options
 from medtransfer.errors import UserError
 
 
@@ -50,6 +50,39 @@ def test_volume_options_are_declared_once_in_the_config():
     assert all(f.default is MISSING and f.default_factory is MISSING for f in options)
     assert volume_settings() == volume_options(parse_config({"data": "/v"}))
 
+
+
+# ---- --positive-class: the chosen class second, recorded; refused where it cannot apply -------------------------
+
+def test_positive_class_reorders_the_loaded_table_and_is_resolved_for_the_record():
+    natural = load_table(parse_config({"data": "synthetic:n=20,size=16"}))
+    cfg = parse_config({"data": "synthetic:n=20,size=16", "positive_class": "class0"})
+    flipped = load_table(cfg)
+    assert natural.classes == ["class0", "class1"] and flipped.classes == ["class1", "class0"]
+    assert (flipped.frame["target"] == 1 - natural.frame["target"]).all()
+    assert resolve_positive_class(cfg, flipped) == "class0"
+    assert resolve_positive_class(parse_config({"data": "synthetic:n=20,size=16"}), natural) == "class1"
+    three = parse_config({"data": "synthetic:n=30,size=16,classes=3"})
+    assert resolve_positive_class(three, load_table(three)) is None
+    with pytest.raises(ValueError, match="not the configured"):  # a table loaded from other settings
+        resolve_positive_class(cfg, natural)
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"positive_class": "class7"}, "is not a class of synthetic"),
+    ({"data": "synthetic:n=30,size=16,classes=3", "positive_class": "class0"}, "applies to binary tasks"),
+    ({"class_order": "class0,class1", "positive_class": "class0"}, "conflicts with the ordinal class order"),
+])
+def test_positive_class_is_refused_where_it_cannot_apply(settings, expected):
+    with pytest.raises(UserError, match=expected) as info:
+        load_table(parse_config({"data": "synthetic:n=20,size=16"} | settings))
+    assert "class0" in info.value.line() and "\n" not in info.value.line()
+
+
+def test_positive_class_agrees_with_a_class_order_that_puts_it_last():
+    cfg = parse_config({"data": "synthetic:n=20,size=16", "class_order": "class1,class0", "positive_class": "class0"})
+    table = load_table(cfg)
+    assert table.classes == ["class1", "class0"] and table.ordinal
 
 # ---- image folders: --split-dirs reaches the folder reader; split folders are never classes -------------------
 

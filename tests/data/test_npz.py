@@ -201,13 +201,13 @@ def test_real_breastmnist_keeps_official_split_counts(shared_data):
     table = load_npz(shared_data / "medmnist" / "breastmnist.npz")
     counts = table.frame["split"].value_counts().to_dict()
     assert counts == {"train": 546, "val": 78, "test": 156}  # documented in ../shared/data/README.md
-    assert table.classes == ["0", "1"]
+    assert table.classes == ["malignant", "normal, benign"]  # MedMNIST v2's names of labels 0 and 1
     first = table.pixels(0)
     assert first.dtype == np.uint8 and first.shape == (28, 28)
     with np.load(shared_data / "medmnist" / "breastmnist.npz") as raw:
         test_rows = table.frame.index[table.frame["split"] == "test"]
         np.testing.assert_array_equal(table.pixels(int(test_rows[-1])), raw["test_images"][-1])
-        assert table.frame.loc[test_rows, "label"].tolist() == [str(int(v)) for v in raw["test_labels"][:, 0]]
+        assert table.frame.loc[test_rows, "target"].tolist() == [int(v) for v in raw["test_labels"][:, 0]]
 
 
 # ---- 2D validation: each bad array is one line naming the key, before any row is made --------------------------

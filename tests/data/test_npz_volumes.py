@@ -53,17 +53,19 @@ def test_each_volume_is_a_patient_in_its_own_split(organ):
     path, arrays = organ
     table = load_npz(path, options())
 
-    assert is_npz_volumes(table) and table.has_groups and table.classes == ["0", "1"]
+    # Labels 0 and 1 of OrganMNIST3D by their official names (MedMNIST v2 INFO), in label order.
+    assert is_npz_volumes(table) and table.has_groups and table.classes == ["liver", "kidney-right"]
+    assert any("MedMNIST" in note for note in table.notes)
     frame = table.frame
     assert frame.groupby("group")["split"].nunique().max() == 1  # no volume's slices span two splits
     assert {s: frame[frame["split"] == s]["group"].nunique() for s in COUNTS} == COUNTS
     assert frame.groupby("group").size().eq(4).all() and len(frame) == 4 * sum(COUNTS.values())
     assert (frame["group"].str.split("_").str[0] == frame["split"]).all()  # train_000012 is in train
     labels = frame.drop_duplicates("group").set_index("group")["label"]
-    assert labels["val_000003"] == str(arrays["val_labels"][3, 0]) and labels["train_000012"] == "0"
+    assert labels["val_000003"] == table.classes[arrays["val_labels"][3, 0]] and labels["train_000012"] == "liver"
     pixels = table.pixels(0)
     assert pixels.dtype == np.uint8 and pixels.shape == (28, 28)
-    assert "28³" in table.layout and table.notes == []
+    assert "28³" in table.layout and table.notes == [next(n for n in table.notes if "MedMNIST v2" in n)]  # only where the names came from
 
 
 def test_reader_is_picklable_and_reads_the_same_slices(organ):
@@ -144,11 +146,11 @@ def test_inspection_counts_and_contact_sheet_rows_span_the_classes(organ, tmp_pa
     report = describe_npz_volumes(table)
     assert report["volume_shape"] == "28x28x28"
     assert {s: e["volumes"] for s, e in report["splits"].items()} == COUNTS
-    assert report["splits"]["train"]["labels"] == {"0": 10, "1": 10}
+    assert report["splits"]["train"]["labels"] == {"liver": 10, "kidney-right": 10}
     assert report["slices"] == {"total": 128, "per_volume_min": 4, "per_volume_max": 4}
     titles = [title for title, _ in _sheet_rows(table)[:4]]
-    assert titles == ["train_000000 (0, train)", "train_000001 (1, train)", "val_000000 (0, val)",
-                      "val_000001 (1, val)"]
+    assert titles == ["train_000000 (liver, train)", "train_000001 (kidney-right, train)", "val_000000 (liver, val)",
+                      "val_000001 (kidney-right, val)"]
     assert contact_sheet(table, tmp_path / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

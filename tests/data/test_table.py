@@ -1,4 +1,5 @@
-"""SampleTable: blank group ids refused up front; with_class_order re-indexes classes and marks the task ordinal."""
+"""SampleTable: blank group ids refused up front; with_class_order re-indexes classes and marks the task ordinal;
+with_positive_class puts a binary task's chosen class second."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medtransfer.data.table import SampleTable, with_class_order
+from medtransfer.data.table import SampleTable, with_class_order, with_positive_class
 from medtransfer.errors import UserError
 
 
@@ -61,3 +62,41 @@ def test_bad_class_order_names_the_unknown_or_missing_classes(order, expected):
         with_class_order(table, order)
     line = info.value.line()
     assert expected in line and "the classes are ['0', '1', '2', '10']" in line and "--class-order" in line
+
+
+def test_positive_class_goes_second_with_targets_remapped():
+    table = _table(["benign", "malignant", "malignant", "benign", "malignant"])
+    assert table.classes == ["benign", "malignant"]
+    flipped = with_positive_class(table, " benign")
+    assert flipped.classes == ["malignant", "benign"] and not flipped.ordinal
+    assert flipped.frame["target"].tolist() == [1, 0, 0, 1, 0]
+    assert flipped.frame["label"].tolist() == table.frame["label"].tolist()
+    assert table.frame["target"].tolist() == [0, 1, 1, 0, 1]  # the input is left alone
+    same = with_positive_class(table, "malignant")
+    assert same.classes == table.classes and same.frame["target"].tolist() == table.frame["target"].tolist()
+
+
+@pytest.mark.parametrize("labels, name, expected", [
+    (["a", "b", "c"], "a", "applies to binary tasks; src has 3 classes ['a', 'b', 'c']"),
+    (["normal", "pneumonia"], "sick", "is not a class of src; the classes are ['normal', 'pneumonia']"),
+])
+def test_bad_positive_class_is_refused_naming_the_classes(labels, name, expected):
+    with pytest.raises(UserError) as info:
+        with_positive_class(_table(labels), name)
+    line = info.value.line()
+    assert line.startswith(f"positive class {name!r}: ") and expected in line and "--positive-class" in line
+    assert "\n" not in line and "label number" not in line
+
+
+def test_a_label_number_for_a_named_class_says_to_use_the_name():
+    with pytest.raises(UserError, match="by name, not by label number"):
+        with_positive_class(_table(["normal", "pneumonia"]), "0")
+
+
+def test_positive_class_must_agree_with_an_ordinal_order():
+    ordered = with_class_order(_table(["low", "high", "low"]), ["low", "high"])
+    assert with_positive_class(ordered, "high").classes == ["low", "high"]
+    with pytest.raises(UserError) as info:
+        with_positive_class(ordered, "low")
+    line = info.value.line()
+    assert "conflicts with the ordinal class order ['low', 'high']" in line and "'low' highest" in line

@@ -56,7 +56,7 @@ def _loose_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image(p))
 
 
-def _walk_images(folder: Path) -> Iterator[Path]:
+def walk_images(folder: Path) -> Iterator[Path]:
     """Image files at any depth, skipping hidden and __MACOSX folders."""
     for path in folder.rglob("*"):
         if path.is_file() and is_image(path) and all(_visible(Path(part)) for part in path.relative_to(folder).parts):
@@ -64,7 +64,7 @@ def _walk_images(folder: Path) -> Iterator[Path]:
 
 
 def _holds_images(folder: Path) -> bool:
-    return next(_walk_images(folder), None) is not None
+    return next(walk_images(folder), None) is not None
 
 
 def _image_subfolders(folder: Path) -> frozenset[str]:
@@ -152,7 +152,7 @@ def _class_rows(class_root: Path, split: str | None, root: Path) -> list[tuple]:
                         f"move every image into a class folder; {LAYOUT_FIX}")
     rows, empty = [], []
     for class_dir in classes:
-        images = sorted(_walk_images(class_dir))
+        images = sorted(walk_images(class_dir))
         if not images:
             empty.append(class_dir)
         rows += [(image.relative_to(root).as_posix(), class_dir.name, None, split, str(image)) for image in images]

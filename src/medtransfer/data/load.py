@@ -10,7 +10,7 @@ from medtransfer.data.manifest import ManifestColumns
 from medtransfer.data.npz_volumes import NPZ_MODALITY
 from medtransfer.data.sources import load_source
 from medtransfer.data.splits import SplitPlan
-from medtransfer.data.table import SampleTable, with_class_order
+from medtransfer.data.table import SampleTable, with_class_order, with_positive_class
 from medtransfer.data.volume_options import VolumeOptions
 from medtransfer.data.volumes import load_volumes
 from medtransfer.engine.cache import cache_root
@@ -20,7 +20,7 @@ from medtransfer.hashing import digest_memo
 
 def load_table(cfg: TrainConfig) -> SampleTable:
     """The configured source as a SampleTable (manifest columns only when given; volumes when modalities are),
-    its classes in the ordinal order of `class_order` when given."""
+    its classes in the ordinal order of `class_order` when given, and `positive_class` second when given."""
     # Sources are fingerprinted by content; each file's digest is remembered beside the caches (--cache-dir).
     with digest_memo(cache_root(cfg.cache_dir)):
         if cfg.modalities:
@@ -30,7 +30,20 @@ def load_table(cfg: TrainConfig) -> SampleTable:
                                        "split": cfg.split_col}.items() if v is not None}
             table = load_source(cfg.data, ManifestColumns(**given), cfg.image_root, cfg.skip_missing,
                                 volume_options(cfg, NPZ_MODALITY), cfg.split_dirs)
-    return with_class_order(table, cfg.class_order) if cfg.class_order else table
+    table = with_class_order(table, cfg.class_order) if cfg.class_order else table
+    # Class index 1 is the positive class everywhere downstream (metrics, threshold, ROC, prob_<class> columns):
+    # putting the chosen class there once keeps every output consistent.
+    return with_positive_class(table, cfg.positive_class) if cfg.positive_class is not None else table
+
+
+def resolve_positive_class(cfg: TrainConfig, table: SampleTable) -> str | None:
+    """The class a binary task counts as positive (its second class), for the resolved config; None for more
+    classes. TABLE is load_table(CFG)'s."""
+    positive = table.classes[1] if len(table.classes) == 2 else None
+    if cfg.positive_class is not None and cfg.positive_class.strip() != positive:
+        raise ValueError(f"the table's positive class {positive!r} is not the configured {cfg.positive_class!r}: "
+                         "pass the table load_table built from this config")
+    return positive
 
 
 def split_plan(cfg: TrainConfig) -> SplitPlan:

@@ -6,6 +6,9 @@ Every array is checked before a row is made, and a bad one is refused with one l
 - labels: one per image, (N,) or (N,1), non-negative whole numbers (int, bool, or float holding whole numbers
   only: float 0.0/1.0 is read as 0/1, 0.5 is refused); text labels are refused;
 - object arrays are refused without being unpickled (np.load runs with allow_pickle=False).
+
+The classes keep the integer label order; a file named as MedMNIST names it (pneumoniamnist_64.npz) gets the
+dataset's official class names (medmnist_info.py), any other file the integers.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.data.medmnist_info import dataset_of, name_classes
 from medtransfer.data.npz_members import check_labels, read_member
 from medtransfer.data.npz_volumes import holds_volumes, load_npz_volumes
 from medtransfer.data.table import SPLITS, SampleTable
@@ -64,10 +68,10 @@ def load_npz(path: Path, volumes: VolumeOptions | None = None) -> SampleTable:
         arrays[split] = images
         rows += [(f"{split}_{i:06d}", str(y), None, split, f"{split}:{i}") for i, y in enumerate(labels.tolist())]
     frame = pd.DataFrame(rows, columns=["sample_id", "label", "group", "split", "ref"])
-    classes = sorted(frame["label"].unique(), key=int)  # labels are integers: "10" comes after "9"
+    classes, notes = name_classes(path, frame)
     # RetinaMNIST's labels are diabetic retinopathy grades 0-4, an ordinal scale (MedMNIST's one ordinal task).
-    ordinal = path.stem.lower().startswith("retinamnist")
-    notes = [f"ordinal task: classes are grades {', '.join(classes)}, lowest to highest"] if ordinal else []
+    ordinal = dataset_of(path) == "retinamnist"
+    notes += [f"ordinal task: classes are grades {', '.join(classes)}, lowest to highest"] if ordinal else []
     layout = f"MedMNIST .npz of 2D images, with the file's own splits ({', '.join(present)})"
     return SampleTable(frame, ArrayReader(arrays), str(path), file_digest(path), classes, notes, ordinal,
                        layout=layout)

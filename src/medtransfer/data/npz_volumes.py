@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medtransfer.data.medmnist_info import name_classes
 from medtransfer.data.npz_members import check_labels, read_member
 from medtransfer.data.table import SampleTable
 from medtransfer.data.volume_options import VolumeOptions, parse_slices
@@ -170,7 +171,7 @@ def load_npz_volumes(path: Path, data: np.lib.npyio.NpzFile, splits: Sequence[st
             rows += [(f"{group}/{options.plane}{k:03d}", label, group, split, f"{split}:{i}|{k}")
                      for k in _chosen(volume, kind, count, file_axis)]
     frame = pd.DataFrame(rows, columns=["sample_id", "label", "group", "split", "ref"])
-    classes = sorted(frame["label"].unique(), key=int)  # "10" after "9", as for 2D files
+    classes, notes = name_classes(path, frame)  # official names where the stem is a MedMNIST set, as for 2D files
     shape = f"{first[0]}³" if len(set(first)) == 1 else "×".join(map(str, first))
     layout = (f"3D MedMNIST .npz: {sum(len(a) for a in arrays.values())} volumes of {shape}, each its own patient, "
               f"in the file's own splits ({', '.join(arrays)}); {options.plane} slices by {options.slices}, "
@@ -178,7 +179,7 @@ def load_npz_volumes(path: Path, data: np.lib.npyio.NpzFile, splits: Sequence[st
     fingerprint = hashlib.sha256(f"{file_digest(path)}|volumes|{options.slices}|{options.plane}|"
                                  f"{options.normalize}".encode()).hexdigest()
     reader = VolumeStackReader(arrays, options.axis, options.normalize)
-    return SampleTable(frame, reader, str(path), fingerprint, classes, layout=layout)
+    return SampleTable(frame, reader, str(path), fingerprint, classes, notes, layout=layout)
 
 
 # ---- inspection ----------------------------------------------------------------------------------------------
@@ -196,7 +197,7 @@ def describe_npz_volumes(table: SampleTable) -> dict:
     volumes = frame.drop_duplicates("group")
     by_split = {s: {"volumes": int(len(reader.arrays[s])),
                     "labels": {str(k): int(v) for k, v in volumes[volumes["split"] == s]["label"].value_counts()
-                               .sort_index(key=lambda x: x.astype(int)).items()}}
+                               .reindex(table.classes).dropna().items()}}  # in class (label) order
                 for s in reader.arrays}
     shape = next(iter(reader.arrays.values())).shape[1:]
     return {"source": table.source, "volume_shape": "x".join(map(str, shape)), "splits": by_split,

@@ -88,8 +88,33 @@ def with_class_order(table: SampleTable, order: list[str]) -> SampleTable:
         problems = [f"names {twice} twice"] * bool(twice) + [f"names unknown class(es) {unknown}"] * bool(unknown)
         problems += [f"lacks class(es) {missing}"] * bool(missing)
         raise UserError(table.source, f"class order {names} {' and '.join(problems)}; the classes are {table.classes}",
-                        "list every class exactly once, lowest to highest, in --class-order")
+                        "list every class exactly once, lowest to highest, in --class-order" + _by_name(unknown, table.classes))
     return replace(table, frame=table.frame.copy(), classes=names, notes=list(table.notes), ordinal=True)
+
+
+def with_positive_class(table: SampleTable, name: str) -> SampleTable:
+    """The same binary table with NAME as its second class (index 1): the positive class of ROC, AUPRC, the
+    operating-point metrics and the val threshold, which all count class 1 as positive."""
+    name, subject = name.strip(), f"positive class {name.strip()!r}"
+    if len(table.classes) != 2:
+        raise UserError(subject, f"applies to binary tasks; {table.source} has {len(table.classes)} classes "
+                        f"{table.classes}", "drop --positive-class (multi-class metrics are one-vs-rest over every class)")
+    if name not in table.classes:
+        raise UserError(subject, f"is not a class of {table.source}; the classes are {table.classes}",
+                        "give one of them to --positive-class" + _by_name([name], table.classes))
+    negative = next(c for c in table.classes if c != name)
+    if table.ordinal and table.classes[1] != name:
+        # An ordinal order's highest class is positive; reversing it here would silently reverse the order too.
+        raise UserError(subject, f"conflicts with the ordinal class order {table.classes} (lowest to highest), whose "
+                        f"highest class {table.classes[1]!r} is positive", f"drop --positive-class, or order the "
+                        f"classes with {name!r} highest ({negative!r} first) in --class-order")
+    return replace(table, frame=table.frame.copy(), classes=[negative, name], notes=list(table.notes))
+
+
+def _by_name(unknown: list[str], classes: list[str]) -> str:
+    """The fix's hint when label numbers were given for named classes (a MedMNIST file's classes carry names)."""
+    numbers = any(n.isdigit() for n in unknown) and not all(c.isdigit() for c in classes)
+    return ", by name, not by label number" if numbers else ""
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
