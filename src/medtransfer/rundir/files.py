@@ -12,6 +12,10 @@ PATIENTS_FILE = "patient_predictions.csv"
 HISTORY_FILE = "history.csv"
 ENVIRONMENT_FILE = "environment.json"  # provenance: versions, git commit, device, command line, seed, threads
 LOG_FILE = "train.log"  # what the run printed
+# --tracker: TensorBoard events (`tensorboard --logdir RUN/tensorboard`) or the local MLflow store
+# (`mlflow ui --backend-store-uri sqlite:///RUN/mlflow.db`)
+TENSORBOARD_DIR = "tensorboard"
+MLFLOW_DB = "mlflow.db"
 DONE = "DONE"  # written last: a run dir without it is incomplete
 
 # The trained weights: the whole fine-tuned model, a frozen probe's head, or a kNN probe's bank of train features.
