@@ -66,3 +66,37 @@ def report_dir(study: Path) -> Path:
     from medtransfer.report.build import build_report
 
     return build_report(study)
+
+
+# A 4-class task with patients: two backbones, frozen (linear, MLP and kNN heads) and fine-tuned, two seeds of one.
+FOUR_CLASS = "synthetic:n=120,size=24,classes=4,groups=60,seed=2"
+FOUR_CLASS_RUNS = (("resnet18", "frozen", "linear", 0), ("resnet18", "frozen", "linear", 1),
+                   ("resnet18", "frozen", "mlp", 0), ("resnet18", "frozen", "knn", 0),
+                   ("resnet18", "finetune", None, 0), ("dinov2_vits14", "frozen", "linear", 0),
+                   ("dinov2_vits14", "finetune", None, 0))
+
+
+@pytest.fixture(scope="session")
+def four_class(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runs/<backbone>-<mode>-<head>-s<seed> of one 4-class task with patients (about 15 s on one core)."""
+    import torch
+
+    root = tmp_path_factory.mktemp("four_class")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for backbone, mode, head, seed in FOUR_CLASS_RUNS:
+            heads = {"head": head} if head else {}
+            _train(root / "runs" / f"{backbone}-{mode}-{head or 'ft'}-s{seed}", root / "cache", FOUR_CLASS,
+                   "four-class", backbone, mode, seed, epochs=6 if mode == "frozen" else 2, bootstrap=100, **heads)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "runs"
+
+
+@pytest.fixture(scope="session")
+def four_class_report(four_class: Path) -> Path:
+    """The report of the 4-class study."""
+    from medtransfer.report.build import build_report
+
+    return build_report(four_class)

@@ -40,27 +40,28 @@ def test_every_run_reaches_one_setup(index: RunIndex, summary: Summary) -> None:
     assert replicates == len(index.runs)  # no run dropped, none counted twice
     assert summary.excluded.empty
     assert set(setups.loc[setups["task"] == "three-class", "setup"]) == {
-        "resnet18 / frozen, lr=0.001", "resnet18 / frozen, lr=0.01", "resnet18 / finetune, lr=0.0001",
-        "dinov2_vits14 / frozen, lr=0.001", "dinov2_vits14 / finetune, lr=0.0001"}
-    assert "resnet18 / frozen" in set(setups.loc[setups["task"] == "binary_lesion", "setup"])
+        "resnet18 / frozen + linear, lr=0.001", "resnet18 / frozen + linear, lr=0.01",
+        "resnet18 / fine-tuned, lr=0.0001", "dinov2_vits14 / frozen + linear, lr=0.001",
+        "dinov2_vits14 / fine-tuned, lr=0.0001"}
+    assert "resnet18 / frozen + linear" in set(setups.loc[setups["task"] == "binary_lesion", "setup"])
 
 
 def test_seeds_combine_into_the_mean_with_an_interval_that_says_what_it_covers(index: RunIndex,
                                                                                 summary: Summary) -> None:
-    row = _row(summary.setups, "binary_lesion", "resnet18 / finetune")
-    runs = index.runs[(index.runs["task"] == "binary_lesion") & (index.runs["setup"] == "resnet18 / finetune")
+    row = _row(summary.setups, "binary_lesion", "resnet18 / fine-tuned")
+    runs = index.runs[(index.runs["task"] == "binary_lesion") & (index.runs["setup"] == "resnet18 / fine-tuned")
                       & (index.runs["train_fraction"] == 1.0)]
     assert row["n_seeds"] == 2 and row["seeds"] == "0,1"
     for name in ("auroc", "accuracy", "f1_weighted"):
         assert row[name] == pytest.approx(runs[name].mean())
         assert row[f"{name}_low"] < row[name] < row[f"{name}_high"] or row[name] in (0.0, 1.0)
     assert "2 seeds" in row["ci"] and "patients" in row["ci"]  # binary_lesion has 60 patients of 2 images
-    single = _row(summary.setups, "binary_lesion", "resnet18 / frozen", 0.5)
+    single = _row(summary.setups, "binary_lesion", "resnet18 / frozen + linear", 0.5)
     assert single["n_seeds"] == 1 and "1 seed" in single["ci"]
 
 
 def test_three_folds_pool_into_one_out_of_fold_estimate(index: RunIndex, summary: Summary) -> None:
-    row = _row(summary.setups, "cv", "resnet18 / frozen, 3-fold CV")
+    row = _row(summary.setups, "cv", "resnet18 / frozen + linear, 3-fold CV")
     assert (row["n_folds"], row["n_seeds"]) == (3, 2)
     assert row["n_test"] == 120  # every sample once: the folds' held-out parts cover the data
     runs = index.runs[index.runs["task"] == "cv"]
@@ -127,16 +128,16 @@ def test_a_seed_on_other_test_samples_is_listed_not_mixed(study: Path, tmp_path:
 def test_patient_level_estimates_where_the_data_has_patients(summary: Summary) -> None:
     patients = summary.patients
     assert set(patients["task"]) == {"binary_lesion", "cv"}  # three-class has no groups
-    row = _row(patients, "binary_lesion", "resnet18 / finetune")
-    assert row["n_test"] < _row(summary.setups, "binary_lesion", "resnet18 / finetune")["n_test"]
+    row = _row(patients, "binary_lesion", "resnet18 / fine-tuned")
+    assert row["n_test"] < _row(summary.setups, "binary_lesion", "resnet18 / fine-tuned")["n_test"]
     assert "patients" in row["ci"]
 
 
 def test_per_class_recall_for_every_setup(summary: Summary) -> None:
     per_class = summary.per_class
-    three = per_class[(per_class["task"] == "three-class") & (per_class["setup"] == "resnet18 / frozen, lr=0.01")]
-    assert len(three) == 3 and three["n_test"].sum() == _row(summary.setups, "three-class",
-                                                             "resnet18 / frozen, lr=0.01")["n_test"]
+    name = "resnet18 / frozen + linear, lr=0.01"
+    three = per_class[(per_class["task"] == "three-class") & (per_class["setup"] == name)]
+    assert len(three) == 3 and three["n_test"].sum() == _row(summary.setups, "three-class", name)["n_test"]
     assert (three["recall_low"] <= three["recall"] + 1e-12).all()
 
 

@@ -35,7 +35,7 @@ def test_main_table_layout_and_bold_best_on_val(report_dir: Path) -> None:
     rows = _md_rows(tables / "main_table.md")
     header = (tables / "main_table.md").read_text().splitlines()[0]
     assert [h.strip() for h in header.strip("|").split("|")] == [
-        "Task", "Backbone", "Freeze", "Train %", "Folds", "Accuracy", "Precision", "Recall", "F1", "AUROC",
+        "Task", "Backbone", "Mode", "Train %", "Folds", "Accuracy", "Precision", "Recall", "F1", "AUROC",
         "AUROC per fold", "95% CI over"]
     raw = pd.read_csv(tables / "main_table.csv")
     assert len(rows) == len(raw) == 11
@@ -46,7 +46,9 @@ def test_main_table_layout_and_bold_best_on_val(report_dir: Path) -> None:
         assert len(bold) == 1
         assert bold[0][9].strip("*").split(" ")[0] == f"{100 * part.loc[best, 'auroc']:.1f}"
     for row in rows:
-        assert row[2].strip("*") in ("yes (linear)", "no")
+        # The Mode cell completes the setup's one name, as the figures' legends show it.
+        assert row[2].strip("*").split(",")[0] in ("frozen + linear", "fine-tuned")
+        assert f"{row[1].strip('*')} / {row[2].strip('*')}" in set(raw["setup"])
         for cell in row[5:10]:
             assert CELL.match(cell.strip("*")), cell
         where = "over out-of-fold" if row[0] == "cv" else "over test"  # the fixture's one cross-validated task
@@ -71,7 +73,8 @@ def test_latex_is_escaped_booktabs(report_dir: Path) -> None:
     for token in (r"\begin{table}", r"\begin{tabular}", r"\toprule", r"\midrule", r"\bottomrule", r"\caption{",
                   r"\textbf{", r"binary\_lesion", r"dinov2\_vits14", r"in \%"):
         assert token in tex, token
-    assert not re.search(r"(?<!\\)[_%&#]", tex.replace(" & ", " ")), "unescaped special character"
+    # `{%` ending a line is LaTeX's own comment (no stray space before the tabular), not a cell's percent sign.
+    assert not re.search(r"(?<!\\)[_%&#]", tex.replace(" & ", " ").replace("{%\n", "{\n")), "unescaped character"
     assert tex.count(r"binary\_lesion") == 1  # the task is printed once, at the start of its block
     standalone = (report_dir / "tables" / "main_table_standalone.tex").read_text()
     assert standalone.startswith(r"\documentclass") and r"\usepackage{booktabs}" in standalone
@@ -111,12 +114,34 @@ def test_secondary_tables(report_dir: Path) -> None:
 def test_cost_table_shows_missing_fields_as_dash(report_dir: Path) -> None:
     rows = _md_rows(report_dir / "tables" / "cost.md")
     assert len(rows) == 24
-    finetune = [r for r in rows if r[2] == "no"]
+    finetune = [r for r in rows if r[2] == "fine-tuned"]
     assert finetune and all(r[6] == DASH for r in finetune)  # fine-tuning extracts no features
     cv = [r for r in rows if r[0] == "cv"]  # 3 folds x 2 seeds, each row its own fold
-    assert sorted((r[4], r[5]) for r in cv) == [(s, f) for s in "01" for f in "012"] and "3-fold CV" in cv[0][1]
+    assert sorted((r[4], r[5]) for r in cv) == [(s, f) for s in "01" for f in "012"] and "3-fold CV" in cv[0][2]
     frame = pd.DataFrame([{"task": "t", "backbone": "b", "mode": "frozen", "head": "linear", "train_fraction": 1.0,
                            "seed": 0, "extract_seconds": 12.34, "train_seconds": np.nan, "cache_hit": False,
                            "n_params": 21_500_000}])
     table = cost_table(frame)
+    assert table.rows[0][2] == "frozen + linear"  # named as the report names the mode, without a setup column
     assert table.rows[0][5:] == [DASH, "12.3", DASH, DASH, DASH, "21.50 M"]
+
+
+def test_compact_table_fits_a_column(report_dir: Path) -> None:
+    tex = (report_dir / "tables" / "main_compact.tex").read_text()
+    assert r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}" in tex  # shrinks, never enlarges
+    header = next(line for line in tex.splitlines() if line.startswith("Task &"))
+    assert header.count("&") == 5  # Task, Backbone, Mode, Accuracy, F1, AUROC
+    assert "FZ-lin: frozen backbone, linear head" in tex and "FT: fine-tuned" in tex and "FZ-mlp" not in tex
+    assert tex.count(r"\textbf{") == 3 * 3  # the best-on-val setup of each of the three tasks, three metrics
+    assert "binary" not in tex.split(r"\midrule", 1)[0]  # no body row above the header rule
+    standalone = (report_dir / "tables" / "main_compact_standalone.tex").read_text()
+    assert r"\documentclass[twocolumn]{article}" in standalone and tex in standalone
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not on PATH: cannot compile the LaTeX table")
+def test_compact_latex_compiles_within_one_column(report_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(report_dir / "tables" / "main_compact_standalone.tex", tmp_path)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main_compact_standalone.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "Overfull" not in done.stdout  # the table fits the column

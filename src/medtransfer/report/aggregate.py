@@ -22,7 +22,8 @@ from medtransfer.report.collect import SETTING, SKIPPED_COLUMNS, RunIndex
 from medtransfer.report.predictions import class_names, label_arrays, read_predictions
 from medtransfer.rundir import PATIENTS_FILE, RunDir
 
-LABELS = ["task", "backbone", "weights", "mode", "head", "train_fraction", "folds", "setup", "mode_label", "model",
+LABELS = ["task", "backbone", "weights", "mode", "head", "train_fraction", "folds", "setup", "mode_label", "mode_name",
+          "model",
           "select"]
 FACTORS = ("backbone", "mode_label")  # a pair answers one question when it differs in exactly one factor
 

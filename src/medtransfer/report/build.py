@@ -9,10 +9,14 @@ from pathlib import Path
 import pandas as pd
 
 from medtransfer.errors import UserError
-from medtransfer.report.aggregate import summarise
+from medtransfer.report.aggregate import Summary, summarise
 from medtransfer.report.collect import REPORT_DIR, RunIndex, collect_runs
+from medtransfer.report.compact import write_compact
 from medtransfer.report.figures import write_figures
 from medtransfer.report.html import ReportParts, write_html
+from medtransfer.report.provenance import provenance_table
+from medtransfer.report.render import Table
+from medtransfer.report.style import SetupStyle
 from medtransfer.report.tables import (
     cost_table,
     duplicates_table,
@@ -25,14 +29,12 @@ from medtransfer.report.tables import (
     write_table,
 )
 
+PROVENANCE = "Provenance per run"
 
-def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
-    summary = summarise(index)
+
+def _tables(index: RunIndex, summary: Summary, runs_dir: Path) -> dict[str, tuple[str, Table]]:
+    """Every table of the report by file name, with its section title, in the page's order."""
     agg = summary.setups
-    if agg.empty:  # every finished run waits for a fold still missing, or was left out for another reason
-        reasons = "; ".join(sorted(set(summary.excluded["reason"])))
-        raise UserError(str(runs_dir), f"holds no complete setup ({reasons})",
-                        "finish the missing runs (`medtransfer run STUDY.yaml --resume`), then report again")
     tables = {"main_table": ("Main results", main_table(agg))}
     if len(summary.patients):
         tables["patient_table"] = ("Patient-level results", patient_table(summary.patients))
@@ -42,19 +44,35 @@ def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
                "cost": ("Cost per run", cost_table(index.runs))}
     if "duplicates_exact" in index.runs and index.runs["duplicates_exact"].notna().any():
         tables["duplicates"] = ("Duplicates across splits", duplicates_table(index.runs))
+    tables["provenance"] = (PROVENANCE, provenance_table(index.runs, runs_dir))
+    return tables
+
+
+def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
+    summary = summarise(index)
+    agg = summary.setups
+    if agg.empty:  # every finished run waits for a fold still missing, or was left out for another reason
+        reasons = "; ".join(sorted(set(summary.excluded["reason"])))
+        raise UserError(str(runs_dir), f"holds no complete setup ({reasons})",
+                        "finish the missing runs (`medtransfer run STUDY.yaml --resume`), then report again")
+    tables = _tables(index, summary, runs_dir)
     table_dir = folder / "tables"
     for name, (_, table) in tables.items():
         write_table(table, table_dir, name)
     write_standalone(tables["main_table"][1], table_dir, "main_table")
+    write_compact(agg, table_dir)
     agg.to_csv(table_dir / "aggregate.csv", index=False)  # every metric, not only the paper's five
     index.runs.to_csv(table_dir / "runs.csv", index=False)
     skipped = pd.concat([index.skipped, summary.excluded], ignore_index=True) if len(summary.excluded) else index.skipped
     skipped.to_csv(table_dir / "skipped_runs.csv", index=False)
     # A task whose every setup was left out (listed under "Runs not included") has no figures.
     runs = index.runs[index.runs["task"].isin(agg["task"])]
-    figures = write_figures(runs, summary, folder / "figures", metric)
+    # One colour per setup for the whole report, fixed from every setup in the tables' order.
+    style = SetupStyle.of(list(index.runs["setup"]))
+    figures = write_figures(runs, summary, folder / "figures", style, metric)
     tasks = sorted(agg["task"].unique())
-    parts = ReportParts(runs_dir, len(index.runs), tasks, dict(tables.values()), figures, skipped)
+    parts = ReportParts(runs_dir, len(index.runs), tasks, dict(tables.values()), figures, skipped,
+                        collapsed={PROVENANCE})
     write_html(parts, folder / "report.html")
 
 

@@ -172,16 +172,24 @@ def _extra_settings(runs: pd.DataFrame, keys: list[str]) -> list[str]:
     return [c for c in keys if c not in named and (_as_text(runs[c]).groupby(base).nunique() > 1).any()]
 
 
+def mode_label(mode: str, head: str | None) -> str:
+    """How every table and figure names a transfer mode: `fine-tuned`, or `frozen + <probe head>`."""
+    return "fine-tuned" if mode == "finetune" else f"frozen + {head or 'linear'}"
+
+
 def _name_setups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """`setup`: one short name per setup for legends and pairwise tables, naming every setting that tells it apart."""
-    mode = runs["mode"].where(runs["head"].isna() | (runs["head"] == "linear"), "frozen-" + runs["head"].fillna(""))
+    """`setup`: the one name of a setup in every table and figure, `BACKBONE / MODE` and every other setting that
+    tells it apart; `mode_name` is the part after the backbone, what the tables' Mode column shows."""
+    mode = pd.Series([mode_label(m, h if isinstance(h, str) else None) for m, h in zip(runs["mode"], runs["head"])],
+                     index=runs.index, dtype=object)
     # Cross-validated setups say so: the same backbone and mode may also have run on the usual split.
     extras = runs["folds"].map(lambda k: f", {k}-fold CV" if k >= 2 else "")
     for _, task in runs.groupby("task"):  # a setting varied in one task does not rename the setups of another
         for column in _extra_settings(task, keys):
             extras[task.index] += f", {column.removeprefix(SETTING)}=" + _as_text(task[column])
-    # `model`: what a bar chart's axis and the tables' Backbone column show; the mode has its own column or colour.
-    return runs.assign(mode_label=mode, setup=runs["backbone"] + " / " + mode + extras, model=runs["backbone"] + extras)
+    # `model`: the backbone and its other varied settings, which the cost table's Backbone column shows.
+    return runs.assign(mode_label=mode, mode_name=mode + extras, setup=runs["backbone"] + " / " + mode + extras,
+                       model=runs["backbone"] + extras)
 
 
 def _display_order(column: pd.Series) -> pd.Series:

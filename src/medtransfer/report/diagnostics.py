@@ -2,28 +2,31 @@
 
 Each setup is drawn from the first replicate (lowest seed) that the tables used, at the task's largest train
 fraction; a cross-validated setup from its folds' pooled held-out predictions, so a figure covers the samples of the
-tables' estimate and never a run the tables left out."""
+tables' estimate and never a run the tables left out. Numbers in legends that the tables also show (AUROC) are the
+tables' own values, never recomputed from the one replicate drawn."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
-from sklearn.metrics import auc, confusion_matrix, roc_curve
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix, roc_curve
 
 from medtransfer.evaluation.calibration import expected_calibration_error, reliability_curve
 from medtransfer.evaluation.metrics import predicted_labels
 from medtransfer.report.aggregate import Replicates
-from medtransfer.report.style import new_figure, save, setup_colours
+from medtransfer.report.render import ci_cell
+from medtransfer.report.style import SetupStyle, new_figure, wrap, wrap_setup
 
 RELIABILITY_BINS = 10  # test splits are often small; 15 bins leave most of them empty
 
 
 @dataclass(frozen=True)
 class Drawn:
-    """One setup's test predictions as its figures show them."""
+    """One setup's test predictions as its figures show them, with the table's AUROC of the setup."""
 
     setup: str
     y: np.ndarray
@@ -31,15 +34,30 @@ class Drawn:
     classes: list[str]
     replicate: str  # "0", or "0/f1" for a fold of folds sharing one predefined test split
     pooled: bool
+    auroc: tuple[float, float, float] = (math.nan, math.nan, math.nan)  # the main table's value, low, high
+    n_replicates: int = 1
+
+    def auroc_label(self) -> str:
+        """`SETUP (AUROC v [low, high])`: the main table's AUROC cell, character for character."""
+        return f"{self.setup} (AUROC {ci_cell(*self.auroc)})"
 
 
-def drawn(replicates: list[tuple[dict, Replicates]]) -> list[Drawn]:
-    """One task's setups at its largest train fraction, by name, each from its first replicate."""
+def drawn(replicates: list[tuple[dict, Replicates]], setups: pd.DataFrame | None = None) -> list[Drawn]:
+    """One task's setups at its largest train fraction, in the tables' order, each from its first replicate;
+    `setups` (the summary's rows) supplies the AUROC that the tables report for each."""
     top = max(labels["train_fraction"] for labels, _ in replicates)
-    chosen = sorted(((labels, reps) for labels, reps in replicates if labels["train_fraction"] == top),
-                    key=lambda pair: pair[0]["setup"])
-    return [Drawn(labels["setup"], reps.y, reps.probs[0], reps.classes, reps.seeds[0], reps.pooled)
-            for labels, reps in chosen]
+    out = []
+    for labels, reps in replicates:
+        if labels["train_fraction"] != top:
+            continue
+        auroc = (math.nan,) * 3
+        if setups is not None:
+            row = setups[(setups["task"] == labels["task"]) & (setups["setup"] == labels["setup"])
+                         & (setups["train_fraction"] == top)].iloc[0]
+            auroc = (row["auroc"], row["auroc_low"], row["auroc_high"])
+        out.append(Drawn(labels["setup"], reps.y, reps.probs[0], reps.classes, reps.seeds[0], reps.pooled, auroc,
+                         len(reps.seeds)))
+    return out
 
 
 def _which(chosen: list[Drawn]) -> str:
@@ -49,40 +67,57 @@ def _which(chosen: list[Drawn]) -> str:
     return text + (", folds pooled out of fold" if any(d.pooled for d in chosen) else "")
 
 
-def roc_points(y: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fpr, tpr): the positive (last) class when binary, else micro-averaged one-vs-rest on the flattened one-hot."""
-    if prob.shape[1] == 2:
-        fpr, tpr, _ = roc_curve(y, prob[:, 1], pos_label=1)
-    else:
-        onehot = np.eye(prob.shape[1], dtype=int)[y]
-        fpr, tpr, _ = roc_curve(onehot.ravel(), prob.ravel())
+def roc_points(y: np.ndarray, prob: np.ndarray, positive: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(fpr, tpr) of class `positive` against the rest; by default the last class (a binary task's positive)."""
+    k = prob.shape[1] - 1 if positive is None else positive
+    fpr, tpr, _ = roc_curve(np.asarray(y) == k, prob[:, k], pos_label=True)
     return fpr, tpr
 
 
-def roc_curves(chosen: list[Drawn], task: str, path: Path) -> Path:
-    """One test ROC curve per setup (first seed, full training data) with its AUC in the legend."""
-    colours = setup_colours([d.setup for d in chosen])
-    fig = new_figure(5.6, 5)
-    ax = fig.subplots()
+def _roc_panel(ax: Axes, chosen: list[Drawn], style: SetupStyle, positive: int, title: str) -> None:
     for d in chosen:
-        fpr, tpr = roc_points(d.y, d.prob)
-        ax.plot(fpr, tpr, color=colours[d.setup], linewidth=1.6, label=f"{d.setup} (AUC {auc(fpr, tpr):.3f})")
+        if 0 < (d.y == positive).sum() < len(d.y):  # a class with no test case (or only those) has no curve
+            fpr, tpr = roc_points(d.y, d.prob, positive)
+            ax.plot(fpr, tpr, color=style.colour(d.setup), linewidth=1.6, label=d.auroc_label())
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
-    classes = chosen[0].classes
-    kind = f"positive class: {classes[-1]}" if len(classes) == 2 else "micro-average one-vs-rest"
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate", aspect="equal")
-    ax.set_title(f"{task}: test ROC\n({kind}, {_which(chosen)})")
-    ax.legend(loc="lower right", frameon=True)
-    return save(fig, path)
+    ax.set_title(wrap(title, 40), fontsize=9)
 
 
-def confusion_grid(chosen: list[Drawn], task: str, path: Path) -> Path:
+def roc_figure(chosen: list[Drawn], task: str, style: SetupStyle) -> Figure:
+    """Binary: one ROC panel of the positive (last) class; more classes: one one-vs-rest panel per class. The shared
+    legend below the panels gives each setup's AUROC exactly as the main table does (macro over classes)."""
+    classes = chosen[0].classes
+    binary = len(classes) == 2
+    cols = 1 if binary else min(3, math.ceil(math.sqrt(len(classes))))
+    rows = 1 if binary else math.ceil(len(classes) / cols)
+    fig = new_figure(max(3.4 * cols + 0.8, 7.2), 3.4 * rows + 1.2 + 0.2 * len(chosen))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    panels = [(len(classes) - 1, f"positive class: {classes[-1]}")] if binary else [
+        (k, f"{name} vs rest") for k, name in enumerate(classes)]
+    for ax, (k, title) in zip(axes, panels):
+        _roc_panel(ax, chosen, style, k, title)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    seeds = " (mean over seeds)" if max(d.n_replicates for d in chosen) > 1 else ""
+    kind = "" if binary else ", one-vs-rest per class"
+    # About 11 characters an inch at 10 pt: the title wraps inside the figure, never past its edges.
+    fig.suptitle(wrap(f"{task}: test ROC{kind} (curves: {_which(chosen)}; legend: the main table's "
+                      f"{'' if binary else 'macro '}AUROC{seeds})", int(11 * fig.get_figwidth())), fontsize=10)
+    # One entry per setup, though its curve appears in every class's panel.
+    handles = {text: line for ax in axes for line, text in zip(*ax.get_legend_handles_labels())}
+    # Below the panels: beside them, the legend would collide with a title spanning the figure.
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", frameon=False)
+    return fig
+
+
+def confusion_figure(chosen: list[Drawn], task: str, style: SetupStyle) -> Figure:
     """The test confusion matrix of each setup (argmax counts, shaded by row share), in a grid."""
     cols = len(chosen) if len(chosen) <= 3 else math.ceil(math.sqrt(len(chosen)))  # 4 → 2×2, not 3 + 1
     rows = math.ceil(len(chosen) / cols)
     n_classes = max(len(d.classes) for d in chosen)
-    cell = max(2.6, 0.55 * n_classes + 1.4)
-    fig = new_figure(max(cell * cols + 0.8, 5.2), cell * rows + 0.9)  # wide enough for the title over one panel
+    cell = max(2.8, 0.55 * n_classes + 1.4)
+    fig = new_figure(max(cell * cols + 0.8, 5.2), (cell + 0.3) * rows + 0.9)  # room for two-line panel titles
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     image = None
     for ax, d in zip(axes, chosen):
@@ -96,26 +131,28 @@ def confusion_grid(chosen: list[Drawn], task: str, path: Path) -> Path:
         tilted = max(map(len, classes)) > 4
         ax.set_xticks(ticks, classes, rotation=30 if tilted else 0, ha="right" if tilted else "center")
         ax.set_yticks(ticks, classes)
-        ax.set(xlabel="predicted", ylabel="true", title=d.setup)
+        # A panel's title may be no wider than its panel (about 11 characters an inch at 9 pt).
+        ax.set(xlabel="predicted", ylabel="true")
+        ax.set_title(wrap_setup(d.setup, int(cell * 11)), fontsize=9, color=style.colour(d.setup))
         ax.grid(False)
     for ax in axes[len(chosen):]:
         ax.set_visible(False)
     if image is not None:
         fig.colorbar(image, ax=list(axes[:len(chosen)]), shrink=0.8, label="share of the true class")
-    fig.suptitle(f"{task}: test confusion matrices ({_which(chosen)})")
-    return save(fig, path)
+    fig.suptitle(wrap(f"{task}: test confusion matrices ({_which(chosen)})", int(cell * cols * 9)))
+    return fig
 
 
-def reliability_diagram(chosen: list[Drawn], task: str, path: Path) -> Path:
-    """Accuracy against top-label confidence per setup (ECE in the legend), with the confidence histogram below."""
-    colours = setup_colours([d.setup for d in chosen])
-    fig = new_figure(6, 6)
+def reliability_figure(chosen: list[Drawn], task: str, style: SetupStyle) -> Figure:
+    """Accuracy against top-label confidence per setup (ECE in the legend, beside the axes), with the confidence
+    histogram below."""
+    fig = new_figure(8.4, 6)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     for d in chosen:
         curve = reliability_curve(d.y, d.prob, RELIABILITY_BINS)
         filled = curve["count"] > 0
         ece = expected_calibration_error(d.y, d.prob)  # plug-in, as the curve drawn; the tables give the debiased one
-        colour = colours[d.setup]
+        colour = style.colour(d.setup)
         top.plot(curve["confidence"][filled], curve["accuracy"][filled], marker="o", color=colour,
                  label=f"{d.setup} (plug-in ECE {ece:.3f})")
         bottom.stairs(curve["count"], curve["edges"], color=colour, linewidth=1.4)
@@ -124,6 +161,6 @@ def reliability_diagram(chosen: list[Drawn], task: str, path: Path) -> Path:
     floor = 1 / max(len(d.classes) for d in chosen)
     top.set(xlim=(floor - 0.02, 1.01), ylim=(0, 1.02), ylabel="accuracy in bin")
     top.set_title(f"{task}: reliability on test\n({RELIABILITY_BINS}-bin curve, 15-bin ECE, {_which(chosen)})")
-    top.legend(loc="upper left", frameon=True)
+    fig.legend(*top.get_legend_handles_labels(), loc="outside right upper", frameon=False)
     bottom.set(xlabel="top-label confidence", ylabel="samples")
-    return save(fig, path)
+    return fig

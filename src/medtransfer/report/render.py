@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,11 @@ LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                  "<": r"\textless{}", ">": r"\textgreater{}", "Δ": r"$\Delta$", DASH: "--"}
 
+# A cell that is a number, a p-value or an interval (`87.7 [80.1, 93.0]`, `<0.001`, `12.3 (cached)`, `2 vs 2`).
+NUMERIC = re.compile(r"^[<+\-–]?\d[\d.]*( M| \[[^\]]*\]| \(cached\)| vs \d+)?$")
+
+LONG = 40  # characters: a cell this long is a description, given a few words a line rather than one
+
 
 @dataclass
 class Table:
@@ -32,6 +38,9 @@ class Table:
     bold: list[list[bool]] = field(default_factory=list)
     group_starts: list[int] = field(default_factory=list)  # rows that open a new block (a rule above in LaTeX)
     repeat_first: bool = True  # LaTeX prints a block's first-column value once, at its start, when False
+    latex_widths: dict[str, str] = field(default_factory=dict)  # header -> width of a LaTeX column that wraps
+    # A column of a few long texts repeated down the rows: in HTML a short key per row, the texts under the table.
+    html_key: str | None = None
 
     def is_bold(self, i: int, j: int) -> bool:
         """Whether cell (row i, column j) is emphasised."""
@@ -77,8 +86,12 @@ def to_markdown(table: Table) -> str:
     return "\n".join(lines) + f"\n\n{table.caption}\n"
 
 
+# Inside \resizebox, \width is the table's natural width: shrink it to the line when wider, never enlarge it.
+FIT_LINE = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"
+
+
 def to_latex(table: Table, label: str) -> str:
-    """A booktabs tabular inside a table environment (needs `\\usepackage{booktabs}`)."""
+    """A booktabs tabular inside a table environment, shrunk to the line when wider (needs booktabs and graphicx)."""
     def cell(i: int, j: int, text: str) -> str:
         if j == 0 and not table.repeat_first and i not in table.group_starts and i > 0:
             return ""
@@ -87,31 +100,53 @@ def to_latex(table: Table, label: str) -> str:
 
     lines = [r"\begin{table}[htbp]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
              rf"\caption{{{latex_escape(table.caption)}}}", rf"\label{{{label}}}",
-             r"\begin{tabular}{" + "l" * len(table.header) + "}", r"\toprule",
+             FIT_LINE, r"\begin{tabular}{" + "".join(_spec(table, h) for h in table.header) + "}", r"\toprule",
              " & ".join(latex_escape(h) for h in table.header) + r" \\", r"\midrule"]
     for i, row in enumerate(table.rows):
         if i in table.group_starts and i > 0:
             lines.append(r"\midrule")
         lines.append(" & ".join(cell(i, j, t) for j, t in enumerate(row)) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _spec(table: Table, header: str) -> str:
+    width = table.latex_widths.get(header)
+    return f"p{{{width}}}" if width else "l"
 
 
 def latex_document(body: str) -> str:
     """A minimal compilable document around table code (landscape, since the CI cells are wide)."""
-    return ("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n"
+    return ("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
             "\\usepackage[landscape,margin=1.5cm]{geometry}\n\\begin{document}\n" + body + "\\end{document}\n")
 
 
-def to_html(table: Table) -> str:
-    """An HTML table (escaped text, `<strong>` for bold) that scrolls sideways, with its caption wrapped below."""
-    def cell(i: int, j: int, text: str) -> str:
-        text = html.escape(text)
-        return f"<td><strong>{text}</strong></td>" if table.is_bold(i, j) and text else f"<td>{text}</td>"
+def _keyed(table: Table) -> tuple[list[list[str]], str]:
+    """The rows with the `html_key` column's long texts replaced by short keys (a, b, …), and the key's legend."""
+    if table.html_key not in table.header:
+        return table.rows, ""
+    j = table.header.index(table.html_key)
+    keys = {text: chr(ord("a") + k) for k, text in enumerate(dict.fromkeys(row[j] for row in table.rows))}
+    rows = [row[:j] + [keys[row[j]]] + row[j + 1:] for row in table.rows]
+    return rows, f"{table.html_key}: " + "; ".join(f"({key}) {text}" for text, key in keys.items()) + ". "
 
+
+def to_html(table: Table) -> str:
+    """An HTML table (escaped text, `<strong>` for bold), its text cells free to wrap, with its caption below."""
+    def cell(i: int, j: int, text: str) -> str:
+        # Numbers and intervals keep to one line (class n); names and captions wrap to fit the page.
+        numeric = NUMERIC.match(text)
+        kind = ' class="n"' if numeric else ' class="long"' if len(text) > LONG else ""
+        text = html.escape(text)
+        if numeric and " [" in text:  # a wide table may break between the value and its interval, nowhere else
+            value, interval = text.split(" [", 1)
+            text = f"{value} <span>[{interval}</span>"
+        return f"<td{kind}><strong>{text}</strong></td>" if table.is_bold(i, j) and text else f"<td{kind}>{text}</td>"
+
+    rows, legend = _keyed(table)
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
     body = "".join("<tr>" + "".join(cell(i, j, t) for j, t in enumerate(row)) + "</tr>\n"
-                   for i, row in enumerate(table.rows))
+                   for i, row in enumerate(rows))
     # The caption sits outside the scrolling box: a <caption> is as wide as its table and would scroll off screen.
     return (f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table></div>\n'
-            f'<p class="caption">{html.escape(table.caption)}</p>\n')
+            f'<p class="caption">{html.escape(legend + table.caption)}</p>\n')

@@ -9,13 +9,15 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.evaluation.metric_registry import METRIC_REGISTRY, more_metrics, paper_metrics, patient_metrics
+from medtransfer.report.collect import mode_label
 from medtransfer.report.render import DASH, Table, ci_cell, fmt_number, latex_document, to_latex, to_markdown
 from medtransfer.rundir import METRICS_FILE
 
 
-def freeze_label(mode: str, head: str | None) -> str:
-    """The Freeze column: `yes (<probe head>)` for a frozen backbone, `no` when fine-tuned."""
-    return f"yes ({head})" if mode == "frozen" else "no"
+def setup_cells(r: pd.Series) -> list[str]:
+    """The Backbone and Mode cells: together the setup's one name (`Backbone / Mode` is the figures' label)."""
+    head = r.get("head")
+    return [r["backbone"], r.get("mode_name") or mode_label(r["mode"], head if isinstance(head, str) else None)]
 
 
 def _fractions_vary(frame: pd.DataFrame) -> bool:
@@ -44,7 +46,7 @@ def _lower_is_better(metric: str) -> bool:
     return metric.endswith("loss") or (name in METRIC_REGISTRY and METRIC_REGISTRY.get(name).higher_is_better is False)
 
 
-def _selection_metric(agg: pd.DataFrame) -> str:
+def selection_metric(agg: pd.DataFrame) -> str:
     """The validation metric the runs selected their epochs on (val_auroc unless every run chose another)."""
     chosen = {c for c in agg.get("select", pd.Series(dtype=str)).dropna()}
     return chosen.pop() if len(chosen) == 1 and chosen <= set(agg) else "val_auroc"
@@ -62,19 +64,18 @@ def _with_folds(agg: pd.DataFrame) -> bool:
 
 
 def result_table(agg: pd.DataFrame, names: Sequence[str], what: str, bold_best: bool = True) -> Table:
-    """Task | Backbone | Freeze | [Train %] | [Folds] | metrics… | [AUROC per fold] | 95% CI over, one row a setup."""
+    """Task | Backbone | Mode | [Train %] | [Folds] | metrics… | [AUROC per fold] | 95% CI over, one row a setup."""
     agg = agg.reset_index(drop=True)
     with_fraction, with_folds = _fractions_vary(agg), _with_folds(agg)
     metrics = {METRIC_REGISTRY.get(m).column: m for m in names if m in agg}
-    header = ["Task", "Backbone", "Freeze"] + (["Train %"] if with_fraction else [])
+    header = ["Task", "Backbone", "Mode"] + (["Train %"] if with_fraction else [])
     header += (["Folds"] if with_folds else []) + list(metrics)
     header += (["AUROC per fold"] if with_folds and "auroc_folds" in agg else []) + ["95% CI over"]
-    select = _selection_metric(agg)
+    select = selection_metric(agg)
     best = best_rows(agg, select) if bold_best else pd.Series(False, index=agg.index)
     rows, bold = [], []
     for i, r in agg.iterrows():
-        # The backbone and any other varied setting; the Freeze column shows the mode.
-        labels = [r["task"], r.get("model", r["backbone"]), freeze_label(r["mode"], r["head"])]
+        labels = [r["task"], *setup_cells(r)]
         labels += [fmt_number(r["train_fraction"], 0, 100)] if with_fraction else []
         labels += [str(int(r["n_folds"])) if r["n_folds"] >= 2 else DASH] if with_folds else []
         cells = [ci_cell(r[m], r[f"{m}_low"], r[f"{m}_high"], percent=METRIC_REGISTRY.get(m).percent)
@@ -96,7 +97,9 @@ def result_table(agg: pd.DataFrame, names: Sequence[str], what: str, bold_best: 
                            "n_seeds", "seeds", "n_test", "ci", select] if c in agg]
     numbers = [c for m in metrics.values() for c in (m, f"{m}_low", f"{m}_high", f"{m}_folds") if c in agg]
     raw = agg[columns + numbers].assign(best=best.to_numpy())
-    return Table(header, rows, caption, raw, bold, _group_starts(agg["task"]), repeat_first=False)
+    # The interval's description is a sentence: in LaTeX a wrapping column, so the table fits a landscape page.
+    return Table(header, rows, caption, raw, bold, _group_starts(agg["task"]), repeat_first=False,
+                 latex_widths={"95% CI over": "3.6cm", "AUROC per fold": "2.2cm"}, html_key="95% CI over")
 
 
 def main_table(agg: pd.DataFrame) -> Table:
@@ -119,11 +122,14 @@ def more_table(agg: pd.DataFrame) -> Table:
 
 
 def per_class_table(per_class: pd.DataFrame) -> Table:
-    """Task | Setup | Class | Test cases | Recall [CI]: how each class fares, rare ones included."""
+    """Task | Setup | [Train %] | Class | Test cases | Recall [CI]: how each class fares, rare ones included."""
     per_class = per_class.reset_index(drop=True)
-    header = ["Task", "Setup", "Class", "Test cases", "Recall"]
-    rows = [[r["task"], r["setup"], str(r["class"]), str(int(r["n_test"])),
-             ci_cell(r["recall"], r["recall_low"], r["recall_high"])] for _, r in per_class.iterrows()]
+    # A setup run on a fraction of the training data keeps its name: the fraction tells its rows apart.
+    with_fraction = bool(len(per_class)) and _fractions_vary(per_class)
+    header = ["Task", "Setup"] + (["Train %"] if with_fraction else []) + ["Class", "Test cases", "Recall"]
+    rows = [[r["task"], r["setup"]] + ([fmt_number(r["train_fraction"], 0, 100)] if with_fraction else [])
+            + [str(r["class"]), str(int(r["n_test"])), ci_cell(r["recall"], r["recall_low"], r["recall_high"])]
+            for _, r in per_class.iterrows()]
     caption = ("Per-class recall (sensitivity for each class) on test in %, with the 95% CI of the main table's "
                "method for that setup. Test cases: images of the class in the test split (for cross-validation, "
                "in all folds' held-out parts).")
@@ -174,16 +180,16 @@ def _params(n: float | None) -> str:
 def cost_table(runs: pd.DataFrame) -> Table:
     """Per run: feature-extraction and training seconds, throughput, peak memory and parameter count."""
     runs = runs.reset_index(drop=True)
-    header = ["Task", "Backbone", "Freeze", "Train %", "Seed", "Fold", "Extract (s)", "Train (s)", "Images/s",
+    header = ["Task", "Backbone", "Mode", "Train %", "Seed", "Fold", "Extract (s)", "Train (s)", "Images/s",
               "Peak memory (MB)", "Parameters"]
-    # The model name carries the other varied settings (lr=…, k-fold CV), so reruns of distinct setups stay apart.
-    rows = [[r["task"], r.get("model") or r["backbone"], freeze_label(r["mode"], r["head"]),
+    # The Mode cell carries the other varied settings (lr=…, k-fold CV), so reruns of distinct setups stay apart.
+    rows = [[r["task"], *setup_cells(r),
              fmt_number(r["train_fraction"], 0, 100), str(r["seed"]),
              str(int(r["fold"])) if int(r.get("folds") or 0) >= 2 else DASH, _seconds(r, "extract_seconds"),
              _seconds(r, "train_seconds"), fmt_number(r.get("images_per_second"), 1),
              fmt_number(r.get("peak_memory_mb"), 0), _params(r.get("n_params"))] for _, r in runs.iterrows()]
     caption = f"Cost per run ({DASH}: not recorded). Extraction is the frozen backbone's one forward pass over the data."
-    columns = ["task", "backbone", "model", "mode", "head", "train_fraction", "seed", "fold", "extract_seconds",
+    columns = ["task", "setup", "backbone", "model", "mode", "head", "train_fraction", "seed", "fold", "extract_seconds",
                "train_seconds", "images_per_second", "peak_memory_mb", "n_params", "cache_hit", "run_dir"]
     return Table(header, rows, caption, runs.reindex(columns=columns), [], _group_starts(runs["task"]), False)
 
