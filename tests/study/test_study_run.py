@@ -142,15 +142,52 @@ def test_resume_after_a_new_option_was_added_reruns_nothing(tmp_path, checkpoint
     assert {p.parent.name: p.stat().st_mtime_ns for p in (tmp_path / "out" / "runs").glob("*/DONE")} == finished
 
 
-def test_dry_run_prints_the_grid_and_runs_nothing(tmp_path, checkpoint, capsys):
+@pytest.fixture
+def short_calibration(monkeypatch) -> None:
+    """A one-second calibration budget: each measurement still times a warm-up and one batch."""
+    import medtransfer.study.cost as cost
+
+    monkeypatch.setattr(cost, "BUDGET_SECONDS", 1.0)
+
+
+def test_dry_run_prints_the_grid_and_runs_nothing(tmp_path, checkpoint, capsys, short_calibration):
+    """The plan is a result, on stdout: every run with a measured low–high time, the machine and the total."""
     from medtransfer.progress import Reporter
 
     outcome = run_study(write_study(tmp_path, checkpoint, [0]), tmp_path / "out", dry_run=True, reporter=Reporter())
-    printed = capsys.readouterr().err
-    assert "3 runs" in printed and "TFLOP" in printed and "remaining" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "3 runs" in printed and "measured on this machine" in printed and "remaining: 3 run(s)" in printed
+    assert "3 runs" not in captured.err  # progress only on stderr
     for spec in outcome.specs:
         assert spec.label in printed
+        estimate = outcome.plan.estimates[spec.run_id]
+        assert 0 < estimate.low < estimate.high
+    # The two frozen runs share one extraction: only the first one's forward passes are counted.
+    frozen = [outcome.plan.works[s.run_id] for s in outcome.specs if s.config.mode == "frozen"]
+    assert [w.infer for w in frozen] == [120, 0]
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_resumed_dry_run_estimates_only_what_is_left(tmp_path, checkpoint, monkeypatch, capsys, short_calibration):
+    """Finished runs are listed as done and neither timed nor counted in the remaining total."""
+    import medtransfer.study.cost as cost
+    import medtransfer.study.run as study_run
+
+    timed: list[tuple] = []  # measurements stubbed: this test is about which runs are estimated
+    monkeypatch.setattr(cost, "_measure", lambda key, *rest: timed.append(key) or cost.Rate(1.0, 2.0))
+
+    study = write_study(tmp_path, checkpoint, [0])
+    first = run_study(study, tmp_path / "out", dry_run=True)
+    done = {first.specs[0].run_id}
+    monkeypatch.setattr(study_run, "is_complete", lambda path: Path(path) == Path(first.specs[0].config.out))
+    timed.clear()
+    resumed = run_study(study, tmp_path / "out", dry_run=True)
+    assert set(resumed.plan.estimates) == {s.run_id for s in first.specs} - done
+    # The finished frozen run was the one to extract features (the other one reads them): no extraction is timed.
+    extraction = cost.measurement_keys(first.specs[0].config, {"train": 0, "val": 0})["infer"]
+    assert first.specs[0].config.mode == "frozen" and extraction not in timed
+    assert "remaining: 2 run(s)" in capsys.readouterr().out
 
 
 # --- A study folder holds one study; every dataset is checked before the first run ---

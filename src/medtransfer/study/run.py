@@ -6,6 +6,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import yaml
@@ -14,12 +15,15 @@ from rich.table import Table
 
 from medtransfer.atomic import atomic_path, atomic_write_text
 from medtransfer.errors import UserError
-from medtransfer.progress import Reporter
+from medtransfer.progress import Reporter, make_console
 from medtransfer.rundir import is_complete, remove_stale_leftovers
-from medtransfer.study.executors import cache_group, check_executor, execute
+from medtransfer.study.executors import check_executor, execute
 from medtransfer.study.grid import RunSpec, expand
 from medtransfer.study.preflight import preflight
 from medtransfer.study.schema import Study, load_study, read_yaml
+
+if TYPE_CHECKING:  # the cost module imports torch; a dry run loads it only when asked
+    from medtransfer.study.cost import Estimate, Plan
 
 
 @dataclass
@@ -31,28 +35,36 @@ class StudyOutcome:
     skipped: int
     ran: int
     report: Path | None
+    plan: Plan | None = None  # a dry run's estimates
 
 
-def print_plan(specs: list[RunSpec], done: set[str], counts: dict[str, dict[str, int]], reporter: Reporter) -> None:
-    """The grid with each run's status and estimated cost (from FLOPs), and the total."""
-    from medtransfer.study.cost import measured_flops_per_second, run_cost
+def print_plan(specs: list[RunSpec], done: set[str], counts: dict[str, dict[str, int]], reporter: Reporter) -> Plan:
+    """The grid with each run's status and its time measured on this machine (low–high), and the total remaining,
+    on stdout (a result); the calibration's progress line goes to the reporter."""
+    from medtransfer.study.cost import estimate_study, method_note
 
-    speed = measured_flops_per_second()
-    table = Table(title=f"{len(specs)} runs ({len(done)} finished); cost from backbone FLOPs at "
-                        f"{speed / 1e9:.0f} GFLOP/s measured here")
-    for column in ("run", "status", "TFLOP", "est. time"):
+    reporter.log(f"dry run: timing each distinct backbone of {len(specs) - len(done)} run(s) on this machine "
+                 "(random weights)")
+    plan = estimate_study(specs, done, counts)
+    calibration = plan.calibration
+    table = Table(title=f"{len(specs)} runs ({len(done)} finished); time measured on this machine "
+                        f"({calibration.machine}) in {calibration.seconds:.0f} s", caption=method_note())
+    for column in ("run", "status", "images: train steps / forward only", "est. time"):
         table.add_column(column, no_wrap=True)
-    seen_groups, total = set(), 0.0
     for spec in specs:
-        group = cache_group(spec.config)
-        flops = run_cost(spec, counts[spec.config.task], group not in seen_groups)
-        seen_groups.add(group)
-        status = "done" if spec.run_id in done else "to run"
-        total += flops if status == "to run" else 0.0
-        table.add_row(spec.label, status, f"{flops / 1e12:.2f}", _duration(flops / speed))
-    reporter.console.print(table)
-    reporter.console.print(f"remaining: {total / 1e12:.1f} TFLOP ≈ {_duration(total / speed)} on this machine "
-                           "(a GPU is typically 50–500× faster)", markup=False)
+        work = plan.works[spec.run_id]
+        passes = f"{work.train:,} / {work.infer:,}" + (f" + {work.head_epochs} head epochs" if work.head_epochs else "")
+        estimate = plan.estimates.get(spec.run_id)
+        table.add_row(spec.label, "to run" if estimate else "done", passes, _range(estimate) if estimate else "-")
+    console = make_console()
+    console.print(table)
+    console.print(f"remaining: {len(plan.estimates)} run(s), {_range(plan.total)} on this machine",
+                  markup=False, highlight=False)
+    return plan
+
+
+def _range(estimate: Estimate) -> str:
+    return f"{_duration(estimate.low)}–{_duration(estimate.high)}"
 
 
 def _duration(seconds: float) -> str:
@@ -140,8 +152,7 @@ def run_study(study: Study | Path | str, out: Path | str | None = None, resume: 
                         "pass --resume to continue it, or choose another --out")
     counts = preflight(specs)
     if dry_run:
-        print_plan(specs, done, counts, reporter)
-        return StudyOutcome(out, specs, len(done), 0, None)
+        return StudyOutcome(out, specs, len(done), 0, None, print_plan(specs, done, counts, reporter))
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     _clean(runs_dir)
