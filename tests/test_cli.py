@@ -270,3 +270,48 @@ def test_usage_errors_are_one_line_and_exit_2(argv):
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: medtransfer") and "--help" in lines[0]
+
+
+# --- Results on stdout, progress and status on stderr ---
+
+STUDY = """
+name: two-heads
+datasets: {syn: {data: "synthetic:n=60,size=16,groups=30"}}
+backbones: [{name: resnet18, image_size: 32, weights: none}]
+modes: {frozen: {heads: [linear, knn], epochs: 3}}
+train: {bootstrap: 100, workers: 0, cache_dir: CACHE}
+"""
+
+
+def test_train_prints_its_table_and_path_on_stdout_and_its_epochs_on_stderr(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run([CLI, "train", TINY, *[a for a in FAST if a != "-q"], "--mode", "frozen", "--workers", "0",
+                           "--cache-dir", str(tmp_path / "c"), "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "95% CI" in done.stdout and "AUROC" in done.stdout and done.stdout.splitlines()[-1] == str(out)
+    assert "epoch 1/2: train loss" in done.stderr and "best epoch" in done.stderr and "95% CI" not in done.stderr
+    assert "\x1b" not in done.stdout + done.stderr  # piped: no colours, no bars, no cursor movement
+    assert "best epoch" not in done.stdout
+
+
+def test_run_ends_with_the_results_table_on_stdout(tmp_path, monkeypatch, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(STUDY.replace("CACHE", str(tmp_path / "cache")))
+    code, stdout, stderr = run_cli(["run", str(study), "--out", str(tmp_path / "out")], monkeypatch, capsys)
+    assert code == 0, stderr
+    table = stdout.split("test split")[1]
+    assert "head" in table and "linear" in table and "knn" in table  # two heads: a head column
+    assert "task" not in table.splitlines()[1]  # one task: no task column
+    assert "2 run(s) in" in stdout and stdout.splitlines()[-1] == str(tmp_path / "out" / "report")
+    assert "[1/2]" in stderr and "best epoch" in stderr and "best k" in stderr and "test split" not in stderr
+    for run_dir in (tmp_path / "out" / "runs").iterdir():
+        assert "best " in (run_dir / "train.log").read_text()
+
+
+def test_quiet_run_prints_only_the_report_path(tmp_path, monkeypatch, capsys):
+    study = tmp_path / "s.yaml"
+    study.write_text(STUDY.replace("CACHE", str(tmp_path / "cache")).replace("[linear, knn]", "[knn]"))
+    code, stdout, stderr = run_cli(["run", str(study), "--out", str(tmp_path / "out"), "-q"], monkeypatch, capsys)
+    assert code == 0, stderr
+    assert (stdout, stderr) == (f"{tmp_path / 'out' / 'report'}\n", "")

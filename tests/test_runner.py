@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from importlib.metadata import version
 
 import numpy as np
 import pandas as pd
@@ -16,19 +18,20 @@ from medtransfer.evaluation.metric_registry import METRICS
 from medtransfer.runner import train
 
 
-def run(tmp_path, name, **values):
+def run(tmp_path, name, reporter=None, **values):
     values.setdefault("cache_dir", str(tmp_path / "cache"))
     values.setdefault("bootstrap", 200)
     values.setdefault("workers", 0)
-    return train(parse_config({"out": str(tmp_path / name), **values}))
+    return train(parse_config({"out": str(tmp_path / name), **values}), reporter)
 
 
 def test_frozen_run_writes_the_contract(tmp_path):
     outcome = run(tmp_path, "r", data="synthetic:n=120,size=24,groups=40,classes=3", backbone="resnet18",
                   weights="none", image_size=32, epochs=5)
     d = outcome.run_dir.path
-    assert sorted(p.name for p in d.iterdir()) == ["DONE", "config.yaml", "head.safetensors", "history.csv",
-                                                   "metrics.json", "patient_predictions.csv", "predictions.csv"]
+    assert sorted(p.name for p in d.iterdir()) == ["DONE", "config.yaml", "environment.json", "head.safetensors",
+                                                   "history.csv", "metrics.json", "patient_predictions.csv",
+                                                   "predictions.csv", "train.log"]
     m = json.loads((d / "metrics.json").read_text())
     for split in ("val", "test"):
         # every metric of a 3-class nominal task: no binary operating point, no quadratic kappa
@@ -96,6 +99,39 @@ def test_ham10000_full_metadata_with_skip_missing(tmp_path, shared_data):
                   test_fraction=0.3, val_fraction=0.3, allow_missing_classes=True)
     assert any("9891" in note for note in outcome.metrics.notes)
     assert outcome.metrics.n_train + outcome.metrics.n_val + outcome.metrics.n_test == 124
+
+
+# --- What a run printed (train.log), what its listeners got (every history row) and where it came from ---
+
+@pytest.mark.parametrize(("mode", "extra"), [("frozen", {"epochs": 25}), ("frozen", {"head": "knn"}),
+                                             ("frozen", {"epochs": 4, "head_sweep": True}),
+                                             ("finetune", {"epochs": 2, "batch_size": 16})])
+def test_listeners_get_every_history_row_and_train_log_holds_what_was_printed(tmp_path, monkeypatch, mode, extra):
+    from medtransfer.progress import Reporter
+
+    monkeypatch.setattr("sys.argv", ["medtransfer", "train", "synthetic:n=60,size=16", "--seed", "3"])
+    reporter, rows = Reporter(quiet=True), []  # quiet silences the terminal, not the record
+    with reporter.listen(rows.append):
+        outcome = run(tmp_path, "r", reporter, data="synthetic:n=60,size=16", backbone="resnet18", weights="none",
+                      image_size=32, mode=mode, seed=3, **extra)
+    d, best = outcome.run_dir.path, outcome.metrics.best_epoch
+    history = pd.read_csv(d / "history.csv")
+    pd.testing.assert_frame_equal(pd.DataFrame(rows), history, check_dtype=False)
+    log = (d / "train.log").read_text()
+    assert "\x1b" not in log and "95% CI" in log  # plain text, ending in the metrics table
+    assert "synthetic:n=60,size=16: 60 samples" in log and "duplicates:" in log
+    lines = log.splitlines()
+    if "k" in history:
+        assert [line for line in lines if line.startswith("k ")] == [f"k {k}: " + line.split(": ", 1)[1]
+                                                                     for k, line in zip(history.k, lines[3:])]
+        assert f"best k {best} (val_auroc " in log
+    else:
+        shown = [int(m.group(1)) for m in map(re.compile(r"epoch (\d+)/\d+: train loss").match, lines) if m]
+        assert shown[0] == 1 and shown[-1] == len(history) and len(shown) <= 12
+        assert f"best epoch {best} (val_auroc {history.val_metric[best - 1]:.4f})" in log
+    env = json.loads((d / "environment.json").read_text())
+    assert env["seed"] == 3 and env["command"] == ["medtransfer", "train", "synthetic:n=60,size=16", "--seed", "3"]
+    assert env["device"].startswith("cpu") and env["packages"]["torch"] == version("torch")
 
 
 def test_finetune_is_deterministic_per_seed(tmp_path):

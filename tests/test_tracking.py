@@ -178,3 +178,38 @@ def test_rows_become_steps_and_numeric_scalars() -> None:
     assert tracking.scalars({"epoch": 3, "train_loss": 0.5, "note": "x", "val_loss": None}) == (3, {"train_loss": 0.5})
     assert tracking.scalars({"k": 10, "val_metric": np.float64(0.7)}) == (10, {"knn/val_metric": 0.7})
     assert tracking.flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": "[1, 2]", "d": "None"}
+
+
+@pytest.mark.parametrize("kind", ["tensorboard", "mlflow"])
+def test_a_run_logs_what_its_history_csv_holds(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through `train` itself: every history.csv row and the run's test metrics, read back from the run folder."""
+    from medtransfer import TrainConfig, train
+    from medtransfer.config import task_name
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = TrainConfig(data="synthetic:n=60,size=16,seed=1", backbone="resnet18", weights="none", image_size=16,
+                      epochs=4, bootstrap=100, workers=0, cache_dir=str(tmp_path / "cache"), tracker=kind,
+                      out=str(tmp_path / "run"))
+    result = train(cfg)
+    saved = result.run_dir.history()
+    columns = [c for c in saved.columns if c != "epoch" and saved[c].notna().all()]
+    assert len(saved) == 4 and {"train_loss", "val_loss", "val_metric"} <= set(columns)
+    if kind == "tensorboard":
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(result.run_dir.path / tracking.TENSORBOARD_DIR))
+        events.Reload()
+        logged = {column: events.Scalars(column) for column in columns}
+        test_auroc = events.Scalars("test_auroc")[0].value
+    else:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{result.run_dir.path / tracking.MLFLOW_DB}")
+        experiment = client.get_experiment_by_name(task_name(cfg.task, cfg.data))  # one experiment per task
+        (run,) = client.search_runs([experiment.experiment_id])
+        assert run.info.status == "FINISHED" and run.data.params["backbone"] == "resnet18"
+        logged = {column: client.get_metric_history(run.info.run_id, column) for column in columns}
+        test_auroc = run.data.metrics["test_auroc"]
+    for column in columns:
+        assert_logged(logged[column], saved["epoch"], saved[column])
+    assert test_auroc == pytest.approx(result.metrics.test["auroc"].value, rel=1e-6)

@@ -3,6 +3,7 @@ good, so that bad input fails before torch and the models are loaded (seconds on
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from medtransfer.evaluation.prediction_tables import EVAL_SPLITS
 from medtransfer.models.adapt import add_lora, enable_grad_checkpointing, freeze_blocks, frozen_norm_eval, merge_lora
 from medtransfer.models.backbone import Backbone, build_backbone
 from medtransfer.models.weights import check_weights_arg, weights_identity
-from medtransfer.progress import Reporter
+from medtransfer.progress import Reporter, shown_epochs
+from medtransfer.provenance import device_name
 from medtransfer.rundir import RunWriter, WeightsKind
 
 EXTRACT_BATCH_CUDA = 1024  # first try; halved on out-of-memory
@@ -41,6 +43,7 @@ class Fitted:
     timing: dict
     extra: dict = field(default_factory=dict)  # mode-specific results for metrics.json (e.g. the head sweep)
     resolved: dict = field(default_factory=dict)  # what the backbone resolved, for config.yaml
+    device: str = ""  # where it ran, with the hardware's name (environment.json; config.yaml keeps --device)
 
     def save_weights(self, writer: RunWriter) -> None:
         """The head's or the model's tensors as safetensors files of the run."""
@@ -67,7 +70,7 @@ def _data_path(cfg: TrainConfig, table: SampleTable, backbone: Backbone, device:
     pre = backbone.preprocess
     if not cfg.image_cache:
         return DataPath(table, pre, device, cfg.workers), {}
-    with reporter.task(f"decode images ({pre.size}px)", len(table)) as advance:
+    with reporter.task(f"decode images ({pre.size}px)", len(table), "images") as advance:
         path, timing = cached_images(cache_root(cfg.cache_dir), table, pre, cfg.workers, advance)
     return DataPath(table, pre, device, cfg.workers, path), timing
 
@@ -88,7 +91,7 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
         batch = EXTRACT_BATCH_CUDA if device.type == "cuda" else max(cfg.batch_size, 64)
         image_timing.update(extract_table(backbone, table, out, device, cfg.workers, batch, images,
                                           lambda b: reporter.task(f"extract {backbone.timm_name} (batch {b})",
-                                                                  len(table))))
+                                                                  len(table), "images")))
 
     features, timing = cached_features(feature_cache(cache_root(cfg.cache_dir)), key,
                                        (len(table), backbone.num_features), fill)
@@ -104,6 +107,7 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     train_x = np.asarray(features[rows["train"]], dtype=np.float32)  # heads train on features held in memory
     head.fit(train_x, y[rows["train"]], features[rows["val"]], y[rows["val"]], len(table.classes))
     timing["train_seconds"] = round(time.perf_counter() - start, 3)
+    report_head_history(reporter, head.history_, head.best_epoch_, cfg)
     probs = {s: head.predict_proba(features[rows[s]]) for s in EVAL_SPLITS}
     name = probe_entry(cfg).weights_kind
     # How a sweep or kNN chose its head goes into metrics.json: every (lr, weight decay) head, or every k.
@@ -112,7 +116,7 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     return Fitted(probs, head.history_, head.best_epoch_, {name: head.module_.state_dict()}, timing, extra)
 
 
-def _adapt(cfg: TrainConfig, backbone: Backbone) -> Callable[[], None] | None:
+def adapt(cfg: TrainConfig, backbone: Backbone) -> Callable[[], None] | None:
     """Partial fine-tuning, LoRA and checkpointing; returns what keeps frozen norm layers frozen in training."""
     if cfg.grad_checkpointing:
         enable_grad_checkpointing(backbone)
@@ -127,19 +131,21 @@ def _adapt(cfg: TrainConfig, backbone: Backbone) -> Callable[[], None] | None:
 def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
               device: torch.device, reporter: Reporter) -> Fitted:
     model = Classifier(backbone, len(table.classes), cfg.head)
-    train_mode = _adapt(cfg, backbone)
+    train_mode = adapt(cfg, backbone)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     settings = from_config(FinetuneSettings, cfg)
     data, timing = _data_path(cfg, table, backbone, device, reporter)
     start = time.perf_counter()
+    batches = math.ceil(len(rows["train"]) / cfg.batch_size)  # the train loader keeps its last, short batch
 
     def on_epoch(row: dict) -> None:
-        advance(1)
-        reporter.log(f"epoch {row['epoch']}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss "
-                     f"{row['val_loss']:.4f}, {cfg.select} {row['val_metric']:.4f} ({row['seconds']:.0f} s)")
+        reporter.epoch(row, cfg.epochs, cfg.select)
+        if row["epoch"] < cfg.epochs:
+            advance.restart(f"fine-tune epoch {row['epoch'] + 1}/{cfg.epochs}")
 
-    with reporter.task("fine-tune epochs", cfg.epochs) as advance:
-        history, best = finetune(model, data, rows["train"], rows["val"], settings, on_epoch, train_mode)
+    with reporter.task(f"fine-tune epoch 1/{cfg.epochs}", batches, "batches", cfg.batch_size) as advance:
+        history, best = finetune(model, data, rows["train"], rows["val"], settings, on_epoch, train_mode, advance)
+    reporter.best(history, best, cfg.select)
     seconds = time.perf_counter() - start
     seen = len(rows["train"]) * len(history) + len(rows["val"]) * len(history)
     timing |= {"train_seconds": round(seconds, 3), "images_per_second": round(seen / max(seconds, 1e-9), 2),
@@ -150,6 +156,15 @@ def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: di
         merge_lora(backbone)  # plain timm keys again: `predict` rebuilds the model without peft
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return Fitted(probs, history, best, {"model": state}, timing)
+
+
+def report_head_history(reporter: Reporter, history: list[dict], best: int, cfg: TrainConfig) -> None:
+    """A probe's rows once fitted (heads train in seconds): every row to listeners, about ten lines, the best."""
+    shown = shown_epochs(len(history))
+    total = cfg.epochs if history and "epoch" in history[0] else None  # kNN rows are per k, not per epoch
+    for index, row in enumerate(history, start=1):
+        reporter.epoch(row, total, cfg.select, show=shown(index))
+    reporter.best(history, best, cfg.select)
 
 
 def fit(cfg: TrainConfig, table: SampleTable, rows: dict[str, np.ndarray], reporter: Reporter) -> Fitted:
@@ -164,6 +179,7 @@ def fit(cfg: TrainConfig, table: SampleTable, rows: dict[str, np.ndarray], repor
     run_mode = _frozen if cfg.mode == "frozen" else _finetune
     fitted = run_mode(cfg, backbone, table, rows, device, reporter)
     fitted.timing.update(resource_use(backbone, device))
+    fitted.device = device_name(device)
     fitted.resolved = {"image_size": backbone.preprocess.size, "timm_name": backbone.timm_name,
                        "preprocess": backbone.preprocess.as_dict(), "pooling_resolved": backbone.pooling,
                        "weights_identity": weights_identity(cfg.weights, backbone.timm_name, cfg.seed)}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,7 +19,7 @@ from medtransfer.data.dedup import Deduplicated, apply_dedup
 from medtransfer.data.duplicate_hashes import hash_workers
 from medtransfer.data.duplicate_record import log_line
 from medtransfer.data.duplicate_scan import scan_table
-from medtransfer.data.load import load_table, split_plan
+from medtransfer.data.load import load_table, resolve_positive_class, split_plan
 from medtransfer.data.splits import assign_splits, missing_classes
 from medtransfer.data.table import SampleTable
 from medtransfer.engine.cache import cache_root
@@ -24,7 +27,10 @@ from medtransfer.engine.workers import default_workers
 from medtransfer.evaluation.prediction_tables import EVAL_SPLITS, patient_predictions, patient_table, prediction_table
 from medtransfer.evaluation.scoring import check_finite, evaluate
 from medtransfer.progress import Reporter
-from medtransfer.rundir import RunDir, RunMetrics, RunWriter, fresh_run_dir
+from medtransfer.provenance import environment_record
+from medtransfer.result_tables import metrics_table  # the terminal's table: the log reads as the screen did
+from medtransfer.rundir import LOG_FILE, RunDir, RunMetrics, RunWriter, fresh_run_dir
+from medtransfer.tracking import Tracker, check_tracker, tracking
 
 if TYPE_CHECKING:  # fitting imports torch, which a run loads only once its data passed every check
     from medtransfer.fitting import Fitted
@@ -53,25 +59,56 @@ class SplitData:
 def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     """Run one configuration and write its run directory; bad input raises UserError before anything is kept."""
     reporter = reporter or Reporter(quiet=True)
-    started = time.perf_counter()
+    check_tracker(cfg.tracker)  # a missing extra fails before any work
     cfg = cfg.model_copy(update={"workers": default_workers() if cfg.workers is None else cfg.workers})
     out = Path(cfg.out) if cfg.out else default_out(cfg)
+    cfg = cfg.model_copy(update={"out": str(out)})
     with RunWriter(out) as writer:  # validates and locks --out before the long work
-        data = load_and_split(cfg, reporter)
-        # Torch and the models load only now, once the data passed every check: bad input fails in about a second.
-        from medtransfer.fitting import fit
-
-        fitted = fit(cfg, data.table, data.rows, reporter)
-        check_finite(fitted.probs)
-        cfg = cfg.model_copy(update={"image_size": fitted.resolved["image_size"]})
-        eval_start = time.perf_counter()
-        sections = evaluate(cfg, data.table, data.frame, data.rows, fitted.probs, reporter)
-        fitted.timing |= {"eval_seconds": round(time.perf_counter() - eval_start, 3),
-                          "total_seconds": round(time.perf_counter() - started, 3), "hash_seconds": data.hash_seconds}
-        record = RunMetrics.build(sections | run_summary(data, fitted))
-        write_run(writer, cfg.model_copy(update={"out": str(out)}), data, fitted, record)
+        # The log and the tracker close before the commit: their files land with the run, atomically.
+        with reporter.record(writer.path(LOG_FILE)), tracked(cfg, writer.staging, out.name, reporter) as tracker:
+            record = train_into(writer, cfg, reporter, tracker)
         run_dir = writer.commit()
     return TrainResult(RunDir(run_dir), record)
+
+
+def train_into(writer: RunWriter, cfg: TrainConfig, reporter: Reporter, tracker: Tracker | None) -> RunMetrics:
+    """The data flow of one run into the writer's staging folder: load → split → fit → evaluate → write."""
+    started, started_at = time.perf_counter(), datetime.now(UTC)
+    data = load_and_split(cfg, reporter)
+    # Torch and the models load only now, once the data passed every check: bad input fails in a second.
+    from medtransfer.fitting import fit
+
+    fitted = fit(cfg, data.table, data.rows, reporter)
+    check_finite(fitted.probs)
+    cfg = cfg.model_copy(update={"image_size": fitted.resolved["image_size"]})
+    eval_start = time.perf_counter()
+    sections = evaluate(cfg, data.table, data.frame, data.rows, fitted.probs, reporter)
+    fitted.timing |= {"eval_seconds": round(time.perf_counter() - eval_start, 3),
+                      "total_seconds": round(time.perf_counter() - started, 3), "hash_seconds": data.hash_seconds}
+    record = RunMetrics.build(sections | run_summary(data, fitted))
+    log_metrics(reporter, record)
+    if tracker is not None:
+        tracker.log_final(final_metrics(record))
+    write_run(writer, cfg, data, fitted, record, started_at)
+    return record
+
+
+@contextmanager
+def tracked(cfg: TrainConfig, folder: Path, name: str, reporter: Reporter) -> Iterator[Tracker | None]:
+    """The run's --tracker (None for none): its settings logged first, then every history row as it is made."""
+    with tracking(cfg.tracker, folder, name, experiment=task_name(cfg.task, cfg.data)) as tracker:
+        if tracker is None:
+            yield None
+            return
+        tracker.log_params(cfg.model_dump() | {"task": task_name(cfg.task, cfg.data)})
+        with reporter.listen(tracker.log_epoch):
+            yield tracker
+
+
+def final_metrics(record: RunMetrics) -> dict[str, float]:
+    """A run's val and test metrics (point values on the whole split) as `val_auroc`, `test_auroc`, …"""
+    return {f"{split}_{name}": interval.value for split, metrics in (("val", record.val), ("test", record.test))
+            for name, interval in metrics.items()}
 
 
 def default_out(cfg: TrainConfig) -> Path:
@@ -100,7 +137,7 @@ def load_and_split(cfg: TrainConfig, reporter: Reporter) -> SplitData:
 
 def deduplicate(cfg: TrainConfig, table: SampleTable, reporter: Reporter) -> Deduplicated:
     """Exact and near-duplicate images (hashes cached with the decoded images), and the --dedup action on them."""
-    with reporter.task("hash images (duplicates)", len(table)) as advance:
+    with reporter.task("hash images (duplicates)", len(table), "images") as advance:
         scan = scan_table(table, cache_root(cfg.cache_dir), hash_workers(cfg.workers), progress=advance)
     return apply_dedup(table, scan, cfg.dedup)
 
@@ -116,10 +153,19 @@ def run_summary(data: SplitData, fitted: Fitted) -> dict:
     return summary
 
 
-def write_run(writer: RunWriter, cfg: TrainConfig, data: SplitData, fitted: Fitted, record: RunMetrics) -> None:
+def log_metrics(reporter: Reporter, record: RunMetrics) -> None:
+    """The run's metrics table into its train.log (the `train` command prints the same table on stdout)."""
+    reporter.result(metrics_table(record), terminal=False)
+
+
+def write_run(writer: RunWriter, cfg: TrainConfig, data: SplitData, fitted: Fitted, record: RunMetrics,
+              started: datetime) -> None:
     """Every file of the run into the writer's staging folder (committed, DONE last, by the caller)."""
     resolved = {k: v for k, v in fitted.resolved.items() if k != "image_size"}
-    writer.write_config(cfg.model_dump() | {"task": task_name(cfg.task, cfg.data)} | resolved)
+    # The positive class as it ended up (the second class of a binary task, given or not), so the record says it.
+    named = {"task": task_name(cfg.task, cfg.data), "positive_class": resolve_positive_class(cfg, data.table)}
+    writer.write_config(cfg.model_dump() | named | resolved)
+    writer.write_environment(environment_record(cfg, fitted.device, started))
     writer.write_metrics(record)
     writer.write_predictions(prediction_table(data.table, data.frame, data.rows, fitted.probs))
     if data.table.has_groups:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,7 +14,12 @@ from medtransfer.cli.signals import run_app
 from medtransfer.config import Device, TrainConfig, fields_in
 from medtransfer.study.executors import Executor
 
+if TYPE_CHECKING:
+    from medtransfer.progress import Reporter
+    from medtransfer.study.run import StudyOutcome
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Which pretrained backbone and transfer mode works best on your medical images.")
 
 Opt = typer.Option
@@ -45,15 +51,14 @@ def train(**values: Any) -> None:
     from medtransfer.config import parse_config
 
     cfg = parse_config(values, "medtransfer train")  # before torch is imported: a bad option fails in a blink
-    from medtransfer.cli.render import print_metrics
+    from medtransfer.result_tables import metrics_table
     from medtransfer.progress import Reporter
     from medtransfer.runner import train as run_train
 
     reporter = Reporter(quiet)
     outcome = run_train(cfg, reporter)
-    if not quiet:
-        print_metrics(reporter.console, outcome.metrics)
-    typer.echo(str(outcome.run_dir.path))
+    reporter.result(metrics_table(outcome.metrics))
+    typer.echo(str(outcome.run_dir.path))  # even when quiet: what a script captures
 
 
 @app.command()
@@ -72,8 +77,12 @@ def run(
     from medtransfer.progress import Reporter
     from medtransfer.study.run import run_study
 
-    outcome = run_study(study, out, resume, executor, address, dry_run, Reporter(quiet), replace_study)
-    typer.echo(str(outcome.report or outcome.out))
+    started, reporter = time.perf_counter(), Reporter(quiet)
+    outcome = run_study(study, out, resume, executor, address, dry_run, reporter, replace_study)
+    if dry_run:
+        return  # the plan is all a dry run prints
+    print_results(reporter, outcome, str(study), started)
+    typer.echo(str(outcome.report or outcome.out))  # even when quiet: what a script captures
 
 
 @app.command()
@@ -81,7 +90,7 @@ def report(
     runs_dir: Annotated[Path, typer.Argument(help="a study folder or any folder of run directories")],
     metric: Annotated[str, Opt(help="metric of the bar charts")] = "auroc",
 ) -> None:
-    """Tables (Markdown, LaTeX, CSV), figures (PNG) and report.html, in RUNS_DIR/report/."""
+    """Tables (Markdown, LaTeX, CSV), figures (PDF and 300 dpi PNG) and report.html, in RUNS_DIR/report/."""
     from medtransfer.report.build import build_report
 
     typer.echo(str(build_report(runs_dir, metric)))
@@ -104,7 +113,7 @@ def inspect(**values: Any) -> None:
 @app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
-    images: Annotated[list[Path], typer.Argument(help="image files")],
+    images: Annotated[list[Path], typer.Argument(help="image files, or folders of them (searched at any depth)")],
     output: Annotated[Path | None, Opt("--output", "-o", help="write a CSV here instead of stdout")] = None,
     device: Annotated[Device, Opt(help="where to run the model")] = "auto",
 ) -> None:
@@ -122,7 +131,7 @@ def predict(
 @app.command()
 def backbones() -> None:
     """The catalog, and whether each one's ImageNet/DINOv2 weights are available offline."""
-    from medtransfer.cli.render import print_catalog
+    from medtransfer.result_tables import print_catalog
 
     print_catalog()
 
@@ -133,9 +142,19 @@ def demo(
     quiet: Annotated[bool, Opt("--quiet", "-q")] = False,
 ) -> None:
     """A small offline study on synthetic images (weights: none), ending in a results table."""
-    from medtransfer.demo import run_demo
+    from medtransfer.demo import NOTE, TITLE, run_demo
+    from medtransfer.progress import Reporter
 
-    run_demo(out, quiet)
+    started, reporter = time.perf_counter(), Reporter(quiet)
+    print_results(reporter, run_demo(out, reporter), TITLE, started, NOTE)
+
+
+def print_results(reporter: Reporter, outcome: StudyOutcome, title: str, started: float, note: str = "") -> None:
+    """A finished study's results table and summary line on stdout: the same for `run` and `demo`."""
+    from medtransfer.result_tables import results_table, study_summary
+
+    reporter.result(results_table(outcome.specs, title))
+    reporter.result(" ".join(filter(None, (study_summary(outcome, time.perf_counter() - started), note))))
 
 
 def main() -> None:

@@ -3,6 +3,7 @@ unexpected errors keep their traceback."""
 
 from __future__ import annotations
 
+import difflib
 import os
 import signal
 import sys
@@ -58,13 +59,24 @@ def _interrupted(signum: int) -> None:
     sys.exit(128 + signum)
 
 
-def _usage_line(exc: typer.TyperException) -> str:
+def _message(exc: typer.TyperException) -> str:
+    """Click's message, with one "did you mean" for a misspelt option rather than a list of possibilities."""
+    possibilities = getattr(exc, "possibilities", None)
+    if possibilities:  # NoSuchOption: click found them with difflib; the closest is the suggestion
+        closest = difflib.get_close_matches(exc.option_name, possibilities, n=1, cutoff=0) or sorted(possibilities)
+        return f"{exc.message}; did you mean {closest[0]}?"
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    return message.replace("Value error, ", "")  # Typer checks a Literal choice with pydantic, which says so
+
+
+def _usage_line(exc: typer.TyperException, commands: set[str]) -> str:
     """A usage error as one line naming the command and its --help."""
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "medtransfer"
-    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-    message = message.replace("Value error, ", "")  # Typer checks a Literal choice with pydantic, which says so
-    return " ".join(f"{command}: {message} — see `{command} --help`".split())
+    if command == "medtransfer" and sys.argv[1:2] and sys.argv[1] in commands:
+        # Click's parser raises some errors (an option's missing value) before the subcommand's context exists.
+        command = f"medtransfer {sys.argv[1]}"
+    return " ".join(f"{command}: {_message(exc)} — see `{command} --help`".split())
 
 
 def run_app(app: typer.Typer) -> None:
@@ -82,7 +94,8 @@ def run_app(app: typer.Typer) -> None:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # usage errors (Typer vendors click: the click package's classes miss them)
         if type(exc).__name__ != "NoArgsIsHelpError":  # bare `medtransfer`: the help was the answer
-            typer.echo(f"error: {_usage_line(exc)}", err=True)
+            commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+            typer.echo(f"error: {_usage_line(exc, commands)}", err=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         _interrupted(signal.SIGINT)

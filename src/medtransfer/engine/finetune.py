@@ -55,8 +55,9 @@ class Step:
 
 
 def train_epoch(model: nn.Module, step: Step, batches: Iterable, inputs: InputPipeline,
-                train_mode: Callable[[], None] | None = None) -> tuple[float, int]:
-    """One pass over the training batches; returns (mean loss, images seen)."""
+                train_mode: Callable[[], None] | None = None,
+                on_batch: Callable[[int], None] | None = None) -> tuple[float, int]:
+    """One pass over the training batches, `on_batch(1)` after each; returns (mean loss, images seen)."""
     model.train()
     if train_mode:
         train_mode()
@@ -71,6 +72,8 @@ def train_epoch(model: nn.Module, step: Step, batches: Iterable, inputs: InputPi
             _optimizer_step(step)
         total += loss.detach() * len(y)  # summed on the device: no host sync per batch
         seen += len(y)
+        if on_batch:
+            on_batch(1)
     if seen and i % step.accumulate:  # the tail of an epoch that did not fill an accumulation window
         _optimizer_step(step)
     return total.item() / max(seen, 1), seen
@@ -111,10 +114,12 @@ def make_step(model: Classifier, settings: FinetuneSettings, train_targets: np.n
 
 def finetune(model: Classifier, data: DataPath, train_rows: np.ndarray, val_rows: np.ndarray,
              settings: FinetuneSettings, on_epoch: Callable[[dict], None] | None = None,
-             train_mode: Callable[[], None] | None = None) -> tuple[list[dict], int]:
+             train_mode: Callable[[], None] | None = None,
+             on_batch: Callable[[int], None] | None = None) -> tuple[list[dict], int]:
     """Train end to end; load the best epoch's weights into `model`; return (history, best epoch).
 
-    `train_mode` runs after `model.train()` each epoch (partial fine-tuning keeps frozen norm layers in eval).
+    `train_mode` runs after `model.train()` each epoch (partial fine-tuning keeps frozen norm layers in eval);
+    `on_batch(1)` after every training batch (the progress bar), `on_epoch(row)` after every epoch.
     """
     device = data.device
     model.to(device)
@@ -128,7 +133,7 @@ def finetune(model: Classifier, data: DataPath, train_rows: np.ndarray, val_rows
     tracker, history = BestEpoch(settings.select, settings.patience), []
     for epoch in range(1, settings.epochs + 1):
         start, lr = time.perf_counter(), step.optimizer.param_groups[0]["lr"]
-        train_loss, seen = train_epoch(model, step, loader, inputs, train_mode)
+        train_loss, seen = train_epoch(model, step, loader, inputs, train_mode, on_batch)
         train_seconds = time.perf_counter() - start
         check_loss(train_loss, epoch, history, settings.lr)  # before val: NaN probabilities would crash sklearn
         sched.step()

@@ -25,7 +25,7 @@ REPORT_DIR = "report"
 TIMING = ("extract_seconds", "train_seconds", "eval_seconds", "total_seconds", "images_per_second",
           "peak_memory_mb", "n_params", "cache_hit")
 # Where or how fast a run computed, or how its CI was drawn, never what it computed: not part of a setup.
-NOT_SETTINGS = ("out", "cache_dir", "workers", "device", "image_cache", "bootstrap", "compile",
+NOT_SETTINGS = ("out", "cache_dir", "workers", "device", "image_cache", "bootstrap", "compile", "tracker",
                 # resolved by the runner from the settings (`weights_identity` of `none` names the seed)
                 "timm_name", "preprocess", "pooling_resolved", "weights_identity")
 # The replicates of one setup: its seeds, and its folds when cross-validated.

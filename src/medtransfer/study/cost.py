@@ -24,7 +24,7 @@ from medtransfer.engine.optim import TrainingLoop
 from medtransfer.engine.pipeline import InputPipeline
 from medtransfer.engine.probes import make_probe, probe_name
 from medtransfer.fitting import EXTRACT_BATCH_CUDA
-from medtransfer.fitting import _adapt as adapt_like_the_run
+from medtransfer.fitting import adapt as adapt_like_the_run
 from medtransfer.models.backbone import Backbone, build_backbone
 from medtransfer.study.executors import cache_group
 from medtransfer.study.grid import RunSpec

@@ -1,0 +1,98 @@
+"""Terminal tables: one run's metrics, a study's results, and the backbone catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+from rich.text import Text
+
+from medtransfer.config import TrainConfig, task_name
+from medtransfer.evaluation.metric_registry import METRIC_REGISTRY, METRICS
+from medtransfer.report.render import metric_cell
+from medtransfer.rundir import RunDir
+
+if TYPE_CHECKING:
+    from medtransfer.rundir import RunMetrics
+    from medtransfer.study.grid import RunSpec
+    from medtransfer.study.run import StudyOutcome
+
+RESULT_METRICS = ("auroc", "accuracy")  # the study table's test columns: the paper's headline metrics
+NOT_FINISHED = "not finished"
+
+
+def metrics_table(metrics: RunMetrics) -> Table:
+    """Val and test metrics of one run with their 95% CIs, named and scaled as the metric registry declares."""
+    boot = metrics.bootstrap
+    table = Table(title=f"95% CI: percentile bootstrap over {boot.unit}s, {boot.n} resamples; shares in %")
+    table.add_column("metric")
+    for split, n in (("val", metrics.n_val), ("test", metrics.n_test)):
+        table.add_column(f"{split} (n={n})")
+    for name in METRICS:
+        if name in metrics.test:  # binary-only and ordinal-only metrics are absent elsewhere
+            label = METRIC_REGISTRY.get(name).label
+            table.add_row(label, metric_cell(name, metrics.val[name]), metric_cell(name, metrics.test[name]))
+    return table
+
+
+def _head(cfg: TrainConfig) -> str:
+    return f"{cfg.head} sweep" if cfg.head_sweep else cfg.head
+
+
+# Settings that tell a study's runs apart beyond backbone and mode: a column only where they vary (the task before
+# the backbone, as in the paper's table).
+VARYING = {"task": lambda c: task_name(c.task, c.data), "head": _head, "fraction": lambda c: f"{c.train_fraction:g}",
+           "fold": lambda c: str(c.fold), "seed": lambda c: str(c.seed)}
+
+
+def _finished(spec: RunSpec) -> RunMetrics | None:
+    """The run's metrics, or None while it has no DONE (failed, interrupted or not run yet)."""
+    run = RunDir(Path(spec.config.out))
+    return run.metrics() if run.is_complete() else None
+
+
+def _best(record: RunMetrics, cfg: TrainConfig) -> str:
+    return f"k {record.best_epoch}" if cfg.mode == "frozen" and cfg.head == "knn" else str(record.best_epoch)
+
+
+def results_table(specs: list[RunSpec], title: str) -> Table:
+    """One row per run of a study: backbone, mode, what varies, test AUROC and accuracy with CIs, best epoch."""
+    records = [_finished(spec) for spec in specs]
+    units = sorted({r.bootstrap.unit for r in records if r is not None})
+    varying = [n for n, value in VARYING.items() if len({value(s.config) for s in specs}) > 1]
+    # Text, not markup: a study's path may hold [brackets].
+    table = Table(title=Text(f"{title}: test split, % with 95% CI (bootstrap over {' or '.join(units) or '?'}s)"))
+    task, rest = [n for n in varying if n == "task"], [n for n in varying if n != "task"]  # the task leads
+    for column in (*task, "backbone", "mode", *rest, *(f"test {METRIC_REGISTRY.get(m).label}" for m in RESULT_METRICS),
+                   "best epoch"):
+        table.add_column(column, no_wrap=True)
+    for spec, record in zip(specs, records, strict=True):
+        cfg = spec.config
+        cells = [metric_cell(m, record.test[m]) for m in RESULT_METRICS] if record else [NOT_FINISHED] * 2
+        best = _best(record, cfg) if record else "–"
+        table.add_row(*(VARYING[n](cfg) for n in task), cfg.backbone, cfg.mode, *(VARYING[n](cfg) for n in rest),
+                      *cells, best)
+    return table
+
+
+def study_summary(outcome: StudyOutcome, seconds: float) -> str:
+    """'4 run(s) in 63 s, 0 reused, 1 not finished. Report: PATH', the line under a study's results table."""
+    unfinished = sum(_finished(spec) is None for spec in outcome.specs)
+    missing = f", {unfinished} not finished" if unfinished else ""
+    return f"{outcome.ran} run(s) in {seconds:.0f} s, {outcome.skipped} reused{missing}. Report: {outcome.report}"
+
+
+def print_catalog() -> None:
+    """Every catalog backbone with its timm name and whether its weights are cached locally."""
+    from medtransfer.models.catalog import CATALOG
+    from medtransfer.models.weights import hub_cached
+    from medtransfer.progress import make_console
+
+    table = Table(title="medtransfer backbones (any other timm model name works too)")
+    for column in ("name", "timm model", "weights", "offline"):
+        table.add_column(column, no_wrap=column != "weights")
+    for entry in CATALOG.values():
+        offline = "cached" if hub_cached(entry.timm_name) else "not cached"
+        table.add_row(entry.name, entry.timm_name, entry.note, offline)
+    make_console().print(table)
