@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shutil
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from medtransfer.errors import UserError
 from medtransfer.report.build import build_report
@@ -31,6 +34,18 @@ def test_html_is_self_contained(report_dir: Path) -> None:
     assert "<style>" in page and "<link" not in page and "<script" not in page
     assert not re.search(r'(src|href)="(https?:|/|\w+\.png)', page)
     assert page.count("<table>") >= 3 and "<strong>" in page
+
+
+def test_html_embeds_figures_at_half_the_files_resolution(report_dir: Path) -> None:
+    """The page carries 150 dpi copies (a quarter of the bytes); the 300 dpi files stay for print."""
+    page = (report_dir / "report.html").read_text()
+    embedded = {}
+    for src in re.findall(r'<img src="data:image/png;base64,([^"]+)"', page):
+        with Image.open(io.BytesIO(base64.b64decode(src))) as image:
+            embedded[image.size] = True
+    for png in (report_dir / "figures").glob("*.png"):
+        with Image.open(png) as image:
+            assert (round(image.width / 2), round(image.height / 2)) in embedded, png.name
 
 
 def test_html_names_both_files_of_every_figure(report_dir: Path) -> None:
