@@ -131,6 +131,23 @@ def _keyed(table: Table) -> tuple[list[list[str]], str]:
     return rows, f"{table.html_key}: " + "; ".join(f"({key}) {text}" for text, key in keys.items()) + ". "
 
 
+HTML_INTERVALS = 8  # interval columns (`value [low, high]`) that fit a 1,400 px page beside the row names
+
+
+def column_parts(header: list[str], rows: list[list[str]]) -> list[list[int]]:
+    """The column indices of each HTML part: all of them, or for a table of more interval columns than fit the page,
+    the leading name columns (no cell a number) followed by an even share of the rest."""
+    intervals = sum(any(" [" in row[j] and NUMERIC.match(row[j]) for row in rows) for j in range(len(header)))
+    if intervals <= HTML_INTERVALS:
+        return [list(range(len(header)))]
+    names = 0
+    while names < len(header) - 1 and not any(NUMERIC.match(row[names]) for row in rows):
+        names += 1
+    rest = list(range(names, len(header)))
+    share = math.ceil(len(rest) / math.ceil(intervals / HTML_INTERVALS))
+    return [list(range(names)) + rest[k:k + share] for k in range(0, len(rest), share)]
+
+
 def to_html(table: Table) -> str:
     """An HTML table (escaped text, `<strong>` for bold), its text cells free to wrap, with its caption below."""
     def cell(i: int, j: int, text: str) -> str:
@@ -144,9 +161,12 @@ def to_html(table: Table) -> str:
         return f"<td{kind}><strong>{text}</strong></td>" if table.is_bold(i, j) and text else f"<td{kind}>{text}</td>"
 
     rows, legend = _keyed(table)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
-    body = "".join("<tr>" + "".join(cell(i, j, t) for j, t in enumerate(row)) + "</tr>\n"
-                   for i, row in enumerate(rows))
+    parts = []
+    for columns in column_parts(table.header, rows):
+        head = "".join(f"<th>{html.escape(table.header[j])}</th>" for j in columns)
+        body = "".join("<tr>" + "".join(cell(i, j, row[j]) for j in columns) + "</tr>\n" for i, row in enumerate(rows))
+        parts.append(f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table>'
+                     '</div>\n')
     # The caption sits outside the scrolling box: a <caption> is as wide as its table and would scroll off screen.
-    return (f'<div class="scroll"><table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table></div>\n'
-            f'<p class="caption">{html.escape(legend + table.caption)}</p>\n')
+    return ("".join(parts)
+            + f'<p class="caption">{html.escape(legend + table.caption)}</p>\n')
