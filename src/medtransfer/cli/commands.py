@@ -44,8 +44,8 @@ def _root(
 
 @app.command()
 @with_parameters([*config_options(TrainConfig.model_fields),
-                  option("quiet", bool, False, "print only the results and errors (train.log still holds everything)", "--quiet", "-q",
-                         panel="Output")])
+                  option("quiet", bool, False, "print only the results and errors (train.log still holds everything)",
+                         "--quiet", "-q", panel="Output")])
 def train(**values: Any) -> None:
     """One run: one dataset, one backbone, one mode, one seed."""
     quiet = values.pop("quiet")
