@@ -301,7 +301,7 @@ def test_run_ends_with_the_results_table_on_stdout(tmp_path, monkeypatch, capsys
     code, stdout, stderr = run_cli(["run", str(study), "--out", str(tmp_path / "out")], monkeypatch, capsys)
     assert code == 0, stderr
     table = stdout.split("test split")[1]
-    assert "head" in table and "linear" in table and "knn" in table  # two heads: a head column
+    assert "frozen + linear" in table and "frozen + knn" in table  # the report's names of the two setups
     assert "task" not in table.splitlines()[1]  # one task: no task column
     assert "2 run(s) in" in stdout and stdout.splitlines()[-1] == str(tmp_path / "out" / "report")
     assert "[1/2]" in stderr and "best epoch" in stderr and "best k" in stderr and "test split" not in stderr

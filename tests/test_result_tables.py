@@ -72,10 +72,11 @@ def test_results_table_has_a_row_per_run_and_shows_unfinished_ones(tmp_path):
     text = shown(specs)
     assert "study [x]: test split" in text and "over groups" in text  # the title is text, not markup
     header, *body = rows(text)
-    assert header == ["backbone", "mode", "head", "test AUROC", "test Accuracy", "best epoch"]
-    assert body[0] == ["resnet18", "frozen", "linear", "81.2 [80.2, 82.2]", "50.0 [49.0, 51.0]", "7"]
-    assert body[1] == ["resnet18", "finetune", "linear", NOT_FINISHED, NOT_FINISHED, "–"]
-    assert body[2][2] == "knn" and body[2][-1] == "k 20"  # a kNN probe's best "epoch" is its k
+    assert header == ["backbone", "mode", "test AUROC", "test Accuracy", "best epoch"]
+    # Modes named as the report names them, the probe head included.
+    assert body[0] == ["resnet18", "frozen + linear", "81.2 [80.2, 82.2]", "50.0 [49.0, 51.0]", "7"]
+    assert body[1] == ["resnet18", "fine-tuned", NOT_FINISHED, NOT_FINISHED, "–"]
+    assert body[2][1] == "frozen + knn" and body[2][-1] == "k 20"  # a kNN probe's best "epoch" is its k
 
 
 def test_results_table_adds_task_and_seed_columns_only_where_they_vary(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 
 from medtransfer import tracking
-from medtransfer.errors import UserError
+from medtransfer.errors import Interrupted, UserError
 
 pytest.importorskip("tensorboard", reason="the [tensorboard] extra is not installed")
 pytest.importorskip("mlflow", reason="the [mlflow] extra is not installed")
@@ -133,7 +134,8 @@ def test_mlflow_server_uri_is_used_and_failures_are_marked(tmp_path: Path, monke
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "")  # recorded by monkeypatch, so that the test leaves it as it was
     monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY")
-    for name, error in (("crash", RuntimeError("boom")), ("interrupt", KeyboardInterrupt())):
+    for name, error in (("crash", RuntimeError("boom")), ("interrupt", KeyboardInterrupt()),
+                        ("sigterm", Interrupted(signal.SIGTERM))):
         with pytest.raises(type(error)), tracking.tracking("mlflow", tmp_path / name, name) as tracker:
             tracker.log_epoch({"epoch": 1, "train_loss": 0.5})
             raise error
@@ -141,7 +143,8 @@ def test_mlflow_server_uri_is_used_and_failures_are_marked(tmp_path: Path, monke
     assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"  # no usage data sent unless the user allows it
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("medtransfer").experiment_id])
-    assert {r.info.run_name: r.info.status for r in runs} == {"crash": "FAILED", "interrupt": "KILLED"}
+    assert {r.info.run_name: r.info.status for r in runs} == {"crash": "FAILED", "interrupt": "KILLED",
+                                                              "sigterm": "KILLED"}  # the CLI's signal handler
 
 
 def test_an_unreachable_server_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

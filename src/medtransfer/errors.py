@@ -1,4 +1,5 @@
-"""The one exception type for bad user input: the CLI turns it into one stderr line and exit code 2."""
+"""The exception for bad user input (the CLI turns it into one stderr line and exit code 2), and the one for SIGINT or
+SIGTERM (one line and exit 130 or 143)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,11 @@ class UserError(Exception):
 
     def __reduce__(self):  # keep the three fields across DataLoader worker processes
         return (type(self), (self.subject, self.problem, self.fix))
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: unwinds like KeyboardInterrupt, which Typer would turn into a silent return."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -75,6 +75,12 @@ def _data_path(cfg: TrainConfig, table: SampleTable, backbone: Backbone, device:
     return DataPath(table, pre, device, cfg.workers, path), timing
 
 
+def extract_batch(cfg: TrainConfig, device: torch.device) -> int:
+    """The first batch size of a frozen run's feature extraction."""
+    # Inference keeps no activations for backward: on a GPU far larger batches fit than for training.
+    return EXTRACT_BATCH_CUDA if device.type == "cuda" else max(cfg.batch_size, 64)
+
+
 def run_feature_key(cfg: TrainConfig, backbone: Backbone, table: SampleTable, device: torch.device) -> dict:
     """The feature-cache key of a frozen run (its model part is what a study groups runs by: executors.cache_group)."""
     return feature_key(backbone, weights_identity(cfg.weights, backbone.timm_name, cfg.seed), table, device)
@@ -87,9 +93,7 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
 
     def fill(out: np.ndarray) -> None:
         images = cache_root(cfg.cache_dir) if cfg.image_cache else None
-        # Inference keeps no activations for backward: on a GPU far larger batches fit than for training.
-        batch = EXTRACT_BATCH_CUDA if device.type == "cuda" else max(cfg.batch_size, 64)
-        image_timing.update(extract_table(backbone, table, out, device, cfg.workers, batch, images,
+        image_timing.update(extract_table(backbone, table, out, device, cfg.workers, extract_batch(cfg, device), images,
                                           lambda b: reporter.task(f"extract {backbone.timm_name} (batch {b})",
                                                                   len(table), "images")))
 

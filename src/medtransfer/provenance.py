@@ -39,8 +39,10 @@ DISTRIBUTIONS = {"mlflow": ("mlflow", "mlflow-skinny")}
 GIT_TIMEOUT_S = 5.0  # a hung git (network filesystem, lock) must never hold up a run
 
 
-def environment_record(cfg: TrainConfig, device: str, started: datetime | None = None) -> dict[str, Any]:
-    """The provenance of one run, JSON-serialisable, as written to environment.json (`started`: default now)."""
+def environment_record(cfg: TrainConfig, device: str, started: datetime | None = None,
+                       command: list[str] | None = None) -> dict[str, Any]:
+    """The provenance of one run, JSON-serialisable, as written to environment.json (`started`: default now;
+    `command`: default this process's command line)."""
     started = started or datetime.now(UTC)
     return {
         "medtransfer": medtransfer.__version__,
@@ -49,7 +51,7 @@ def environment_record(cfg: TrainConfig, device: str, started: datetime | None =
         "packages": package_versions(),
         "git": git_state(Path(medtransfer.__file__).parent),
         "device": device,
-        "command": command_line(),
+        "command": command_line() if command is None else command,
         "seed": cfg.seed,
         "threads": thread_count(),
         "started": started.astimezone(UTC).isoformat(timespec="seconds"),

@@ -10,6 +10,7 @@ from rich.text import Text
 
 from medtransfer.config import TrainConfig, task_name
 from medtransfer.evaluation.metric_registry import METRIC_REGISTRY, METRICS
+from medtransfer.report.collect import mode_label
 from medtransfer.report.render import metric_cell
 from medtransfer.rundir import RunDir
 
@@ -36,13 +37,14 @@ def metrics_table(metrics: RunMetrics) -> Table:
     return table
 
 
-def _head(cfg: TrainConfig) -> str:
-    return f"{cfg.head} sweep" if cfg.head_sweep else cfg.head
+def _mode(cfg: TrainConfig) -> str:
+    """The mode as the report names it (`fine-tuned`, `frozen + mlp`), so a setup reads the same here and there."""
+    return mode_label(cfg.mode, f"{cfg.head} sweep" if cfg.head_sweep else cfg.head)
 
 
 # Settings that tell a study's runs apart beyond backbone and mode: a column only where they vary (the task before
 # the backbone, as in the paper's table).
-VARYING = {"task": lambda c: task_name(c.task, c.data), "head": _head, "fraction": lambda c: f"{c.train_fraction:g}",
+VARYING = {"task": lambda c: task_name(c.task, c.data), "fraction": lambda c: f"{c.train_fraction:g}",
            "fold": lambda c: str(c.fold), "seed": lambda c: str(c.seed)}
 
 
@@ -71,7 +73,7 @@ def results_table(specs: list[RunSpec], title: str) -> Table:
         cfg = spec.config
         cells = [metric_cell(m, record.test[m]) for m in RESULT_METRICS] if record else [NOT_FINISHED] * 2
         best = _best(record, cfg) if record else "–"
-        table.add_row(*(VARYING[n](cfg) for n in task), cfg.backbone, cfg.mode, *(VARYING[n](cfg) for n in rest),
+        table.add_row(*(VARYING[n](cfg) for n in task), cfg.backbone, _mode(cfg), *(VARYING[n](cfg) for n in rest),
                       *cells, best)
     return table
 

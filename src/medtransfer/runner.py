@@ -56,8 +56,10 @@ class SplitData:
     hash_seconds: float
 
 
-def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
-    """Run one configuration and write its run directory; bad input raises UserError before anything is kept."""
+def train(cfg: TrainConfig, reporter: Reporter | None = None, command: list[str] | None = None) -> TrainResult:
+    """Run one configuration and write its run directory; bad input raises UserError before anything is kept.
+
+    `command`: the command line that asked for the run, for environment.json (default: this process's)."""
     reporter = reporter or Reporter(quiet=True)
     check_tracker(cfg.tracker)  # a missing extra fails before any work
     cfg = cfg.model_copy(update={"workers": default_workers() if cfg.workers is None else cfg.workers})
@@ -65,13 +67,14 @@ def train(cfg: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     cfg = cfg.model_copy(update={"out": str(out)})
     with RunWriter(out) as writer:  # validates and locks --out before the long work
         # The log and the tracker close before the commit: their files land with the run, atomically.
-        with reporter.record(writer.path(LOG_FILE)), tracked(cfg, writer.staging, out.name, reporter) as tracker:
-            record = train_into(writer, cfg, reporter, tracker)
+        with reporter.record(writer.path(LOG_FILE)), tracked(cfg, writer.staging, out, reporter) as tracker:
+            record = train_into(writer, cfg, reporter, tracker, command)
         run_dir = writer.commit()
     return TrainResult(RunDir(run_dir), record)
 
 
-def train_into(writer: RunWriter, cfg: TrainConfig, reporter: Reporter, tracker: Tracker | None) -> RunMetrics:
+def train_into(writer: RunWriter, cfg: TrainConfig, reporter: Reporter, tracker: Tracker | None,
+               command: list[str] | None = None) -> RunMetrics:
     """The data flow of one run into the writer's staging folder: load → split → fit → evaluate → write."""
     started, started_at = time.perf_counter(), datetime.now(UTC)
     data = load_and_split(cfg, reporter)
@@ -87,20 +90,22 @@ def train_into(writer: RunWriter, cfg: TrainConfig, reporter: Reporter, tracker:
                       "total_seconds": round(time.perf_counter() - started, 3), "hash_seconds": data.hash_seconds}
     record = RunMetrics.build(sections | run_summary(data, fitted))
     log_metrics(reporter, record)
-    if tracker is not None:
+    config = config_record(cfg, data, fitted)
+    if tracker is not None:  # the settings as config.yaml has them, resolved (positive class, preprocessing, …)
+        tracker.log_params(config)
         tracker.log_final(final_metrics(record))
-    write_run(writer, cfg, data, fitted, record, started_at)
+    write_run(writer, config, data, fitted, record, environment_record(cfg, fitted.device, started_at, command))
     return record
 
 
 @contextmanager
-def tracked(cfg: TrainConfig, folder: Path, name: str, reporter: Reporter) -> Iterator[Tracker | None]:
-    """The run's --tracker (None for none): its settings logged first, then every history row as it is made."""
-    with tracking(cfg.tracker, folder, name, experiment=task_name(cfg.task, cfg.data)) as tracker:
+def tracked(cfg: TrainConfig, folder: Path, out: Path, reporter: Reporter) -> Iterator[Tracker | None]:
+    """The run's --tracker (None for none), logging every history row as it is made."""
+    with tracking(cfg.tracker, folder, out.name, experiment=task_name(cfg.task, cfg.data),
+                  final=out.absolute()) as tracker:
         if tracker is None:
             yield None
             return
-        tracker.log_params(cfg.model_dump() | {"task": task_name(cfg.task, cfg.data)})
         with reporter.listen(tracker.log_epoch):
             yield tracker
 
@@ -158,18 +163,24 @@ def log_metrics(reporter: Reporter, record: RunMetrics) -> None:
     reporter.result(metrics_table(record), terminal=False)
 
 
-def write_run(writer: RunWriter, cfg: TrainConfig, data: SplitData, fitted: Fitted, record: RunMetrics,
-              started: datetime) -> None:
-    """Every file of the run into the writer's staging folder (committed, DONE last, by the caller)."""
+def config_record(cfg: TrainConfig, data: SplitData, fitted: Fitted) -> dict:
+    """The run's settings as config.yaml records them: the config, its task, and what the run resolved."""
     resolved = {k: v for k, v in fitted.resolved.items() if k != "image_size"}
     # The positive class as it ended up (the second class of a binary task, given or not), so the record says it.
     named = {"task": task_name(cfg.task, cfg.data), "positive_class": resolve_positive_class(cfg, data.table)}
-    writer.write_config(cfg.model_dump() | named | resolved)
-    writer.write_environment(environment_record(cfg, fitted.device, started))
+    return cfg.model_dump() | named | resolved
+
+
+def write_run(writer: RunWriter, config: dict, data: SplitData, fitted: Fitted, record: RunMetrics,
+              environment: dict) -> None:
+    """Every file of the run into the writer's staging folder (committed, DONE last, by the caller)."""
+    writer.write_config(config)
+    writer.write_environment(environment)
     writer.write_metrics(record)
-    writer.write_predictions(prediction_table(data.table, data.frame, data.rows, fitted.probs))
+    threshold = record.threshold.value if record.threshold else None
+    writer.write_predictions(prediction_table(data.table, data.frame, data.rows, fitted.probs, threshold))
     if data.table.has_groups:
-        pooled = patient_predictions(data.frame, data.rows, fitted.probs, cfg.patient_agg)
+        pooled = patient_predictions(data.frame, data.rows, fitted.probs, config["patient_agg"])
         writer.write_patient_predictions(patient_table(data.table, pooled))
     writer.write_history(pd.DataFrame(fitted.history))
     fitted.save_weights(writer)

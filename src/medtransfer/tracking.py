@@ -16,7 +16,7 @@ from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from medtransfer.errors import UserError
+from medtransfer.errors import Interrupted, UserError
 from medtransfer.rundir.files import MLFLOW_DB, TENSORBOARD_DIR
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ class Tracker(Protocol):
     def log_final(self, metrics: dict[str, float]) -> None:
         """Final metrics, e.g. {'test_auroc': 0.93}."""
 
-    def close(self) -> None:
+    def close(self, failed: BaseException | None = None) -> None:
         """Flush and end the run."""
 
 
@@ -59,8 +59,10 @@ def check_tracker(kind: str) -> None:
 
 
 @contextmanager
-def tracking(kind: str, folder: Path, run_name: str, experiment: str = "medtransfer") -> Iterator[Tracker | None]:
-    """A tracker of `kind` logging under `folder` (the run folder) for the block's duration; None for 'none'.
+def tracking(kind: str, folder: Path, run_name: str, experiment: str = "medtransfer",
+             final: Path | None = None) -> Iterator[Tracker | None]:
+    """A tracker of `kind` logging under `folder` (the run's staging folder, renamed to `final` when the run is
+    committed) for the block's duration; None for 'none'.
 
     An MLflow run ends FINISHED, or FAILED (KILLED on Ctrl-C) when the block raises.
     """
@@ -68,7 +70,8 @@ def tracking(kind: str, folder: Path, run_name: str, experiment: str = "medtrans
         yield None
         return
     check_tracker(kind)
-    tracker = TensorBoardTracker(folder) if kind == "tensorboard" else MlflowTracker(folder, run_name, experiment)
+    tracker = (TensorBoardTracker(folder) if kind == "tensorboard"
+               else MlflowTracker(folder, run_name, experiment, final or folder))
     try:
         yield tracker
     except BaseException as error:
@@ -136,7 +139,7 @@ class TensorBoardTracker:
 class MlflowTracker:
     """One MLflow run: in MLFLOW_TRACKING_URI's server when set, else in RUN/mlflow.db (SQLite)."""
 
-    def __init__(self, folder: Path, run_name: str, experiment: str) -> None:
+    def __init__(self, folder: Path, run_name: str, experiment: str, final: Path) -> None:
         # MLflow 3 sends usage telemetry from a background thread unless told not to; hospital clusters are often
         # offline and their data governance expects no outbound traffic. A user's own setting wins.
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -146,7 +149,8 @@ class MlflowTracker:
 
             self.client = mlflow_client(server, folder)
             try:
-                experiment_id = self._experiment(experiment, None if server else folder / "mlartifacts")
+                # The store records the artifact folder's absolute path: the run folder's final one, not staging's.
+                experiment_id = self._experiment(experiment, None if server else final / "mlartifacts")
                 self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
             except MlflowException as error:
                 if not server:
@@ -197,7 +201,8 @@ class MlflowTracker:
 
     def close(self, failed: BaseException | None = None) -> None:
         """End the run: FINISHED, FAILED after an exception, KILLED after Ctrl-C."""
-        status = "FINISHED" if failed is None else "KILLED" if isinstance(failed, KeyboardInterrupt) else "FAILED"
+        killed = isinstance(failed, KeyboardInterrupt | Interrupted)  # Ctrl-C, or the CLI's SIGINT/SIGTERM
+        status = "FINISHED" if failed is None else "KILLED" if killed else "FAILED"
         with quiet_mlflow():
             self.client.set_terminated(self.run_id, status=status)
 

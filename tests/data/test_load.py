@@ -84,6 +84,24 @@ def test_positive_class_agrees_with_a_class_order_that_puts_it_last():
     table = load_table(cfg)
     assert table.classes == ["class1", "class0"] and table.ordinal
 
+def test_breastmnist_counts_malignant_as_positive_unless_told_otherwise(tmp_path):
+    """BreastMNIST lists its finding first (0 malignant, 1 normal, benign): unlike the second-class default, the
+    finding is the positive class of sensitivity and ROC; --positive-class still decides."""
+    path = tmp_path / "breastmnist.npz"
+    labels = {f"{s}_labels": (np.arange(6) % 2).astype(np.uint8).reshape(6, 1) for s in ("train", "val", "test")}
+    np.savez(path, **{f"{s}_images": np.zeros((6, 8, 8), np.uint8) for s in ("train", "val", "test")}, **labels)
+    cfg = parse_config({"data": str(path)})
+    table = load_table(cfg)
+    assert table.classes == ["normal, benign", "malignant"] and resolve_positive_class(cfg, table) == "malignant"
+    assert (table.frame["target"] == (table.frame["label"] == "malignant")).all()  # targets remapped with it
+    assert any("positive class 'malignant'" in note for note in table.notes)
+    benign = parse_config({"data": str(path), "positive_class": "normal, benign"})
+    assert load_table(benign).classes == ["malignant", "normal, benign"]
+    pneumonia = tmp_path / "pneumoniamnist.npz"
+    path.rename(pneumonia)  # lists its finding second already: left in label order
+    assert load_table(parse_config({"data": str(pneumonia)})).classes == ["normal", "pneumonia"]
+
+
 # ---- image folders: --split-dirs reaches the folder reader; split folders are never classes -------------------
 
 BRAIN = ("glioma", "meningioma", "notumor", "pituitary")

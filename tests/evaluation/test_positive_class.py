@@ -50,6 +50,7 @@ def test_a_run_with_the_first_class_positive_matches_its_predictions_by_hand(tmp
 
     positive, score = (test["label"] == "class0").to_numpy(), test["prob_class0"].to_numpy()
     called = score >= flipped.metrics.threshold.value  # the val threshold's rule: positive when p >= t
+    assert ((test["predicted_at_threshold"] == "class0") == called).all()  # the calls the file records
     m = flipped.metrics.test
     assert m["sensitivity"].value == pytest.approx(called[positive].mean())
     assert m["specificity"].value == pytest.approx((~called[~positive]).mean())

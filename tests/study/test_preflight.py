@@ -90,3 +90,14 @@ def test_lora_without_peft_is_a_preflight_problem(monkeypatch):
     problems = model_problems(cfg)
     assert len(problems) == 1 and "needs the peft package" in problems[0][1]
     assert "medtransfer[lora]" in problems[0][1]
+
+
+def test_a_tracker_without_its_extra_fails_before_the_first_run(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # makes `import mlflow` raise ImportError
+    study = write(tmp_path, ["{name: resnet18, image_size: 32, weights: none}"])
+    study.write_text(study.read_text().replace("bootstrap: 100,", "bootstrap: 100, tracker: mlflow,"))
+    with pytest.raises(UserError) as err:
+        run_study(study, tmp_path / "out")
+    line = err.value.line()
+    assert "study tracker 'mlflow'" in line and "pip install 'medtransfer[mlflow]'" in line
+    assert not (tmp_path / "out" / "runs").exists()

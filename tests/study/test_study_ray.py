@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from medtransfer.provenance import command_line
+from medtransfer.rundir import RunDir
+
 # Keep every Ray connection on loopback: by default Ray swaps 127.0.0.1 for the machine's network address.
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'medtransfer[ray]'")
@@ -91,6 +94,9 @@ def test_ray_executor_matches_local(tmp_path, ray_head):
         for split in ("test", "val"):
             for metric, entry in a[label][split].items():
                 assert b[label][split][metric] == pytest.approx(entry, abs=1e-6, nan_ok=True), (label, split, metric)
+    # A Ray worker's argv is Ray's own: each run records the driver's command line.
+    for spec in remote.specs:
+        assert RunDir(spec.config.out).environment()["command"] == command_line()
 
 
 def test_killed_worker_is_retried_and_the_study_completes(tmp_path, ray_head):

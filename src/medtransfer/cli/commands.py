@@ -44,7 +44,7 @@ def _root(
 
 @app.command()
 @with_parameters([*config_options(TrainConfig.model_fields),
-                  option("quiet", bool, False, "print only the results and errors (train.log still holds everything)",
+                  option("quiet", bool, False, "print only the run folder's path and errors (train.log keeps all)",
                          "--quiet", "-q", panel="Output")])
 def train(**values: Any) -> None:
     """One run: one dataset, one backbone, one mode, one seed."""
@@ -64,7 +64,7 @@ def train(**values: Any) -> None:
 
 @app.command()
 def run(
-    study: Annotated[Path, typer.Argument(help="study YAML (see studies/)")],
+    study: Annotated[Path, typer.Argument(help="study YAML (see studies/)", metavar="STUDY")],
     out: Annotated[Path | None, Opt(help="study folder", show_default="runs/<study name>")] = None,
     resume: Annotated[bool, Opt("--resume", help="skip finished runs (DONE), redo the rest")] = False,
     executor: Annotated[Executor, Opt(help="where the runs go: this process, or a Ray cluster")] = "local",
@@ -88,7 +88,8 @@ def run(
 
 @app.command()
 def report(
-    runs_dir: Annotated[Path, typer.Argument(help="a study folder or any folder of run directories")],
+    runs_dir: Annotated[Path, typer.Argument(metavar="RUNS_DIR",
+                                             help="a study folder or any folder of run directories")],
     metric: Annotated[str, Opt(help="metric of the bar charts")] = "auroc",
 ) -> None:
     """Tables (Markdown, LaTeX, CSV), figures (PDF and 300 dpi PNG) and report.html, in RUNS_DIR/report/."""
@@ -113,8 +114,9 @@ def inspect(**values: Any) -> None:
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="a finished run directory")],
-    images: Annotated[list[Path], typer.Argument(help="image files, or folders of them (searched at any depth)")],
+    run_dir: Annotated[Path, typer.Argument(help="a finished run directory", metavar="RUN_DIR")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGES",
+                                                 help="image files, or folders of them (searched at any depth)")],
     output: Annotated[Path | None, Opt("--output", "-o", help="write a CSV here instead of stdout")] = None,
     device: Annotated[Device, Opt(help="where to run the model")] = "auto",
 ) -> None:

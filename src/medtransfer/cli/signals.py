@@ -10,15 +10,7 @@ import sys
 
 import typer
 
-from medtransfer.errors import UserError
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM: unwinds like KeyboardInterrupt, which Typer would turn into a silent return."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+from medtransfer.errors import Interrupted, UserError
 
 
 INTERRUPT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -63,8 +55,8 @@ def _message(exc: typer.TyperException) -> str:
     """Click's message, with one "did you mean" for a misspelt option rather than a list of possibilities."""
     possibilities = getattr(exc, "possibilities", None)
     if possibilities:  # NoSuchOption: click found them with difflib; the closest is the suggestion
-        closest = difflib.get_close_matches(exc.option_name, possibilities, n=1, cutoff=0) or sorted(possibilities)
-        return f"{exc.message}; did you mean {closest[0]}?"
+        (closest,) = difflib.get_close_matches(exc.option_name, possibilities, n=1, cutoff=0)  # cutoff 0: always one
+        return f"{exc.message}; did you mean {closest}?"
     message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     return message.replace("Value error, ", "")  # Typer checks a Literal choice with pydantic, which says so
 

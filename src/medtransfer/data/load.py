@@ -7,6 +7,7 @@ from pathlib import Path
 from medtransfer.config import TrainConfig, from_config
 from medtransfer.data.dicom_volumes import convert_dicom_tree, holds_dicom
 from medtransfer.data.manifest import ManifestColumns
+from medtransfer.data.medmnist_info import finding_first
 from medtransfer.data.npz_volumes import NPZ_MODALITY
 from medtransfer.data.sources import load_source
 from medtransfer.data.splits import SplitPlan
@@ -20,7 +21,8 @@ from medtransfer.hashing import digest_memo
 
 def load_table(cfg: TrainConfig) -> SampleTable:
     """The configured source as a SampleTable (manifest columns only when given; volumes when modalities are),
-    its classes in the ordinal order of `class_order` when given, and `positive_class` second when given."""
+    its classes in the ordinal order of `class_order` when given, and `positive_class` second when given (else, for
+    a binary MedMNIST set that lists its finding first, the finding)."""
     # Sources are fingerprinted by content; each file's digest is remembered beside the caches (--cache-dir).
     with digest_memo(cache_root(cfg.cache_dir)):
         if cfg.modalities:
@@ -33,7 +35,13 @@ def load_table(cfg: TrainConfig) -> SampleTable:
     table = with_class_order(table, cfg.class_order) if cfg.class_order else table
     # Class index 1 is the positive class everywhere downstream (metrics, threshold, ROC, prob_<class> columns):
     # putting the chosen class there once keeps every output consistent.
-    return with_positive_class(table, cfg.positive_class) if cfg.positive_class is not None else table
+    if cfg.positive_class is not None:
+        return with_positive_class(table, cfg.positive_class)
+    if (finding := finding_first(table.source, table.classes)) is not None and not table.ordinal:
+        table = with_positive_class(table, finding)
+        table.notes.append(f"positive class {finding!r}: the finding, which the dataset lists first (--positive-class "
+                           "changes it)")
+    return table
 
 
 def resolve_positive_class(cfg: TrainConfig, table: SampleTable) -> str | None:

@@ -55,6 +55,10 @@ LABELS: dict[str, tuple[str, ...]] = {
     "synapsemnist3d": ("inhibitory synapse", "excitatory synapse"),
 }
 
+# Binary sets whose official label 0 is the finding: downstream the second class is the positive one (sensitivity,
+# PPV, ROC), so without --positive-class these would report the benign class's. The others list the finding second.
+FINDING_FIRST = {"breastmnist": "malignant"}
+
 # Zenodo's names: the dataset, then the image size for every size but the original 28 (28 for 3D too).
 _STEM = re.compile(r"(?P<dataset>[a-z]+mnist(?:3d)?)(?:_(?:28|64|128|224))?")
 
@@ -113,3 +117,10 @@ def name_classes(path: Path, frame: pd.DataFrame) -> tuple[list[str], list[str]]
     if named.names:
         frame["label"] = frame["label"].map({str(label): name for label, name in named.names.items()})
     return [named.names.get(label, str(label)) for label in labels], [named.note]
+
+
+def finding_first(source: str, classes: list[str]) -> str | None:
+    """The finding of a binary MedMNIST set that lists it first (BreastMNIST: malignant), to be the positive class;
+    None for every other table."""
+    finding = FINDING_FIRST.get(dataset_of(Path(source)) or "")
+    return finding if len(classes) == 2 and finding in classes and classes[0] == finding else None

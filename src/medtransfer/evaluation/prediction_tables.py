@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from medtransfer.data.table import SampleTable
+from medtransfer.evaluation.metrics import predicted_labels
 from medtransfer.evaluation.patients import PatientPredictions, pool_by_patient
 
 EVAL_SPLITS = ("val", "test")
@@ -19,8 +20,9 @@ def patient_predictions(frame: pd.DataFrame, rows: dict[str, np.ndarray], probs:
 
 
 def prediction_table(table: SampleTable, frame: pd.DataFrame, rows: dict[str, np.ndarray],
-                     probs: dict[str, np.ndarray]) -> pd.DataFrame:
-    """One row per val/test sample: id, group, split, label, predicted class and every class probability."""
+                     probs: dict[str, np.ndarray], threshold: float | None = None) -> pd.DataFrame:
+    """One row per val/test sample: id, group, split, label, predicted class (argmax; binary tasks also at the val
+    threshold) and every class probability."""
     parts = []
     for split in EVAL_SPLITS:
         part = frame.iloc[rows[split]]
@@ -29,6 +31,8 @@ def prediction_table(table: SampleTable, frame: pd.DataFrame, rows: dict[str, np
                               "predicted": [table.classes[k] for k in probs[split].argmax(1)]})
         for k, name in enumerate(table.classes):
             block[f"prob_{name}"] = probs[split][:, k]
+        if threshold is not None:  # the calls behind sensitivity, specificity, PPV and NPV, so they can be redone
+            block["predicted_at_threshold"] = [table.classes[k] for k in predicted_labels(probs[split], threshold)]
         parts.append(block)
     return pd.concat(parts, ignore_index=True)
 

@@ -19,7 +19,7 @@ from medtransfer.rundir.metrics import SCHEMA_VERSION, RunMetrics
 
 REWRITE = "pass a run directory as `medtransfer train` wrote it, or rerun the training"
 # Ids, groups and labels are text however they look ("007", "1.0", "NA"); only a blank group is missing.
-TEXT_COLUMNS = ("sample_id", "group", "split", "label", "predicted")
+TEXT_COLUMNS = ("sample_id", "group", "split", "label", "predicted", "predicted_at_threshold")
 
 
 def is_complete(run_dir: Path) -> bool:

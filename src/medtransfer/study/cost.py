@@ -7,11 +7,9 @@ features. A run's time is its image passes ÷ that throughput plus a fixed overh
 from __future__ import annotations
 
 import copy
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,9 +21,10 @@ from medtransfer.engine.finetune import Classifier, FinetuneSettings, make_step,
 from medtransfer.engine.optim import TrainingLoop
 from medtransfer.engine.pipeline import InputPipeline
 from medtransfer.engine.probes import make_probe, probe_name
-from medtransfer.fitting import EXTRACT_BATCH_CUDA
 from medtransfer.fitting import adapt as adapt_like_the_run
+from medtransfer.fitting import extract_batch
 from medtransfer.models.backbone import Backbone, build_backbone
+from medtransfer.provenance import device_name
 from medtransfer.study.executors import cache_group
 from medtransfer.study.grid import RunSpec
 
@@ -112,7 +111,7 @@ def run_work(cfg: TrainConfig, counts: dict[str, int], extracts: bool) -> Work:
 def _batch(cfg: TrainConfig, device: torch.device) -> int:
     """The batch the run's backbone passes use (frozen extraction as fitting.py picks it), capped for timing."""
     if cfg.mode == "frozen":
-        run = EXTRACT_BATCH_CUDA if device.type == "cuda" else max(cfg.batch_size, 64)
+        run = extract_batch(cfg, device)
     else:
         run = cfg.batch_size
     return min(run, TIMED_BATCH.get(device.type, TIMED_BATCH["cpu"]))
@@ -269,15 +268,7 @@ def _build(cfg: TrainConfig, model: tuple, built: dict[tuple, Backbone], calibra
 
 def machine(device: torch.device) -> str:
     """The device's name and torch's thread count, as the dry-run table states them."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {_cpu_name()}"
-    return f"{name}, {torch.get_num_threads()} threads"
-
-
-def _cpu_name() -> str:
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.is_file() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
+    return f"{device_name(device)}, {torch.get_num_threads()} threads"
 
 
 @dataclass(frozen=True)

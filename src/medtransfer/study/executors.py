@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 from medtransfer.config import TrainConfig, fields_in
 from medtransfer.errors import UserError
+from medtransfer.provenance import command_line
 
 if TYPE_CHECKING:
     from medtransfer.hashing import Signature
@@ -76,11 +77,12 @@ def run_local(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSp
         on_done(spec)
 
 
-def _run_one(values: dict, *_after: object) -> str:
-    """A Ray task: one run from its configuration (extra arguments only order it after a cache filler)."""
+def _run_one(values: dict, command: list[str], *_after: object) -> str:
+    """A Ray task: one run from its configuration, recording the driver's command line (extra arguments only order
+    it after a cache filler)."""
     from medtransfer.runner import train
 
-    return str(train(TrainConfig(**values)).run_dir.path)
+    return str(train(TrainConfig(**values), command=command).run_dir.path)
 
 
 def run_ray(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSpec], None], resources: Resources,
@@ -100,7 +102,8 @@ def run_ray(specs: list[RunSpec], reporter: Reporter, on_done: Callable[[RunSpec
     for spec in specs:
         group = cache_group(spec.config)
         after = [first_of_group[group]] if group in first_of_group else []
-        ref = task.remote(spec.config.model_dump(), *after)  # Ray resolves `after` first: one extraction per cache
+        # Ray resolves `after` first: one extraction per cache. A worker's own argv is Ray's, not the user's command.
+        ref = task.remote(spec.config.model_dump(), command_line(), *after)
         if group is not None:
             first_of_group.setdefault(group, ref)
         pending[ref] = spec

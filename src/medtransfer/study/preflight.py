@@ -11,6 +11,7 @@ from medtransfer.data.table import SPLITS
 from medtransfer.errors import UserError
 from medtransfer.models.weights import check_weights_arg
 from medtransfer.study.grid import RunSpec
+from medtransfer.tracking import check_tracker
 
 Problem = tuple[str, str]  # (what: a dataset or backbone of the study, what is wrong with it)
 
@@ -64,6 +65,17 @@ def _weights_problems(cfg: TrainConfig) -> list[Problem]:
     return []
 
 
+def _tracker_problems(kinds: set[str]) -> list[Problem]:
+    """A --tracker whose extra is missing, once per tracker the grid uses."""
+    found = []
+    for kind in sorted(kinds):
+        try:
+            check_tracker(kind)
+        except UserError as exc:
+            found.append((f"study tracker {kind!r}", exc.line()))
+    return found
+
+
 def _model_fields(cfg: TrainConfig) -> tuple:
     """What of a run the model checks read: runs alike in these are checked once."""
     return cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.freeze_blocks, cfg.lora_rank
@@ -71,9 +83,10 @@ def _model_fields(cfg: TrainConfig) -> tuple:
 
 def preflight(specs: list[RunSpec]) -> dict[str, dict[str, int]]:
     """Fail before any work on anything that would fail later, every problem of the grid in one error: backbones,
-    weights files, data sources. Returns each dataset's split counts."""
+    weights files, trackers, data sources. Returns each dataset's split counts."""
     distinct = {_model_fields(s.config): s.config for s in specs}.values()
     problems = [problem for cfg in distinct for problem in _weights_problems(cfg) + model_problems(cfg)]
+    problems += _tracker_problems({s.config.tracker for s in specs})
     counts, data = _dataset_problems(specs)
     problems = list(dict.fromkeys(problems + data))  # one backbone problem shared by several settings: once
     if len(problems) == 1:

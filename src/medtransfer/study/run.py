@@ -53,7 +53,8 @@ def print_plan(specs: list[RunSpec], done: set[str], counts: dict[str, dict[str,
         table.add_column(column, no_wrap=True)
     for spec in specs:
         work = plan.works[spec.run_id]
-        passes = f"{work.train:,} / {work.infer:,}" + (f" + {work.head_epochs} head epochs" if work.head_epochs else "")
+        head = " + kNN fit" if spec.config.head == "knn" else f" + {work.head_epochs} head epochs"  # kNN: no epochs
+        passes = f"{work.train:,} / {work.infer:,}" + (head if work.head_epochs else "")
         estimate = plan.estimates.get(spec.run_id)
         table.add_row(spec.label, "to run" if estimate else "done", passes, _range(estimate) if estimate else "-")
     console = make_console()
