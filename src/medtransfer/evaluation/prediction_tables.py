@@ -29,10 +29,10 @@ def prediction_table(table: SampleTable, frame: pd.DataFrame, rows: dict[str, np
         block = pd.DataFrame({"sample_id": part["sample_id"].values, "group": part["group"].values,
                               "split": split, "label": part["label"].values,
                               "predicted": [table.classes[k] for k in probs[split].argmax(1)]})
-        for k, name in enumerate(table.classes):
-            block[f"prob_{name}"] = probs[split][:, k]
         if threshold is not None:  # the calls behind sensitivity, specificity, PPV and NPV, so they can be redone
             block["predicted_at_threshold"] = [table.classes[k] for k in predicted_labels(probs[split], threshold)]
+        for k, name in enumerate(table.classes):  # last, as the contract has them: the positive class's at the end
+            block[f"prob_{name}"] = probs[split][:, k]
         parts.append(block)
     return pd.concat(parts, ignore_index=True)
 
