@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from medtransfer.result_tables import NOT_FINISHED, metrics_table, results_table
+from medtransfer.result_tables import NOT_FINISHED, finished_records, metrics_table, results_table
 from medtransfer.config import TrainConfig
 from medtransfer.evaluation.metric_registry import METRIC_REGISTRY
 from medtransfer.rundir import RunMetrics, RunWriter
@@ -62,7 +62,7 @@ def rows(table_text: str) -> list[list[str]]:
 
 def shown(specs: list[RunSpec]) -> str:
     out = io.StringIO()
-    Console(file=out, width=200).print(results_table(specs, "study [x]"))
+    Console(file=out, width=200).print(results_table(specs, finished_records(specs), "study [x]"))
     return out.getvalue()
 
 

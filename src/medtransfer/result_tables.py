@@ -48,8 +48,13 @@ VARYING = {"task": lambda c: task_name(c.task, c.data), "fraction": lambda c: f"
            "fold": lambda c: str(c.fold), "seed": lambda c: str(c.seed)}
 
 
+def finished_records(specs: list[RunSpec]) -> list[RunMetrics | None]:
+    """Each run's metrics, or None while it has no DONE (failed, interrupted or not run yet): read once for the
+    table and its summary line."""
+    return [_finished(spec) for spec in specs]
+
+
 def _finished(spec: RunSpec) -> RunMetrics | None:
-    """The run's metrics, or None while it has no DONE (failed, interrupted or not run yet)."""
     run = RunDir(Path(spec.config.out))
     return run.metrics() if run.is_complete() else None
 
@@ -58,9 +63,9 @@ def _best(record: RunMetrics, cfg: TrainConfig) -> str:
     return f"k {record.best_epoch}" if cfg.mode == "frozen" and cfg.head == "knn" else str(record.best_epoch)
 
 
-def results_table(specs: list[RunSpec], title: str) -> Table:
-    """One row per run of a study: backbone, mode, what varies, test AUROC and accuracy with CIs, best epoch."""
-    records = [_finished(spec) for spec in specs]
+def results_table(specs: list[RunSpec], records: list[RunMetrics | None], title: str) -> Table:
+    """One row per run of a study (`records`: finished_records(specs)): backbone, mode, what varies, test AUROC and
+    accuracy with CIs, best epoch."""
     units = sorted({r.bootstrap.unit for r in records if r is not None})
     varying = [n for n, value in VARYING.items() if len({value(s.config) for s in specs}) > 1]
     # Text, not markup: a study's path may hold [brackets].
@@ -78,9 +83,9 @@ def results_table(specs: list[RunSpec], title: str) -> Table:
     return table
 
 
-def study_summary(outcome: StudyOutcome, seconds: float) -> str:
+def study_summary(outcome: StudyOutcome, records: list[RunMetrics | None], seconds: float) -> str:
     """'4 run(s) in 63 s, 0 reused, 1 not finished. Report: PATH', the line under a study's results table."""
-    unfinished = sum(_finished(spec) is None for spec in outcome.specs)
+    unfinished = sum(record is None for record in records)
     missing = f", {unfinished} not finished" if unfinished else ""
     return f"{outcome.ran} run(s) in {seconds:.0f} s, {outcome.skipped} reused{missing}. Report: {outcome.report}"
 

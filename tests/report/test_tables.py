@@ -81,12 +81,22 @@ def test_latex_is_escaped_booktabs(report_dir: Path) -> None:
     assert tex in standalone and standalone.rstrip().endswith(r"\end{document}")
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not on PATH: cannot compile the LaTeX table")
-def test_standalone_latex_compiles(report_dir: Path, tmp_path: Path) -> None:
-    shutil.copy(report_dir / "tables" / "main_table_standalone.tex", tmp_path)
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main_table_standalone.tex"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+NEEDS_PDFLATEX = pytest.mark.skipif(shutil.which("pdflatex") is None,
+                                    reason="pdflatex is not on PATH: cannot compile the LaTeX table")
+
+
+def pdflatex(report_dir: Path, tmp_path: Path, name: str) -> subprocess.CompletedProcess:
+    """Compile one of the report's standalone .tex files in tmp_path; it must succeed."""
+    shutil.copy(report_dir / "tables" / name, tmp_path)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
+    return done
+
+
+@NEEDS_PDFLATEX
+def test_standalone_latex_compiles(report_dir: Path, tmp_path: Path) -> None:
+    done = pdflatex(report_dir, tmp_path, "main_table_standalone.tex")
     assert (tmp_path / "main_table_standalone.pdf").stat().st_size > 1000
     assert "Overfull" not in done.stdout  # the table fits the page
 
@@ -138,10 +148,7 @@ def test_compact_table_fits_a_column(report_dir: Path) -> None:
     assert r"\documentclass[twocolumn]{article}" in standalone and tex in standalone
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not on PATH: cannot compile the LaTeX table")
+@NEEDS_PDFLATEX
 def test_compact_latex_compiles_within_one_column(report_dir: Path, tmp_path: Path) -> None:
-    shutil.copy(report_dir / "tables" / "main_compact_standalone.tex", tmp_path)
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main_compact_standalone.tex"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout[-2000:]
+    done = pdflatex(report_dir, tmp_path, "main_compact_standalone.tex")
     assert "Overfull" not in done.stdout  # the table fits the column

@@ -154,10 +154,11 @@ def demo(
 
 def print_results(reporter: Reporter, outcome: StudyOutcome, title: str, started: float, note: str = "") -> None:
     """A finished study's results table and summary line on stdout: the same for `run` and `demo`."""
-    from medtransfer.result_tables import results_table, study_summary
+    from medtransfer.result_tables import finished_records, results_table, study_summary
 
-    reporter.result(results_table(outcome.specs, title))
-    reporter.result(" ".join(filter(None, (study_summary(outcome, time.perf_counter() - started), note))))
+    records = finished_records(outcome.specs)
+    reporter.result(results_table(outcome.specs, records, title))
+    reporter.result(" ".join(filter(None, (study_summary(outcome, records, time.perf_counter() - started), note))))
 
 
 def main() -> None:
