@@ -136,12 +136,22 @@ def test_console_script_runs_as_a_process(tmp_path):
 
 
 def test_backbones_lists_the_catalog(monkeypatch, capsys):
+    """Each entry's family, input size, feature width with its pooling, licence, access and cache state, built on
+    the meta device; then what each model is."""
+    from medtransfer.models.backbone import meta_backbone
     from medtransfer.models.catalog import CATALOG
 
     code, stdout, _ = run_cli(["backbones"], monkeypatch, capsys)
     assert code == 0
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in stdout.splitlines() if line.startswith("│") and line.split("│")[1].strip()}
     for name, entry in CATALOG.items():
-        assert name in stdout and entry.timm_name in stdout
+        meta = meta_backbone(name, None)
+        family, size, features, _, access, weights = rows[name]
+        assert (family, size, features) == (entry.family, str(meta.preprocess.size),
+                                            f"{meta.num_features} ({meta.pooling})")
+        assert access == ("gated" if entry.gated else "open") and weights == "not cached"  # the test cache is empty
+        assert f"{name}: " in stdout and entry.note.split(" ")[0] in stdout
 
 
 def test_truncated_image_decoded_in_a_worker_is_one_line(tmp_path, out, monkeypatch, capsys):

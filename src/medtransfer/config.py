@@ -28,6 +28,9 @@ SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are unsigned 32-bit
 PatientAggregation = Literal["mean", "max", "vote"]  # also the metrics record's `patient.aggregation`
 Device = Literal["auto", "cpu", "cuda"]  # also `predict --device`
 Tracker = Literal["none", "tensorboard", "mlflow"]
+# What --weights names besides a file: the family's published weights (`imagenet`, timm's older name for them, is
+# kept for timm models) and a seeded initialisation from the model's config.
+WEIGHT_KEYWORDS = ("pretrained", "imagenet", "none")
 SETTINGS_FIX = "fix these settings (see `medtransfer train --help`)"
 
 
@@ -91,11 +94,18 @@ class TrainConfig(BaseModel):
     class_order: list[str] | None = DATA(None, "ordinal task: classes lowest to highest, e.g. 0,1,2,3,4 (adds "
                                                "quadratic kappa)")
 
-    backbone: str = MODEL("resnet50", "catalog name (resnet50, dinov2_vits14, …) or any timm model")
-    weights: str = MODEL("imagenet", "imagenet | none | PATH to .safetensors/.pth (timm, torchvision or DINOv2 keys)")
+    backbone: str = MODEL("resnet50", "catalog name (resnet50, dinov2_vits14, rad_dino, …; see `medtransfer "
+                                      "backbones`), a timm name, hf-hub:ORG/NAME (timm), hf:ORG/NAME or hf:FOLDER "
+                                      "(transformers, needs the [hf] extra) or open_clip:NAME (needs [clip]); a hub "
+                                      "name takes @REVISION")
+    weights: str = MODEL("pretrained", "pretrained (the family's published weights; imagenet: the same, for timm) | "
+                                       "none (random, seeded) | PATH to .safetensors/.pth (timm, torchvision, DINOv2 "
+                                       "or RETFound keys; model/state_dict/teacher containers are unwrapped)")
     image_size: int | None = MODEL(None, "input size", show="from the backbone's pretrained config", ge=8, le=2048)
-    pooling: Literal["auto", "cls_mean", "cls", "mean", "avg"] = MODEL(
-        "auto", "feature pooling: cls_mean, cls or mean for ViTs, avg for CNNs; auto: the backbone's own")
+    pooling: Literal["auto", "cls_mean", "cls", "mean", "avg", "pooler", "proj", "pre_proj"] = MODEL(
+        "auto", "feature pooling: cls_mean, cls or mean for ViTs, avg for CNNs, pooler (a transformers model's own "
+                "pooler output), proj or pre_proj (an open_clip image embedding after or before its projection); "
+                "auto: the model card's, else the family's first")
 
     mode: Literal["frozen", "finetune"] = MODEL("frozen", "frozen (features cached once, head trained) or finetune "
                                                           "(end to end)")

@@ -9,7 +9,7 @@ from medtransfer.progress import Reporter
 from medtransfer.study.run import StudyOutcome, run_study
 
 TITLE = "medtransfer demo (synthetic images)"
-NOTE = "Weights were random (`none`, offline); with `--weights imagenet` frozen features become useful."
+NOTE = "Weights were random (`none`, offline); with `--weights pretrained` frozen features become useful."
 
 
 def demo_study() -> Path:

@@ -23,8 +23,7 @@ from medtransfer.engine.pipeline import DataPath
 from medtransfer.engine.probes import make_probe, probe_entry
 from medtransfer.evaluation.prediction_tables import EVAL_SPLITS
 from medtransfer.models.adapt import add_lora, enable_grad_checkpointing, freeze_blocks, frozen_norm_eval, merge_lora
-from medtransfer.models.backbone import Backbone, build_backbone
-from medtransfer.models.weights import check_weights_arg, weights_identity
+from medtransfer.models.backbone import Backbone, build_backbone, check_weights
 from medtransfer.progress import Reporter, shown_epochs
 from medtransfer.provenance import device_name
 from medtransfer.rundir import RunWriter, WeightsKind
@@ -83,7 +82,7 @@ def extract_batch(cfg: TrainConfig, device: torch.device) -> int:
 
 def run_feature_key(cfg: TrainConfig, backbone: Backbone, table: SampleTable, device: torch.device) -> dict:
     """The feature-cache key of a frozen run (its model part is what a study groups runs by: executors.cache_group)."""
-    return feature_key(backbone, weights_identity(cfg.weights, backbone.timm_name, cfg.seed), table, device)
+    return feature_key(backbone, backbone.weights_id, table, device)
 
 
 def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
@@ -94,7 +93,7 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     def fill(out: np.ndarray) -> None:
         images = cache_root(cfg.cache_dir) if cfg.image_cache else None
         image_timing.update(extract_table(backbone, table, out, device, cfg.workers, extract_batch(cfg, device), images,
-                                          lambda b: reporter.task(f"extract {backbone.timm_name} (batch {b})",
+                                          lambda b: reporter.task(f"extract {backbone.name} (batch {b})",
                                                                   len(table), "images")))
 
     features, timing = cached_features(feature_cache(cache_root(cfg.cache_dir)), key,
@@ -173,18 +172,20 @@ def report_head_history(reporter: Reporter, history: list[dict], best: int, cfg:
 
 def fit(cfg: TrainConfig, table: SampleTable, rows: dict[str, np.ndarray], reporter: Reporter) -> Fitted:
     """Build the backbone and train the run's mode on the split rows; val/test probabilities and what was used."""
-    check_weights_arg(cfg.weights)
+    check_weights(cfg.backbone, cfg.weights)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     backbone = build_backbone(cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.seed)
     cfg = cfg.model_copy(update={"image_size": backbone.preprocess.size})
     reporter.log(f"{table.source}: {len(table)} samples, {len(table.classes)} classes; "
-                 + ", ".join(f"{s} {len(r)}" for s, r in rows.items()) + f"; {backbone.timm_name} on {device}")
+                 + ", ".join(f"{s} {len(r)}" for s, r in rows.items()) + f"; {backbone.name} on {device}")
+    for note in backbone.notes:
+        reporter.log(note)
     run_mode = _frozen if cfg.mode == "frozen" else _finetune
     fitted = run_mode(cfg, backbone, table, rows, device, reporter)
     fitted.timing.update(resource_use(backbone, device))
     fitted.device = device_name(device)
-    fitted.resolved = {"image_size": backbone.preprocess.size, "timm_name": backbone.timm_name,
-                       "preprocess": backbone.preprocess.as_dict(), "pooling_resolved": backbone.pooling,
-                       "weights_identity": weights_identity(cfg.weights, backbone.timm_name, cfg.seed)}
+    fitted.resolved = {"image_size": backbone.preprocess.size, "family": backbone.family,
+                       "model_id": backbone.model_id, "preprocess": backbone.preprocess.as_dict(),
+                       "pooling_resolved": backbone.pooling, "weights_identity": backbone.weights_id}
     return fitted

@@ -21,7 +21,7 @@ from medtransfer.engine.probes import probe_entry
 from medtransfer.engine.pipeline import InputPipeline, crop_transform, decode_image
 from medtransfer.errors import UserError
 from medtransfer.models.backbone import build_backbone
-from medtransfer.models.weights import check_tensors, load_run_weights, read_tensors, weights_identity
+from medtransfer.models.weights import check_tensors, load_run_weights, read_tensors
 from medtransfer.rundir import DONE, RunDir
 
 
@@ -42,7 +42,7 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, TrainConfig, list[str]]:
         load_run_weights(model, run.weights_path("model"))
         return model.eval(), cfg, classes
     backbone = build_backbone(cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.seed)
-    if weights_identity(cfg.weights, backbone.timm_name, cfg.seed) != saved.get("weights_identity"):
+    if backbone.weights_id != saved.get("weights_identity"):
         raise UserError(cfg.weights, "differs from the backbone weights this run was trained on",
                         "restore the original checkpoint file")
     kind = probe_entry(cfg).weights_kind  # what the run's probe saved, as the probe registry declares it

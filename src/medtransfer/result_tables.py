@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -91,15 +92,24 @@ def study_summary(outcome: StudyOutcome, records: list[RunMetrics | None], secon
 
 
 def print_catalog() -> None:
-    """Every catalog backbone with its timm name and whether its weights are cached locally."""
-    from medtransfer.models.catalog import CATALOG
-    from medtransfer.models.weights import hub_cached
+    """Every catalog backbone: family, model, input size, feature width, licence, gated, and whether its weights are
+    in the local cache."""
+    from medtransfer.models.backbone import catalog_rows
     from medtransfer.progress import make_console
 
-    table = Table(title="medtransfer backbones (any other timm model name works too)")
-    for column in ("name", "timm model", "weights", "offline"):
-        table.add_column(column, no_wrap=column != "weights")
-    for entry in CATALOG.values():
-        offline = "cached" if hub_cached(entry.timm_name) else "not cached"
-        table.add_row(entry.name, entry.timm_name, entry.note, offline)
-    make_console().print(table)
+    rows = catalog_rows()
+    table = Table(title="medtransfer backbones (also: any timm name, hf-hub:ORG/NAME, hf:ORG/NAME or hf:FOLDER, "
+                        "open_clip:NAME)")
+    for column in ("name", "family", "input", "features", "licence", "access", "weights"):
+        table.add_column(column, no_wrap=column != "licence", justify="right" if column in ("input", "features")
+                         else "left")
+    for row in rows:
+        features = f"{row['features']} ({row['pooling']})" if row["features"] else row.get("problem", "")
+        table.add_row(row["name"], row["family"], str(row["input"] or ""), features, row["licence"],
+                      "gated" if row["gated"] else "open", "cached" if row["offline"] else "not cached")
+    console = make_console()
+    console.print(table)
+    for row in rows:  # what each one is, under the table: the model ids are too long for a column
+        console.print(f"[bold]{row['name']}[/bold]: {escape(row['model'])} — {escape(row['note'])}",
+                      highlight=False)
+

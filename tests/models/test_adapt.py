@@ -22,7 +22,7 @@ from medtransfer.models.adapt import (
     frozen_norm_eval,
     merge_lora,
 )
-from medtransfer.models.backbone import Backbone, Preprocess, build_backbone
+from medtransfer.models.backbone import Backbone, build_backbone, meta_backbone
 
 VIT = ("vit_tiny_patch16_224", 32)
 DINO = ("dinov2_vits14", 28)
@@ -30,9 +30,7 @@ DINO = ("dinov2_vits14", 28)
 
 def _meta_backbone(timm_name: str) -> Backbone:
     """Architecture only (no memory, no init): enough to count blocks of big models."""
-    with torch.device("meta"):
-        model = timm.create_model(timm_name, num_classes=0)
-    return Backbone(model, "auto", timm_name, Preprocess(224, (0.5,) * 3, (0.5,) * 3, "bilinear", 1.0))
+    return meta_backbone(timm_name, None)
 
 
 def _numel(module: nn.Module, keep) -> int:

@@ -8,7 +8,8 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
 
 from medtransfer.errors import UserError
-from medtransfer.models.backbone import Backbone, Preprocess, build_backbone, meta_backbone
+from medtransfer.models.backbone import Preprocess, build_backbone, meta_backbone
+from medtransfer.models.families.timm_models import TimmBackbone
 
 VITS = 384  # ViT-S embedding width
 
@@ -17,9 +18,9 @@ def images(size: int, n: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def timm_data_config(timm_name: str) -> dict:
+def timm_data_config(model_id: str) -> dict:
     """What timm itself says the preprocessing of these pretrained weights is."""
-    return resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(timm_name).to_dict())
+    return resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(model_id).to_dict())
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def test_cnn_auto_pooling_is_avg(resnet18_32) -> None:
 
 @pytest.mark.parametrize("pooling, width", [("cls", VITS), ("mean", VITS), ("cls_mean", 2 * VITS)])
 def test_vit_pooling_widths_and_values(dinov2_28, pooling, width) -> None:
-    backbone = Backbone(dinov2_28.model, pooling, dinov2_28.timm_name, dinov2_28.preprocess).eval()
+    backbone = TimmBackbone(dinov2_28.model, dinov2_28.spec, dinov2_28.preprocess, pooling, "test").eval()
     x = images(28)
     with torch.no_grad():
         out = backbone(x)
@@ -86,7 +87,7 @@ def test_register_tokens_are_left_out_of_the_patch_mean() -> None:
 
 def test_avg_pooling_on_a_vit_is_a_user_error(dinov2_28) -> None:
     with pytest.raises(UserError) as info:
-        Backbone(dinov2_28.model, "avg", dinov2_28.timm_name, dinov2_28.preprocess)
+        TimmBackbone(dinov2_28.model, dinov2_28.spec, dinov2_28.preprocess, "avg", "test")
     assert "avg" in str(info.value)
     assert "cls_mean" in str(info.value)
 
@@ -191,7 +192,7 @@ def test_unknown_backbone_is_a_user_error_before_building() -> None:
 def test_the_meta_backbone_is_the_built_one_without_values(name, size, pooling) -> None:
     meta, built = meta_backbone(name, size, pooling), build_backbone(name, "none", size, pooling)
     assert all(p.is_meta for p in meta.parameters()) and not any(p.is_meta for p in built.parameters())
-    assert (meta.timm_name, meta.pooling, meta.num_features) == (built.timm_name, built.pooling, built.num_features)
+    assert (meta.model_id, meta.pooling, meta.num_features) == (built.model_id, built.pooling, built.num_features)
     assert meta.preprocess == built.preprocess
     assert [(n, p.shape) for n, p in meta.named_parameters()] == [(n, p.shape) for n, p in built.named_parameters()]
 

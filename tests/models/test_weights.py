@@ -19,15 +19,16 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 
+from fake_hub import offline_hub
+
 from medtransfer.errors import UserError
-from medtransfer.models import weights as weights_mod
-from medtransfer.models.backbone import build_backbone
+from medtransfer.models import hub
+from medtransfer.models.backbone import available_offline, build_backbone, weights_identity
 from medtransfer.models.weights import (
     check_weights_arg,
     load_checkpoint,
     load_run_weights,
     read_state_dict,
-    weights_identity,
 )
 
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}
@@ -124,7 +125,7 @@ def test_official_dinov2_checkpoint_loads_with_identical_outputs_at_native_size(
     assert saved["mask_token"].shape == (1, 384)
 
     backbone = build_backbone("dinov2_vits14", str(path), 518, pooling="cls_mean").eval()
-    assert backbone.timm_name == "vit_small_patch14_dinov2.lvd142m"
+    assert backbone.model_id == "vit_small_patch14_dinov2.lvd142m"
     # 518 px is the checkpoint's own grid: nothing may be resampled
     assert torch.equal(backbone.model.pos_embed, source.pos_embed)
     x = images(518, n=1, seed=3)
@@ -163,7 +164,7 @@ def test_official_dinov2_register_checkpoint_loads_with_identical_outputs(tmp_pa
     torch.save(official, path)
 
     backbone = build_backbone("dinov2_vits14_reg", str(path), size, pooling="cls_mean").eval()
-    assert backbone.timm_name == "vit_small_patch14_reg4_dinov2.lvd142m"
+    assert backbone.model_id == "vit_small_patch14_reg4_dinov2.lvd142m"
     assert backbone.model.num_prefix_tokens == 5
     assert torch.equal(backbone.model.pos_embed, source.pos_embed)
     x = images(size, seed=4)
@@ -456,6 +457,7 @@ def test_run_weights_load_exactly_and_refuse_missing_mismatched_or_nan_files(tmp
 
 
 def test_check_weights_arg(tmp_path) -> None:
+    check_weights_arg("pretrained")
     check_weights_arg("imagenet")
     check_weights_arg("none")
     good = tmp_path / "w.safetensors"
@@ -473,11 +475,13 @@ def test_weights_identity_follows_file_content_and_seed(tmp_path) -> None:
     a, b = tmp_path / "a.pth", tmp_path / "b.pth"
     a.write_bytes(b"one")
     b.write_bytes(b"one")
-    assert weights_identity(str(a), "resnet18", 0) == weights_identity(str(b), "resnet18", 5)
+    assert weights_identity("resnet18", str(a), 0) == weights_identity("resnet18", str(b), 5)
     b.write_bytes(b"two")
-    assert weights_identity(str(a), "resnet18", 0) != weights_identity(str(b), "resnet18", 0)
-    assert weights_identity("none", "resnet18", 0) != weights_identity("none", "resnet18", 1)
-    assert weights_identity("imagenet", "resnet18.tv_in1k", 0) != weights_identity("imagenet", "resnet50.tv_in1k", 0)
+    assert weights_identity("resnet18", str(a), 0) != weights_identity("resnet18", str(b), 0)
+    assert weights_identity("resnet18", "none", 0) != weights_identity("resnet18", "none", 1)
+    assert weights_identity("resnet18.tv_in1k", "imagenet", 0) != weights_identity("resnet50.tv_in1k", "imagenet", 0)
+    # `imagenet` is timm's older name for the pretrained weights: one identity, so one feature cache
+    assert weights_identity("resnet18", "imagenet", 0) == weights_identity("resnet18", "pretrained", 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -486,20 +490,12 @@ def test_weights_identity_follows_file_content_and_seed(tmp_path) -> None:
 
 @pytest.fixture()
 def empty_offline_hub(tmp_path, monkeypatch) -> Path:
-    """HF_HUB_OFFLINE=1 and an empty HF_HOME; huggingface_hub read both at import, so patch its constants too."""
-    home = tmp_path / "hf_home"
-    home.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hf_constants, "HF_HOME", str(home))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(home / "hub"))
-    return home
+    """HF_HUB_OFFLINE=1 and an empty HF_HOME (huggingface_hub's constants patched too)."""
+    return offline_hub(tmp_path, monkeypatch).parent
 
 
 def test_offline_imagenet_without_cache_fails_fast_with_both_fixes(empty_offline_hub) -> None:
-    assert not weights_mod.hub_cached("resnet18.tv_in1k")
+    assert not available_offline("resnet18.tv_in1k")
     start = time.monotonic()
     with pytest.raises(UserError) as info:
         build_backbone("resnet18", "imagenet", 32)
@@ -521,9 +517,11 @@ def test_offline_imagenet_loads_from_a_populated_cache(empty_offline_hub) -> Non
     snapshot = repo / "snapshots" / revision
     snapshot.mkdir(parents=True)
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(snapshot / "model.safetensors"))
-    assert weights_mod.hub_cached("resnet18.tv_in1k")
+    assert available_offline("resnet18.tv_in1k")
 
     backbone = build_backbone("resnet18", "imagenet", 32).eval()
+    assert backbone.weights_id == f"hub:timm/resnet18.tv_in1k@{revision}"
+    assert any(revision in note for note in backbone.notes)
     x = images(32)
     with torch.no_grad():
         got = backbone(x)
@@ -538,12 +536,15 @@ def test_hf_hub_offline_false_spellings_do_not_block_downloads(monkeypatch, tmp_
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     calls = []
 
-    def fake_create(name, pretrained=False, **kwargs):
-        calls.append((name, pretrained))
+    def fake_download(repo_id, filename, revision=None):
+        calls.append((repo_id, filename))
         raise OSError("no network in this test")
 
-    monkeypatch.setattr(weights_mod.timm, "create_model", fake_create)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert not hub.offline()
     with pytest.raises(UserError) as info:
-        weights_mod.create_imagenet("resnet18.tv_in1k", num_classes=0)
-    assert calls == [("resnet18.tv_in1k", True)]
+        build_backbone("resnet18", "pretrained", 32)
+    assert calls == [("timm/resnet18.tv_in1k", "model.safetensors")]
     assert "OSError" in str(info.value)

@@ -19,7 +19,8 @@ seeds: [0, 1]
 train_fractions: [0.5, 1.0]
 """
 
-# The resolved frozen defaults when RUN_ID_SCHEMA became 2. Ids hash only departures from the defaults, so a changed
+# The resolved frozen defaults when RUN_ID_SCHEMA became 2 (`weights` was then spelled `imagenet`, which run_id
+# still reads as `pretrained`: test_imagenet_and_pretrained_weights_share_a_run_id). Ids hash only departures from the defaults, so a changed
 # default would silently give runs that relied on it their old id: bump RUN_ID_SCHEMA and update this instead.
 DEFAULTS_AT_SCHEMA_2 = {
     "modality_mode": "fused", "slices": "center:16", "plane": "axial", "normalize": "percentile", "labels_csv": None,
@@ -27,7 +28,7 @@ DEFAULTS_AT_SCHEMA_2 = {
     "label_col": None, "group_col": None, "split_col": None, "image_root": None, "skip_missing": False,
     "modalities": None, "test_fraction": 0.2, "val_fraction": 0.2, "train_fraction": 1.0, "folds": 0, "fold": 0,
     "split_seed": 0, "allow_missing_classes": False, "class_order": None, "backbone": "resnet50",
-    "weights": "imagenet", "image_size": None, "pooling": "auto", "mode": "frozen", "head": "linear",
+    "weights": "pretrained", "image_size": None, "pooling": "auto", "mode": "frozen", "head": "linear",
     "head_sweep": False, "optimizer": "adam", "lr": 0.001, "weight_decay": 0.0, "batch_size": 256, "epochs": 100,
     "schedule": "cosine", "patience": None, "select": "val_auroc", "class_weights": False, "augment": False,
     "accumulate": 1, "compile": False, "freeze_blocks": None, "lora_rank": None, "grad_checkpointing": False,
@@ -127,3 +128,14 @@ def test_a_bad_setting_in_a_study_reads_as_in_train_naming_the_run_and_its_fix_o
     with pytest.raises(UserError) as own:  # the data layer's own line, subject and fix, passes through whole
         parse_slices("center:0")
     assert err.value.line() == f"study: a/resnet18/frozen: {own.value.line()}"
+
+
+def test_imagenet_and_pretrained_weights_share_a_run_id():
+    """`imagenet` was the default's name before `pretrained`: a finished study that spelled it keeps its run ids."""
+    from medtransfer.config import TrainConfig
+    from medtransfer.study.grid import run_id
+
+    base = {"data": "synthetic:", "backbone": "resnet18"}
+    assert run_id(TrainConfig(**base, weights="imagenet")) == run_id(TrainConfig(**base)) == \
+        run_id(TrainConfig(**base, weights="pretrained"))
+    assert run_id(TrainConfig(**base, weights="none")) != run_id(TrainConfig(**base))

@@ -68,7 +68,7 @@ def test_a_missing_weights_file_and_a_bad_dataset_are_reported_together(tmp_path
 @pytest.mark.parametrize(("values", "expected"), [
     ({"freeze_blocks": 5}, "--freeze-blocks 5: is more than the 4 blocks"),
     ({"freeze_blocks": 4}, None),
-    ({"lora_rank": 4}, "LoRA applies to ViT attention layers"),
+    ({"lora_rank": 4}, "LoRA applies to attention layers"),
 ])
 def test_finetune_adaptations_are_checked_by_the_runs_own_rules(values, expected):
     cfg = parse_config({"data": "synthetic:", "backbone": "resnet18", "mode": "finetune", **values})
@@ -100,4 +100,24 @@ def test_a_tracker_without_its_extra_fails_before_the_first_run(tmp_path, monkey
         run_study(study, tmp_path / "out")
     line = err.value.line()
     assert "study tracker 'mlflow'" in line and "pip install 'medtransfer[mlflow]'" in line
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_a_bad_family_name_a_missing_extra_and_wrong_weights_fail_before_the_first_run(tmp_path, monkeypatch):
+    """Three foundation-model problems and one good backbone: nothing runs, every problem is named."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "open_clip" else real(name, *a))
+    study = write(tmp_path, ["{name: resnet18, image_size: 32, weights: none}",
+                             "{name: 'hugging:org/model', weights: none}",
+                             "{name: biomedclip, weights: none}",
+                             "{name: rad_dino, weights: imagenet}"])
+    with pytest.raises(UserError) as err:
+        run_study(study, tmp_path / "out")
+    line = err.value.line()
+    assert line.startswith("study: 3 problems")
+    assert "'hugging:org/model'" in line and "unknown backbone" in line
+    assert "'biomedclip'" in line and "pip install 'medtransfer[clip]'" in line
+    assert "'rad_dino'" in line and "--weights pretrained" in line
     assert not (tmp_path / "out" / "runs").exists()

@@ -37,7 +37,7 @@ def model_key(backbone: Backbone, weights_id: str) -> dict:
     Also how a study groups the frozen runs that share an entry (study/executors.cache_group), from a meta-device
     backbone: one rule for both, so the grouping cannot drift from the cache.
     """
-    return {"model": backbone.timm_name, "weights": weights_id, "preprocess": backbone.preprocess.as_dict(),
+    return {"model": backbone.model_id, "weights": weights_id, "preprocess": backbone.preprocess.as_dict(),
             "pooling": backbone.pooling}
 
 

@@ -1,66 +1,21 @@
-"""What of a backbone trains: the last n blocks, LoRA adapters on ViT attention, and gradient checkpointing."""
+"""What of a backbone trains: the last n blocks, LoRA adapters on attention, and gradient checkpointing; each family
+says what its blocks and attention projections are."""
 
 from __future__ import annotations
 
-import re
 import sys
-from dataclasses import dataclass
 from types import ModuleType
 
-from timm.models import group_parameters
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from medtransfer.errors import UserError
 from medtransfer.models.backbone import Backbone
-
-# timm's attention projections: fused qkv + output proj (ViT, DINOv2, DeiT), split q/k/v (EVA), q + kv (PVT, Twins).
-_ATTN_LINEAR = re.compile(r"(?:.*\.)?attn\.(?:qkv|q_proj|k_proj|v_proj|q|k|v|kv|proj)")
-
-
-@dataclass(frozen=True)
-class BlockGroups:
-    """A backbone's parameter names (timm names, no `model.` prefix) by timm's coarse grouping, input to output."""
-
-    stem: list[str]  # patch/conv stem, position embedding, class and register tokens
-    blocks: list[list[str]]  # one list per block; timm folds a final norm into the last block (ViT `norm`)
-    tail: list[str]  # matched by no group: neck and pre-logits (DenseNet norm5, VGG pre_logits, ViT fc_norm)
-
-
-def _first_match(name: str, specs: list[tuple[str, list[re.Pattern]]]) -> str | None:
-    """The matcher key timm assigns `name` to: the first whose regex matches, as in timm's group_with_matcher."""
-    for key, patterns in specs:
-        if any(p.match(name) for p in patterns):
-            return key
-    return None
-
+from medtransfer.models.blocks import BlockGroups
 
 def block_groups(backbone: Backbone) -> BlockGroups:
-    """Split the parameters by timm's `group_matcher(coarse=True)`: the stem group, then blocks, then the rest."""
-    model = backbone.model
-    try:
-        matcher = model.group_matcher(coarse=True)
-    except (AttributeError, AssertionError, NotImplementedError):
-        raise UserError("--freeze-blocks", f"timm defines no block grouping for {backbone.timm_name}",
-                        "leave out --freeze-blocks to fine-tune all of it") from None
-    group_of = group_parameters(model, matcher, reverse=True)  # name → ordinal of its group, input to output
-    names = [name for name, _ in model.named_parameters()]
-    if isinstance(matcher, dict):
-        # A spec is a regex or a list of (regex, ordinal suffix) pairs; None means the model lacks that part.
-        specs = [(key, [re.compile(s[0]) for s in (spec if isinstance(spec, list | tuple) else [(spec, None)])])
-                 for key, spec in matcher.items() if spec is not None]
-        keys = {name: _first_match(name, specs) for name in names}
-    else:  # a callable matcher says nothing about parts: its first group is taken as the stem
-        first = min(group_of.values())
-        keys = {name: "stem" if group_of[name] == first else "blocks" for name in names}
-    stem = [name for name in names if keys[name] == "stem"]
-    tail = [name for name in names if keys[name] is None]
-    # Ordinals, not keys, delimit blocks: timm merges some matches into the previous group (ViT norm, DenseNet
-    # transition layers) and multi-key matchers (XCiT's cls_attn_blocks, SelecSLS's blocks_head) add more blocks.
-    ordinals = sorted({group_of[name] for name in names if keys[name] not in ("stem", None)})
-    blocks = [[name for name in names if keys[name] not in ("stem", None) and group_of[name] == ordinal]
-              for ordinal in ordinals]
-    return BlockGroups(stem, blocks, tail)
+    """The backbone's parameters by block, input to output, as its family groups them."""
+    return backbone.block_groups()
 
 
 def count_blocks(backbone: Backbone) -> int:
@@ -74,7 +29,7 @@ def check_freeze_blocks(backbone: Backbone, n: int) -> BlockGroups:
     total = len(groups.blocks)
     if not 0 <= n <= total:
         raise UserError(f"--freeze-blocks {n}", "is negative" if n < 0 else f"is more than the {total} blocks",
-                        f"{backbone.timm_name} has {total} blocks: give 0 (train only the head) to {total} (train all)")
+                        f"{backbone.name} has {total} blocks: give 0 (train only the head) to {total} (train all)")
     return groups
 
 
@@ -111,16 +66,15 @@ def frozen_norm_eval(model: nn.Module) -> int:
 
 
 def lora_targets(backbone: Backbone) -> list[str]:
-    """Names of the attention projection Linears LoRA adapts (e.g. `blocks.0.attn.qkv`, `blocks.0.attn.proj`)."""
-    return [name for name, module in backbone.model.named_modules()
-            if isinstance(module, nn.Linear) and _ATTN_LINEAR.fullmatch(name)]
+    """Names of the attention projections LoRA adapts (e.g. `blocks.0.attn.qkv`, `blocks.0.attn.proj`)."""
+    return backbone.lora_targets()
 
 
 def check_lora_targets(backbone: Backbone) -> list[str]:
     """LoRA's target modules, once the backbone is known to have some (ViT attention)."""
     targets = lora_targets(backbone)
     if not targets:
-        raise UserError("--lora-rank", f"LoRA applies to ViT attention layers; {backbone.timm_name} has none",
+        raise UserError("--lora-rank", f"LoRA applies to attention layers; {backbone.name} has none",
                         "use --freeze-blocks for CNNs")
     return targets
 
@@ -145,7 +99,7 @@ def add_lora(backbone: Backbone, rank: int, alpha: float | None = None, dropout:
     if not 0.0 <= dropout < 1.0:
         raise UserError(f"--lora-dropout {dropout}", "must be in [0, 1)", "e.g. --lora-dropout 0.1")
     if hasattr(backbone.model, "peft_config"):
-        raise ValueError(f"{backbone.timm_name} already has LoRA adapters")
+        raise ValueError(f"{backbone.name} already has LoRA adapters")
     targets = check_lora_targets(backbone)
     peft = import_peft()
     config = peft.LoraConfig(r=rank, lora_alpha=float(rank if alpha is None else alpha), lora_dropout=dropout,
@@ -175,12 +129,5 @@ def merge_lora(backbone: Backbone) -> None:
 
 
 def enable_grad_checkpointing(backbone: Backbone) -> None:
-    """Recompute block activations in the backward pass (timm's `set_grad_checkpointing`): less memory, ~30% slower."""
-    setter = getattr(backbone.model, "set_grad_checkpointing", None)
-    try:
-        if setter is None:
-            raise NotImplementedError
-        setter(True)
-    except (AssertionError, NotImplementedError):  # timm asserts where a family does not support it (VGG)
-        raise UserError("--grad-checkpointing", f"timm does not support it for {backbone.timm_name}",
-                        "leave it out, or lower --batch-size to save memory") from None
+    """Recompute block activations in the backward pass (the family's own switch): less memory, ~30% slower."""
+    backbone.set_grad_checkpointing()

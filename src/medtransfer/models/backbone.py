@@ -1,24 +1,24 @@
-"""A backbone: a timm model, its preprocessing from timm's pretrained config, and its feature pooling."""
+"""A backbone: a model of one family (timm, transformers, open_clip), its preprocessing from that family's own
+config, its feature pooling, and what of it fine-tuning can freeze or adapt."""
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
-import timm
 import torch
-from timm.data import resolve_data_config
 from torch import nn
 
 from medtransfer.errors import UserError
-from medtransfer.models.catalog import resolve
-from medtransfer.models.weights import create_imagenet, load_checkpoint
+from medtransfer.models.catalog import BackboneSpec, resolve
 
+if TYPE_CHECKING:
+    from medtransfer.models.blocks import BlockGroups
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Input pipeline taken from the backbone's timm pretrained config, with the run's input size."""
+    """Input pipeline taken from the backbone family's own preprocessing config, with the run's input size."""
 
     size: int
     mean: tuple[float, float, float]
@@ -33,102 +33,137 @@ class Preprocess:
 
 
 class Backbone(nn.Module):
-    """Image batch → one feature vector per image, pooled the way the family is probed."""
+    """Image batch → one feature vector per image, pooled the way the family is probed.
 
-    def __init__(self, model: nn.Module, pooling: str, timm_name: str, preprocess: Preprocess) -> None:
-        super().__init__()
-        self.model, self.timm_name, self.preprocess = model, timm_name, preprocess
-        self.tokens = hasattr(model, "num_prefix_tokens")  # ViT-style: token sequence out of forward_features
-        if pooling == "auto":
-            pooling = "cls_mean" if self.tokens else "avg"
-        if self.tokens == (pooling == "avg"):
-            kinds = "cls_mean, cls or mean" if self.tokens else "avg"
-            raise UserError(f"--pooling {pooling}", f"does not apply to {timm_name}", f"use {kinds}")
-        self.pooling = pooling
-        width = getattr(model, "head_hidden_size", None) or model.num_features  # VGG's pre-logits are 4096 wide
-        self.num_features = width * (2 if pooling == "cls_mean" else 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features: DINOv2-style class token ⊕ mean patch token, or global average pooling."""
-        if not self.tokens:
-            return self.model(x)  # num_classes=0: timm returns globally pooled features
-        tokens = self.model.forward_features(x)
-        cls, patches = tokens[:, 0], tokens[:, self.model.num_prefix_tokens:]  # registers are skipped
-        if self.pooling == "cls":
-            return cls
-        if self.pooling == "mean":
-            return patches.mean(dim=1)
-        return torch.cat([cls, patches.mean(dim=1)], dim=1)
-
-
-def _patch_size(model: nn.Module) -> int | None:
-    embed = getattr(model, "patch_embed", None)
-    return int(embed.patch_size[0]) if embed is not None else None
-
-
-def create_model(timm_name: str, weights: str, image_size: int | None, seed: int | None) -> nn.Module:
-    """Build the timm model; transformers get `img_size` so their position embeddings fit the input.
-
-    `seed` None draws no seed: for a model on the meta device, which holds no values.
+    A family's subclass supplies its pooling choices, the feature width, the forward pass, the block groups that
+    `--freeze-blocks` counts, LoRA's target modules and gradient checkpointing.
     """
-    attempts = [{"num_classes": 0, "img_size": image_size}] if image_size else []
-    attempts.append({"num_classes": 0})
-    for kwargs in attempts:
-        if seed is not None:
-            torch.manual_seed(seed)  # `none` weights are reproducible from the run's seed
-        try:
-            if weights == "imagenet":
-                return create_imagenet(timm_name, **kwargs)
-            return timm.create_model(timm_name, pretrained=False, **kwargs)
-        except TypeError:  # CNN constructors take no img_size
-            continue
-        except (AssertionError, ValueError) as exc:
-            raise UserError(f"--backbone {timm_name}", f"cannot be built at this size ({exc})",
-                            "change --image-size") from None
-    raise UserError(f"--backbone {timm_name}", "timm cannot build it", "pick another backbone")
+
+    family: ClassVar[str] = ""
+
+    def __init__(self, model: nn.Module, spec: BackboneSpec, preprocess: Preprocess, pooling: str,
+                 weights_id: str, notes: list[str] | None = None) -> None:
+        super().__init__()
+        self.model, self.spec, self.preprocess, self.weights_id = model, spec, preprocess, weights_id
+        self.notes = list(notes or [])  # how the weights were found and unwrapped, for the run's log
+        choices = self.poolings()
+        if pooling == "auto":  # the card's pooling where the catalog names one, else the family's first choice
+            card = spec.entry.pooling if spec.entry else None
+            pooling = card if card in choices else choices[0]
+        if pooling not in choices:
+            raise UserError(f"--pooling {pooling}", f"does not apply to {spec.name}", f"use {', '.join(choices)}")
+        self.pooling = pooling
+        self.num_features = self.width()
+
+    @property
+    def model_id(self) -> str:
+        """The family's own name of the model (a timm name, a hub repo id or a local folder): in the cache key."""
+        return self.spec.model_id
+
+    @property
+    def name(self) -> str:
+        """The backbone as `--backbone` named it."""
+        return self.spec.name
+
+    def poolings(self) -> tuple[str, ...]:
+        """The pooling choices that apply to this model, the family's default first."""
+        raise NotImplementedError
+
+    def width(self) -> int:
+        """The pooled feature width."""
+        raise NotImplementedError
+
+    def block_groups(self) -> BlockGroups:
+        """The parameters by block, input to output, for --freeze-blocks."""
+        raise NotImplementedError
+
+    def lora_targets(self) -> list[str]:
+        """The attention projections LoRA adapts (module names relative to `model`); empty when it has none."""
+        raise NotImplementedError
+
+    def set_grad_checkpointing(self) -> None:
+        """Recompute block activations in the backward pass; a UserError where the family cannot."""
+        raise NotImplementedError
 
 
-def input_size(model: nn.Module) -> int:
-    """The model's default input size, from its timm pretrained config."""
-    return int(resolve_data_config({}, model=model)["input_size"][-1])
+def _family(spec: BackboneSpec):
+    from medtransfer.models.families import family_module
+
+    return family_module(spec)
 
 
 def build_backbone(name: str, weights: str, image_size: int | None, pooling: str = "auto", seed: int = 0) -> Backbone:
-    """Create the backbone with its weights (imagenet, none, or a local file) at the run's input size."""
-    entry = resolve(name)
-    cfg = timm.models.get_pretrained_cfg(entry.timm_name)
-    model = create_model(entry.timm_name, weights, image_size, seed)
-    if weights not in ("imagenet", "none"):
-        load_checkpoint(model, Path(weights), cfg.classifier if cfg else None)
-    return wrap_model(model, name, entry.timm_name, image_size, pooling)
+    """Create the backbone with its weights (pretrained, imagenet, none, or a local file) at the run's input size."""
+    spec = resolve(name)
+    return _family(spec).build(spec, weights, image_size, pooling, seed)
 
 
-def check_patch_size(model: nn.Module, name: str, image_size: int | None) -> None:
+def weights_identity(name: str, weights: str, seed: int) -> str:
+    """What makes two weight sources give the same features, without loading them: part of the feature-cache key
+    (a hub model's commit as the cache holds it, a file's sha256, or the seed of `none`)."""
+    spec = resolve(name)
+    return _family(spec).weights_identity(spec, weights, seed)
+
+
+def check_weights(name: str, weights: str) -> None:
+    """`--weights` fits the backbone: a keyword or an existing checkpoint file; `imagenet` names timm's weights only."""
+    from medtransfer.models.weights import check_weights_arg
+
+    check_weights_arg(weights)
+    spec = resolve(name)
+    if weights == "imagenet" and spec.family != "timm":
+        raise UserError("--weights imagenet", f"names timm's ImageNet weights, and {name} is a {spec.family} model",
+                        "use --weights pretrained for its own published weights")
+
+
+def available_offline(name: str) -> bool:
+    """Whether the backbone's pretrained weights are already in the local Hugging Face cache (or its local folder)."""
+    spec = resolve(name)
+    return _family(spec).available_offline(spec)
+
+
+def catalog_rows() -> list[dict]:
+    """Every catalog backbone as `medtransfer backbones` lists it: its family and model, its default input size and
+    feature width (built on the meta device: no weights read, no network), licence, gated, and whether its weights
+    are in the local cache."""
+    from medtransfer.models.catalog import CATALOG
+
+    rows = []
+    for name, entry in CATALOG.items():
+        model = {"transformers": "hf:", "open_clip": "open_clip:"}.get(entry.family, "") + entry.model_id
+        if entry.weights_file:
+            model += f" + {'/'.join(entry.weights_file)}"
+        row = {"name": name, "family": entry.family, "model": model, "note": entry.note,
+               "licence": entry.licence, "gated": entry.gated}
+        try:
+            meta = meta_backbone(name, None)
+            row |= {"input": meta.preprocess.size, "features": meta.num_features, "pooling": meta.pooling,
+                    "offline": available_offline(name)}
+        except UserError as exc:  # a family whose extra is missing: say which
+            row |= {"input": None, "features": None, "pooling": None, "offline": False, "problem": exc.fix}
+        rows.append(row)
+    return rows
+
+
+def check_patch_size(patch: int | None, name: str, image_size: int | None) -> None:
     """A ViT's input size must be a multiple of its patch size."""
-    patch = _patch_size(model)
     if image_size is not None and patch and image_size % patch:
         raise UserError(f"--image-size {image_size}", f"is not a multiple of {name}'s patch size {patch}",
                         f"use a multiple of {patch}, e.g. {max(patch, round(image_size / patch) * patch)}")
-
-
-def wrap_model(model: nn.Module, name: str, timm_name: str, image_size: int | None, pooling: str) -> Backbone:
-    """The Backbone around a built timm model: its size and pooling checked, preprocessing from its timm config."""
-    check_patch_size(model, name, image_size)
-    data_cfg = resolve_data_config({}, model=model)
-    size = image_size or int(data_cfg["input_size"][-1])  # input_size(model), without resolving twice
-    preprocess = Preprocess(size, tuple(data_cfg["mean"]), tuple(data_cfg["std"]), data_cfg["interpolation"],
-                            float(data_cfg["crop_pct"]))
-    return Backbone(model, pooling, timm_name, preprocess)
 
 
 @functools.lru_cache(maxsize=64)
 def meta_backbone(name: str, image_size: int | None, pooling: str = "auto") -> Backbone:
     """The backbone as `build_backbone` makes it, on the meta device: every shape, name, preprocessing and check,
     and no weights read or drawn, so a study can check all of its backbones in seconds. Do not modify it (cached)."""
-    entry = resolve(name)
+    spec = resolve(name)
+    return _family(spec).build(spec, "none", image_size, pooling, None, meta=True)
+
+
+def on_meta(build, *args):
+    """`build(*args)` on the meta device, or for real where a constructor computes with tensor values (`.item()`)."""
     try:
         with torch.device("meta"):
-            model = create_model(entry.timm_name, "none", image_size, None)
-    except (RuntimeError, NotImplementedError):  # a constructor that computes with tensor values (`.item()`)
-        model = create_model(entry.timm_name, "none", image_size, None)
-    return wrap_model(model, name, entry.timm_name, image_size, pooling)
+            return build(*args)
+    except (RuntimeError, NotImplementedError):
+        return build(*args)

@@ -1,18 +1,15 @@
-"""Weight sources: `imagenet` (timm via the Hugging Face cache), `none`, or a local checkpoint file.
-
-Local files may be in timm, torchvision or official DINOv2 key layout; timm's own per-family converters
-translate them, then every key and shape must match: a checkpoint never loads partially in silence.
-"""
+"""Local weight files: read without unpickling code, unwrapped from training containers, translated to timm's key
+layout where they come from torchvision or official DINOv2, then loaded only if every key and shape fits."""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
+from medtransfer.config import WEIGHT_KEYWORDS
 from medtransfer.errors import UserError
 from medtransfer.hashing import file_sha256
 
@@ -22,61 +19,21 @@ CONTAINER_KEYS = ("state_dict", "model", "teacher", "module")
 STRIP_PREFIXES = ("module.", "backbone.", "model.", "encoder.")
 
 
-def weights_identity(weights: str, timm_name: str, seed: int) -> str:
-    """What makes two weight sources give the same features: part of the feature-cache key."""
-    if weights == "imagenet":
-        return f"imagenet:{timm_name}"
-    if weights == "none":
-        return f"none:seed={seed}"
-    return f"file:{file_sha256(Path(weights))}"
-
-
 def check_weights_arg(weights: str) -> None:
-    """`imagenet`, `none`, or an existing checkpoint file with a known suffix."""
-    if weights in ("imagenet", "none"):
+    """`pretrained`, `imagenet`, `none`, or an existing checkpoint file with a known suffix."""
+    if weights in WEIGHT_KEYWORDS:
         return
     path = Path(weights)
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
-        raise UserError(f"--weights {weights}", "is neither imagenet, none nor a checkpoint file",
-                        f"pass imagenet, none, or a {'/'.join(CHECKPOINT_SUFFIXES)} file")
+        raise UserError(f"--weights {weights}", "is neither pretrained, imagenet, none nor a checkpoint file",
+                        f"pass pretrained, none, or a {'/'.join(CHECKPOINT_SUFFIXES)} file")
     if not path.is_file():
         raise UserError(f"--weights {weights}", "file does not exist", "check the path")
 
 
-def hub_cached(timm_name: str) -> bool:
-    """Whether timm's pretrained weights for this model are already in the local Hugging Face cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = timm.models.get_pretrained_cfg(timm_name)
-    if cfg is None or not cfg.hf_hub_id:
-        return False
-    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-        hit = try_to_load_from_cache(cfg.hf_hub_id, filename)
-        if isinstance(hit, str):
-            return True
-    return False
-
-
-def offline_message(timm_name: str) -> str:
-    """The fix for missing pretrained weights: a local file, or a pre-populated HF cache."""
-    return (f"download them where there is network (python -c \"import timm; timm.create_model('{timm_name}', "
-            f"pretrained=True)\") and copy the Hugging Face cache here (set HF_HOME to it, and HF_HUB_OFFLINE=1), "
-            f"or pass --weights PATH to a local .safetensors/.pth file")
-
-
-def create_imagenet(timm_name: str, **kwargs) -> nn.Module:
-    """timm's pretrained weights through huggingface_hub; a clear user error when they cannot be had."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")  # as huggingface_hub
-    if offline and not hub_cached(timm_name):
-        raise UserError(f"{timm_name} imagenet weights", "not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
-                        offline_message(timm_name))
-    try:
-        return timm.create_model(timm_name, pretrained=True, **kwargs)
-    except (OSError, RuntimeError, ValueError) as exc:
-        if isinstance(exc, RuntimeError) and "size mismatch" in str(exc):
-            raise
-        raise UserError(f"{timm_name} imagenet weights", f"cannot be loaded offline or downloaded "
-                        f"({type(exc).__name__})", offline_message(timm_name)) from None
+def file_identity(path: Path) -> str:
+    """A local checkpoint's identity: its content's sha256."""
+    return f"file:{file_sha256(Path(path))}"
 
 
 def read_tensors(path: Path) -> object:
@@ -99,12 +56,15 @@ def read_tensors(path: Path) -> object:
                         "pass a .safetensors or a torch state dict saved with torch.save(model.state_dict())") from None
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a checkpoint (never unpickling code) and unwrap training containers and wrapper prefixes."""
+def read_state_dict(path: Path, notes: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Read a checkpoint (never unpickling code) and unwrap training containers and wrapper prefixes; each unwrapping
+    is appended to `notes`, for the run's log."""
     state = read_tensors(path)
+    notes = [] if notes is None else notes
     for key in CONTAINER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+            notes.append(f"{Path(path).name}: took the state dict under its {key!r} key")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(str(path), "holds no flat state dict of tensors", "save model.state_dict()")
     if not state:
@@ -112,6 +72,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     for prefix in STRIP_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
+            notes.append(f"{Path(path).name}: stripped the {prefix!r} prefix from its {len(state)} keys")
     return state
 
 
@@ -141,13 +102,8 @@ def load_run_weights(module: nn.Module, path: Path) -> None:
     state = read_tensors(path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserError(str(path), "holds no flat state dict of tensors", "rerun the training")
-    expected = module.state_dict()
-    problems = _fit_problems(state, expected, lambda k: False, lambda k: False)
-    if problems:
-        raise UserError(str(path), f"does not fit the run's model: {'; '.join(problems)}",
-                        "the run directory's files were changed or mixed up: rerun the training")
-    check_tensors(state, expected, str(path))
-    module.load_state_dict(state, strict=True)
+    load_strict(module, state, str(path), "the run directory's files were changed or mixed up: rerun the training",
+                what="the run's model")
 
 
 def _fit_problems(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], spare, optional) -> list[str]:
@@ -184,17 +140,39 @@ def convert_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str
     return state
 
 
-def load_checkpoint(model: nn.Module, path: Path, classifier: str | tuple[str, ...] | None) -> None:
-    """Load a local checkpoint strictly; only the ImageNet classifier's keys may be left over."""
-    state = convert_layout(read_state_dict(path), model)
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, fix: str,
+                spare: Callable[[str], bool] = lambda k: False, optional: Callable[[str], bool] = lambda k: False,
+                what: str | None = None) -> None:
+    """Load `state` into `module` only if every key and shape fits (`spare` keys may be left over, `optional` ones
+    missing) and every float weight is float and finite: a checkpoint never loads partially in silence."""
+    expected = module.state_dict()
+    problems = _fit_problems(state, expected, spare, optional)
+    if problems:
+        raise UserError(source, f"does not fit {what or module.__class__.__name__}: {'; '.join(problems)}", fix)
+    check_tensors(state, expected, source)
+    module.load_state_dict({k: state.get(k, v) for k, v in expected.items()}, strict=True)
+
+
+def _mae_decoder(key: str) -> bool:
+    """A masked-autoencoder checkpoint's pretraining-only parts (RETFound, MAE): its decoder and mask token."""
+    return key.startswith("decoder") or key == "mask_token"
+
+
+def load_checkpoint(model: nn.Module, path: Path, classifier: str | tuple[str, ...] | None,
+                    notes: list[str] | None = None) -> None:
+    """Load a local checkpoint into a timm model strictly; only the ImageNet classifier's keys, and a masked
+    autoencoder's decoder, may be left over (each named in `notes`)."""
+    notes = [] if notes is None else notes
+    raw = read_state_dict(path, notes)
     expected = model.state_dict()
+    decoder = [k for k in raw if _mae_decoder(k) and k not in expected]  # before timm's filter drops mask_token
+    state = convert_layout(raw, model)
+    if decoder:
+        notes.append(f"{Path(path).name}: left out {len(decoder)} masked-autoencoder decoder tensors "
+                     f"({decoder[0]}, …): pretraining only")
     heads = (classifier,) if isinstance(classifier, str) else tuple(classifier or ())
     heads += ("head", "fc", "classifier", "head.fc")
     # torchvision's published files predate BatchNorm's num_batches_tracked; it does not affect the features.
-    problems = _fit_problems(state, expected, lambda k: any(k.startswith(h + ".") for h in heads),
-                             lambda k: k.endswith(".num_batches_tracked"))
-    if problems:
-        raise UserError(str(path), f"does not fit {model.__class__.__name__}: {'; '.join(problems)}",
-                        "pass a checkpoint of the same architecture (timm, torchvision or DINOv2 layout)")
-    check_tensors(state, expected, str(path))
-    model.load_state_dict({k: state.get(k, v) for k, v in expected.items()}, strict=True)
+    load_strict(model, state, str(path), "pass a checkpoint of the same architecture (timm, torchvision or DINOv2 "
+                "layout)", lambda k: any(k.startswith(h + ".") for h in heads) or k in decoder,
+                lambda k: k.endswith(".num_batches_tracked"))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from medtransfer.config import TrainConfig, fields_in
+from medtransfer.config import WEIGHT_KEYWORDS, TrainConfig, fields_in
 from medtransfer.errors import UserError
 from medtransfer.provenance import command_line
 
@@ -38,7 +38,7 @@ def cache_group(cfg: TrainConfig) -> str | None:
 
     if cfg.mode != "frozen":
         return None
-    weights_file = None if cfg.weights in ("imagenet", "none") else file_signature(Path(cfg.weights))
+    weights_file = None if cfg.weights in WEIGHT_KEYWORDS else file_signature(Path(cfg.weights))
     model = _model_key(cfg.backbone, cfg.image_size, cfg.pooling, cfg.weights, cfg.seed, weights_file)
     return json.dumps({**{f: getattr(cfg, f) for f in SOURCE_FIELDS}, "model": model}, sort_keys=True)
 
@@ -49,11 +49,10 @@ def _model_key(backbone: str, image_size: int | None, pooling: str, weights: str
     """`model_key` as JSON, once per model and weights: a study asks for each of its runs, and a local checkpoint
     would be hashed each time (`weights_file`, its signature, tells a changed file apart)."""
     from medtransfer.engine.features import model_key
-    from medtransfer.models.backbone import meta_backbone
-    from medtransfer.models.weights import weights_identity
+    from medtransfer.models.backbone import meta_backbone, weights_identity
 
     built = meta_backbone(backbone, image_size, pooling)
-    return json.dumps(model_key(built, weights_identity(weights, built.timm_name, seed)), sort_keys=True)
+    return json.dumps(model_key(built, weights_identity(backbone, weights, seed)), sort_keys=True)
 
 
 def check_executor(name: str) -> None:

@@ -48,8 +48,10 @@ def run_id(cfg: TrainConfig) -> str:
     always = tuple(name for name, field in model.model_fields.items() if field.is_required()) + ("mode",)
     # The same required settings and mode with nothing else set: what "the defaults" resolve to for this run.
     defaults = model(**{name: getattr(cfg, name) for name in always}).model_dump(mode="json")
-    changed = {k: v for k, v in cfg.model_dump(mode="json").items()
-               if k in always or (k not in NOT_IN_ID and v != defaults[k])}
+    values = cfg.model_dump(mode="json")
+    if values["weights"] == "imagenet":  # timm's older name of `pretrained`, the default before: ids stay as they were
+        values["weights"] = "pretrained"
+    changed = {k: v for k, v in values.items() if k in always or (k not in NOT_IN_ID and v != defaults[k])}
     return json_digest({"schema": RUN_ID_SCHEMA, "settings": changed}, 12)
 
 
@@ -66,9 +68,9 @@ def expand(study: Study, out: Path) -> list[RunSpec]:
     a feature cache (same data and backbone) run back to back. Invalid combinations are reported together."""
     specs, found = [], []
     folds = list(range(study.folds)) if study.folds else [0]
-    for task, dataset in _datasets(study):
+    for name, task, dataset in _datasets(study):
         data_options = {k: v for k, v in dataset.model_dump().items() if k in DATA_FIELDS}
-        for backbone in study.backbones:
+        for backbone in (b for b in study.backbones if b.datasets is None or name in b.datasets):
             for mode, mode_spec in study.modes.items():
                 heads = mode_spec.heads if mode == "frozen" else ["linear"]
                 settings = _settings(study.train, dataset, mode_spec, backbone)
@@ -93,15 +95,15 @@ def expand(study: Study, out: Path) -> list[RunSpec]:
     return specs
 
 
-def _datasets(study: Study) -> list[tuple[str, object]]:
-    """Named datasets; a volume set in `separate` mode becomes one single-modality dataset per modality."""
+def _datasets(study: Study) -> list[tuple[str, str, object]]:
+    """(dataset name, task, dataset): a volume set in `separate` mode becomes one single-modality task per modality."""
     out = []
-    for task, dataset in study.datasets.items():
+    for name, dataset in study.datasets.items():
         if dataset.modalities and dataset.modality_mode == "separate":
-            out += [(f"{task}-{m}", dataset.model_copy(update={"modalities": [m], "modality_mode": "fused"}))
+            out += [(name, f"{name}-{m}", dataset.model_copy(update={"modalities": [m], "modality_mode": "fused"}))
                     for m in dataset.modalities]
         else:
-            out.append((task, dataset))
+            out.append((name, name, dataset))
     return out
 
 

@@ -9,7 +9,6 @@ from medtransfer.data.load import load_table, split_plan
 from medtransfer.data.splits import assign_splits
 from medtransfer.data.table import SPLITS
 from medtransfer.errors import UserError
-from medtransfer.models.weights import check_weights_arg
 from medtransfer.study.grid import RunSpec
 from medtransfer.tracking import check_tracker
 
@@ -58,8 +57,10 @@ def model_problems(cfg: TrainConfig) -> list[Problem]:
 
 
 def _weights_problems(cfg: TrainConfig) -> list[Problem]:
+    from medtransfer.models.backbone import check_weights
+
     try:
-        check_weights_arg(cfg.weights)
+        check_weights(cfg.backbone, cfg.weights)
     except UserError as exc:
         return [(f"study backbone {cfg.backbone!r}", exc.line())]
     return []
