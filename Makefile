@@ -10,7 +10,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,ray,lora,tensorboard,mlflow]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,ray,lora,tensorboard,mlflow,hf,clip]'
 	touch $(STAMP)
 
 demo: $(STAMP)
