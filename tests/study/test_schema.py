@@ -190,3 +190,49 @@ def test_modes_are_the_configs_modes_and_refused_choices_are_named(tmp_path):
     assert f"modes: modes are {' and/or '.join(MODES)}, got ['frozen', 'probe']" in refused("{probe: {}, frozen: {}}")
     # The refused choice is named, as `train` names it.
     assert "modes.frozen.optimizer 'lion': Input should be" in refused("{frozen: {optimizer: lion}}")
+
+
+def test_foundation2026_preset_puts_each_model_on_the_tasks_it_suits():
+    from medtransfer.study.preflight import model_problems
+
+    study = load_study(Path(__file__).resolve().parents[2] / "studies" / "foundation2026.yaml")
+    runs = expand(study, Path("out"))
+    tasks_of: dict[str, set[str]] = {}
+    for spec in runs:
+        tasks_of.setdefault(spec.config.backbone, set()).add(spec.config.task)
+    every = set(study.datasets)
+    for name in ("vgg16", "resnet50", "densenet121", "dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14",
+                 "dinov3_vits16", "dinov3_vitb16", "dinov3_vitl16", "dinov3_convnext_tiny", "biomedclip", "medsiglip"):
+        assert tasks_of[name] == every, name
+    assert (tasks_of["rad_dino"], tasks_of["retfound"]) == ({"chest_xray"}, {"amd"})
+    assert tasks_of["uni"] == tasks_of["virchow2"] == {"pathology"}
+    assert {s.config.weights for s in runs} == {"pretrained"} and {s.config.image_size for s in runs} == {224}
+    # Every backbone passes the run's own model checks at the preset's size, on the meta device (no weights).
+    distinct = {(s.config.backbone, s.config.mode): s.config for s in runs}
+    assert [p for cfg in distinct.values() for p in model_problems(cfg)] == []
+
+
+def test_a_backbone_limited_to_an_unknown_or_empty_dataset_list_is_refused(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("""
+datasets: {a: {data: "synthetic:"}, b: {data: "synthetic:"}}
+backbones: [{name: resnet18, datasets: [a, c]}, {name: resnet34, datasets: []}]
+modes: {frozen: {}}
+""")
+    with pytest.raises(UserError) as err:
+        load_study(path)
+    line = err.value.line()
+    assert "'resnet18' names datasets ['c']" in line and "it has a, b" in line
+    assert "'resnet34' has an empty datasets list" in line
+
+
+def test_a_backbone_limited_to_one_dataset_runs_only_there(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("""
+datasets: {a: {data: "synthetic:"}, b: {data: "synthetic:"}}
+backbones: [resnet18, {name: resnet34, datasets: [b]}]
+modes: {frozen: {}}
+""")
+    runs = expand(load_study(path), tmp_path)
+    assert sorted((s.config.task, s.config.backbone) for s in runs) == [
+        ("a", "resnet18"), ("b", "resnet18"), ("b", "resnet34")]

@@ -37,9 +37,11 @@ DatasetSpec = create_model(  # a named dataset: DATA and its source options as f
 
 
 class BackboneSpec(TrainSettings):
-    """A backbone of the grid, with its weights and any per-backbone overrides."""
+    """A backbone of the grid, with its weights and any per-backbone overrides, on every dataset or the listed ones
+    (a chest X-ray model on the chest X-ray tasks only)."""
 
     name: str
+    datasets: list[str] | None = None
 
 
 class ModeSpec(TrainSettings):
@@ -116,6 +118,11 @@ class Study(BaseModel):
         tasks = [name for name, spec in self.datasets.items() for name in _task_names(name, spec)]
         problems = [f"datasets: task {t!r} comes from more than one dataset" for t in dict.fromkeys(tasks)
                     if tasks.count(t) > 1]
+        problems += [f"backbones: {b.name!r} names datasets {sorted(set(b.datasets) - set(self.datasets))} the study "
+                     f"does not have (it has {', '.join(self.datasets)})"
+                     for b in self.backbones if b.datasets is not None and set(b.datasets) - set(self.datasets)]
+        problems += [f"backbones: {b.name!r} has an empty datasets list" for b in self.backbones
+                     if b.datasets is not None and not b.datasets]
         entries = [b.model_dump_json() for b in self.backbones]
         problems += [f"backbones: {b.name!r} is listed twice with the same settings"
                      for i, b in enumerate(self.backbones) if entries[i] in entries[:i]]
