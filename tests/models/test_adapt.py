@@ -6,7 +6,6 @@ import copy
 import sys
 
 import pytest
-import timm
 import torch
 from torch import nn
 from torch.nn import functional as F

@@ -8,7 +8,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
 
 from medtransfer.errors import UserError
-from medtransfer.models.backbone import Preprocess, build_backbone, meta_backbone
+from medtransfer.models.backbone import Backbone, Preprocess, build_backbone, meta_backbone
 from medtransfer.models.families.timm_models import TimmBackbone
 
 VITS = 384  # ViT-S embedding width

@@ -66,7 +66,7 @@ def frozen_norm_eval(model: nn.Module) -> int:
 
 
 def lora_targets(backbone: Backbone) -> list[str]:
-    """Names of the attention projections LoRA adapts (e.g. `blocks.0.attn.qkv`, `blocks.0.attn.proj`)."""
+    """Names of the attention modules LoRA adapts (timm `blocks.0.attn.qkv`; open_clip's whole MultiheadAttention)."""
     return backbone.lora_targets()
 
 
@@ -110,7 +110,8 @@ def add_lora(backbone: Backbone, rank: int, alpha: float | None = None, dropout:
 
 
 def merge_lora(backbone: Backbone) -> None:
-    """Fold the LoRA updates into the base weights and drop the adapters: `state_dict()` has plain timm keys again.
+    """Fold the LoRA updates into the base weights and drop the adapters: `state_dict()` has the family's plain keys
+    again.
 
     No-op without adapters. Parameters keep their `requires_grad` flags (the base weights stay frozen).
     """
@@ -120,10 +121,21 @@ def merge_lora(backbone: Backbone) -> None:
 
     model = backbone.model
     for name, module in list(model.named_modules()):
-        if isinstance(module, BaseTunerLayer):
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        parent, _, child = name.rpartition(".")
+        try:
+            holder = model.get_submodule(parent)
+        except AttributeError:  # inside an adapted layer already unloaded (nn.MultiheadAttention's out_proj)
+            continue
+        if hasattr(module, "unload_and_optionally_merge_module"):
+            # peft's nn.MultiheadAttention layer (open_clip's ViT): merging swaps its weight Parameters for tensors;
+            # peft's own unloading registers them again and unwraps its out_proj.
+            base = module.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=None)
+        else:
             module.merge()
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, module.get_base_layer())
+            base = module.get_base_layer()
+        setattr(holder, child, base)
     if hasattr(model, "peft_config"):
         del model.peft_config
 

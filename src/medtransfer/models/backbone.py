@@ -78,7 +78,8 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def lora_targets(self) -> list[str]:
-        """The attention projections LoRA adapts (module names relative to `model`); empty when it has none."""
+        """The attention modules LoRA adapts (names relative to `model`: Linears, or whole MultiheadAttention layers
+        where the family's attention reads their weights directly); empty when it has none."""
         raise NotImplementedError
 
     def set_grad_checkpointing(self) -> None:
