@@ -42,7 +42,13 @@ def load_model(run_dir: Path) -> tuple[torch.nn.Module, TrainConfig, list[str]]:
         load_run_weights(model, run.weights_path("model"))
         return model.eval(), cfg, classes
     backbone = build_backbone(cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.seed)
-    if backbone.weights_id != saved.get("weights_identity"):
+    trained = saved.get("weights_identity")
+    if backbone.weights_id != trained:
+        if str(trained).startswith("hub:"):  # the hub's main moved on, or the cache holds another snapshot
+            repo, _, commit = str(trained).removeprefix("hub:").partition("@")
+            raise UserError(f"--backbone {cfg.backbone}", f"the run was trained on {trained}, the cache now gives "
+                            f"{backbone.weights_id}", f"put that commit back in the cache (hf download {repo} "
+                            f"--revision {commit.partition('/')[0]}) and point its main ref at it")
         raise UserError(cfg.weights, "differs from the backbone weights this run was trained on",
                         "restore the original checkpoint file")
     kind = probe_entry(cfg).weights_kind  # what the run's probe saved, as the probe registry declares it

@@ -152,3 +152,38 @@ def test_retfound_pretrained_names_its_gated_file(tmp_path, monkeypatch) -> None
     line = info.value.line()
     assert "RETFound_mae_natureCFP.pth" in line and "YukunZhou/RETFound_mae_natureCFP" in line
     assert "--weights PATH" in line
+
+
+def test_predict_refuses_a_frozen_run_whose_hub_weights_moved_on(hub_cache, tmp_path) -> None:
+    """A frozen run predicts with its backbone's pretrained weights: main moving to another commit is named."""
+    from helpers import write_class_folder
+
+    from medtransfer.config import parse_config
+    from medtransfer.inference import predict
+    from medtransfer.runner import train
+
+    root = write_class_folder(tmp_path / "imgs", {"a": 12, "b": 12}, size=32)
+    cfg = parse_config({"data": str(root), "backbone": f"hf-hub:{REPO}", "image_size": 32, "epochs": 2,
+                        "bootstrap": 100, "workers": 0, "out": str(tmp_path / "run"),
+                        "cache_dir": str(tmp_path / "cache")})
+    run_dir = train(cfg).run_dir.path
+    image = root / "a" / "img_000.png"
+    assert len(predict(run_dir, [image], "cpu")) == 1
+    (hub_cache / f"models--{REPO.replace('/', '--')}" / "refs" / "main").write_text(COMMIT_B)
+    with pytest.raises(UserError) as info:
+        predict(run_dir, [image], "cpu")
+    line = info.value.line()
+    assert f"trained on hub:{REPO}@{COMMIT_A}" in line and f"hf download {REPO} --revision {COMMIT_A}" in line
+
+
+def test_an_unknown_pretrained_tag_is_one_line_listing_the_tags() -> None:
+    with pytest.raises(UserError, match="no pretrained tag 'badtag' for resnet50 .* tv_in1k"):
+        build_backbone("resnet50.badtag", "none", 32)
+
+
+def test_imagenet_is_refused_for_a_checkpoint_published_outside_timm() -> None:
+    from medtransfer.models.backbone import check_weights
+
+    check_weights("resnet18", "imagenet")
+    with pytest.raises(UserError, match="retfound's weights are its own checkpoint"):
+        check_weights("retfound", "imagenet")

@@ -11,8 +11,10 @@ from medtransfer.rundir import files
 SRC = Path(medtransfer.__file__).parent
 NAMES = [files.CONFIG_FILE, files.METRICS_FILE, files.PREDICTIONS_FILE, files.PATIENTS_FILE, files.HISTORY_FILE,
          files.weights_file("head"), files.weights_file("knn")]
-# Hugging Face's own snapshot file, a different thing of the same name, is looked up by models/weights.py.
-ALSO_ALLOWED = {files.weights_file("model"): {SRC / "models" / "weights.py"}}
+# Hugging Face's own snapshot files (timm's and transformers' model.safetensors, open_clip's
+# open_clip_model.safetensors), a different thing of the same name, are looked up by the backbone families.
+ALSO_ALLOWED = {files.weights_file("model"): {SRC / "models" / "weights.py", SRC / "models" / "hub.py",
+                                              *(SRC / "models" / "families").glob("*.py")}}
 
 
 def exempt(tree: ast.AST) -> set[int]:

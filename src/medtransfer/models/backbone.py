@@ -115,6 +115,9 @@ def check_weights(name: str, weights: str) -> None:
     if weights == "imagenet" and spec.family != "timm":
         raise UserError("--weights imagenet", f"names timm's ImageNet weights, and {name} is a {spec.family} model",
                         "use --weights pretrained for its own published weights")
+    if weights == "imagenet" and spec.entry is not None and spec.entry.weights_file is not None:
+        raise UserError("--weights imagenet", f"{name}'s weights are its own checkpoint, not ImageNet's",
+                        "use --weights pretrained, or --weights PATH to the checkpoint file")
 
 
 def available_offline(name: str) -> bool:

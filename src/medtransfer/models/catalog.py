@@ -164,8 +164,12 @@ def resolve(name: str) -> BackboneSpec:
                                 f"e.g. {prefix}ORG/NAME" + (" or a local folder" if family == "transformers" else ""))
             model_id, revision = _split_revision(rest)
             return BackboneSpec(name, family, model_id, revision)
-    base = name.split(".", 1)[0]
+    base, _, tag = name.partition(".")
     if timm.is_model(base):
+        if tag and name not in timm.list_pretrained(f"{base}.*"):
+            tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{base}.*")]
+            raise UserError(f"--backbone {name}", f"timm has no pretrained tag {tag!r} for {base}",
+                            f"use one of {', '.join(tags)}" if tags else f"use {base} (it has no pretrained tags)")
         return BackboneSpec(name, "timm", name)
     near = difflib.get_close_matches(name, list(dict.fromkeys([*CATALOG, *timm.list_models()])), n=3, cutoff=0.6)
     hint = (f"did you mean {', '.join(near)}?" if near else

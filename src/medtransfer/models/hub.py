@@ -43,7 +43,7 @@ def identity(repo_id: str, path: Path | None, revision: str | None) -> str:
     return f"hub:{repo_id}@{commit or revision or 'main'}"
 
 
-LOCAL_COPY = "or pass a local copy of its files"
+LOCAL_COPY = "pass a local copy of its files"
 
 
 def fix(repo_id: str, gated: bool = False, local: str = LOCAL_COPY) -> str:
@@ -51,7 +51,7 @@ def fix(repo_id: str, gated: bool = False, local: str = LOCAL_COPY) -> str:
     login = (f"accept its terms at https://huggingface.co/{repo_id}, then set HF_TOKEN or run `hf auth login`; "
              if gated else "")
     return (f"{login}where there is network, download it once (hf download {repo_id}) and copy the Hugging Face cache "
-            f"here (HF_HOME, with HF_HUB_OFFLINE=1), {local}")
+            f"here (HF_HOME, with HF_HUB_OFFLINE=1), or {local}")
 
 
 def download(repo_id: str, filename: str, revision: str | None, what: str, gated: bool = False,
@@ -86,6 +86,9 @@ def first_download(repo_id: str, filenames: tuple[str, ...], revision: str | Non
     hit = cached_file(repo_id, filenames, revision)
     if hit is not None:
         return hit
+    if offline() and len(filenames) > 1:  # say which files would do, not only the first one tried
+        raise UserError(what, f"none of {', '.join(filenames)} of {repo_id} is in the local Hugging Face cache and "
+                        "HF_HUB_OFFLINE is set", fix(repo_id, gated, local))
     last: UserError | None = None
     for filename in filenames:
         try:

@@ -178,7 +178,7 @@ def _hub_file(spec: BackboneSpec, filename: str) -> Path:
     """One file of the hub repo (cache first); every failure one line."""
     try:
         return hub.download(spec.model_id, filename, spec.revision, _what(spec), _gated(spec),
-                            "or pass a local folder as hf:/path")
+                            "pass a local folder as hf:/path")
     except UserError as exc:
         if filename == PREPROCESSOR and exc.problem == f"{spec.model_id} has no file {filename}":
             raise _missing_preprocessor(spec) from None
@@ -230,7 +230,7 @@ def local_weight_files(spec: BackboneSpec) -> list[Path]:
 def hub_weight_files(spec: BackboneSpec) -> list[Path]:
     """The hub repo's weight files (cache first), shards included; every failure one line."""
     first = hub.first_download(spec.model_id, WEIGHT_FILES, spec.revision, f"{_what(spec)} --weights pretrained",
-                               _gated(spec), "or pass a local folder as hf:/path")
+                               _gated(spec), "pass a local folder as hf:/path")
     if first.name != INDEX:
         return [first]
     return [first] + [_hub_file(spec, shard) for shard in _shards(first, spec)]

@@ -99,8 +99,8 @@ def weights_identity(spec: BackboneSpec, weights: str, seed: int | None) -> str:
     if weights not in WEIGHT_KEYWORDS:
         return file_identity(Path(weights))
     source = weights_source(spec)
-    if source is None:
-        return f"timm:{spec.model_id}"
+    if source is None:  # weights timm fetches from a URL: its version names them
+        return f"timm:{spec.model_id}@{timm.__version__}"
     repo, files, revision = source
     ident = hub.identity(repo, hub.cached_file(repo, files, revision), revision)
     return ident + (f"/{files[0]}" if spec.entry is not None and spec.entry.weights_file else "")
@@ -125,11 +125,15 @@ def _create(spec: BackboneSpec, pretrained: bool, image_size: int | None, seed: 
     base |= _layers(arch.get("layers", {}))
     if repo is not None:
         gated = bool(spec.entry and spec.entry.gated)
-        if not pretrained and arch.get("model") and hub.cached_file(repo, ("config.json",), spec.revision) is None:
+        config = hub.cached_file(repo, ("config.json",), spec.revision)
+        if not pretrained and arch.get("model") and config is None:
             name = arch["model"]
         else:
-            hub.download(repo, "config.json", spec.revision, f"--backbone {spec.name}", gated)
-            name = f"hf-hub:{repo}@{spec.revision}" if spec.revision else spec.model_id
+            if config is None:
+                config = hub.download(repo, "config.json", spec.revision, f"--backbone {spec.name}", gated)
+            # timm reads the snapshot folder itself (config.json, and the weights fetched beside it): the cached
+            # commit, with no second trip to the hub.
+            name = f"local-dir:{config.parent}"
             for key in arch.get("kwargs", {}):  # the hub's config.json sets these itself
                 base.pop(key, None)
     attempts = [{**base, "num_classes": 0, "img_size": image_size}] if image_size else []
