@@ -86,3 +86,13 @@ def test_results_table_adds_task_and_seed_columns_only_where_they_vary(tmp_path)
     header, first, second = rows(several)
     assert header[:3] == ["task", "backbone", "mode"] and "seed" in header
     assert first[0] == "chest" and second[0] == "skin" and second[header.index("seed")] == "1"
+
+
+def test_two_setups_of_one_backbone_and_mode_are_told_apart_by_what_differs(tmp_path):
+    """Pooling or weights differing within a mode get a settings column; a mode's own defaults (lr) do not."""
+    text = shown([spec(tmp_path, "a", 0.7, pooling="cls_mean"), spec(tmp_path, "b", 0.6, pooling="cls"),
+                  spec(tmp_path, "c", 0.6, mode="finetune")])
+    header, *body = rows(text)
+    assert header[:3] == ["backbone", "mode", "settings"]
+    assert [row[2] for row in body] == ["pooling=cls_mean", "pooling=cls", "pooling=auto"]
+    assert "lr=" not in text

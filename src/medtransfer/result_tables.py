@@ -11,7 +11,7 @@ from rich.text import Text
 
 from medtransfer.config import TrainConfig, task_name
 from medtransfer.evaluation.metric_registry import METRIC_REGISTRY, METRICS
-from medtransfer.report.collect import mode_label
+from medtransfer.report.collect import NOT_SETTINGS, mode_label
 from medtransfer.report.render import metric_cell
 from medtransfer.rundir import RunDir
 
@@ -47,6 +47,18 @@ def _mode(cfg: TrainConfig) -> str:
 # the backbone, as in the paper's table).
 VARYING = {"task": lambda c: task_name(c.task, c.data), "fraction": lambda c: f"{c.train_fraction:g}",
            "fold": lambda c: str(c.fold), "seed": lambda c: str(c.seed)}
+# Shown by the columns above, or by backbone and mode; any other setting that varies goes in a `settings` column.
+SHOWN = ("data", "task", "train_fraction", "fold", "folds", "seed", "backbone", "mode", "head", "head_sweep")
+
+
+def other_settings(specs: list[RunSpec]) -> list[str]:
+    """The settings beyond those with a column that differ between runs of one mode (pooling, weights, …); a mode's
+    own defaults (its lr, epochs) differ between modes, and the mode column says those."""
+    by_mode: dict[str, list[dict]] = {}
+    for spec in specs:
+        by_mode.setdefault(spec.config.mode, []).append(spec.config.model_dump(mode="json"))
+    names = [n for n in TrainConfig.model_fields if n not in SHOWN and n not in NOT_SETTINGS]
+    return [n for n in names if any(len({repr(v[n]) for v in runs}) > 1 for runs in by_mode.values())]
 
 
 def finished_records(specs: list[RunSpec]) -> list[RunMetrics | None]:
@@ -72,15 +84,18 @@ def results_table(specs: list[RunSpec], records: list[RunMetrics | None], title:
     # Text, not markup: a study's path may hold [brackets].
     table = Table(title=Text(f"{title}: test split, % with 95% CI (bootstrap over {' or '.join(units) or '?'}s)"))
     task, rest = [n for n in varying if n == "task"], [n for n in varying if n != "task"]  # the task leads
-    for column in (*task, "backbone", "mode", *rest, *(f"test {METRIC_REGISTRY.get(m).label}" for m in RESULT_METRICS),
-                   "best epoch"):
-        table.add_column(column, no_wrap=True)
+    others = other_settings(specs)  # two setups of one backbone and mode must not read alike
+    for column in (*task, "backbone", "mode", *rest, *(["settings"] if others else []),
+                   *(f"test {METRIC_REGISTRY.get(m).label}" for m in RESULT_METRICS), "best epoch"):
+        wraps = column in ("backbone", "settings")  # hub names and folders, and settings, wrap rather than cut
+        table.add_column(column, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis")
     for spec, record in zip(specs, records, strict=True):
         cfg = spec.config
         cells = [metric_cell(m, record.test[m]) for m in RESULT_METRICS] if record else [NOT_FINISHED] * 2
         best = _best(record, cfg) if record else "–"
+        settings = [", ".join(f"{n}={getattr(cfg, n)}" for n in others)] if others else []
         table.add_row(*(VARYING[n](cfg) for n in task), cfg.backbone, _mode(cfg), *(VARYING[n](cfg) for n in rest),
-                      *cells, best)
+                      *settings, *cells, best)
     return table
 
 

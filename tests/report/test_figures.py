@@ -210,3 +210,21 @@ def test_figures_draw_what_the_tables_estimated_from(study: Path, tmp_path: Path
     reps = summary.replicates[0][1]
     np.testing.assert_array_equal(chosen.prob, reps.probs[0])  # seed 1's pooled out-of-fold predictions
     assert chosen.auroc[0] == summary.setups.iloc[0]["auroc"]
+
+
+def test_a_bar_figure_title_stays_inside_the_figure_with_long_setup_names() -> None:
+    """Long hub or folder names narrow the axes; the title must still fit the figure's width."""
+    import pandas as pd
+
+    from medtransfer.report.figures import metric_bars
+    from medtransfer.report.style import SetupStyle
+
+    setups = [f"hf:/a/very/long/local/folder/of/a/model/{k} / frozen + linear, pooling=cls" for k in range(3)]
+    rows = pd.DataFrame({"task": "t", "setup": setups, "train_fraction": 1.0, "auroc": [0.6, 0.7, 0.8],
+                         "auroc_low": [0.5, 0.6, 0.7], "auroc_high": [0.7, 0.8, 0.9],
+                         "ci": "95% CI, 200-resample bootstrap over test images, 1 seed"})
+    fig = metric_bars(rows, "t", "auroc", SetupStyle.of(setups))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()
+    title = fig.get_suptitle() and fig._suptitle.get_window_extent(renderer)
+    assert title and 0 <= title.x0 and title.x1 <= fig.bbox.x1, (title, fig.bbox)

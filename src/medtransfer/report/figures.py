@@ -74,7 +74,8 @@ def metric_bars(agg: pd.DataFrame, task: str, metric: str, style: SetupStyle, le
         ax.set_xlim(0, 1.15 * scale)  # room for the value beside a whisker that reaches the top
     chance = "dotted line: chance; " if metric == "auroc" else ""
     kinds = "; ".join(sorted(set(rows["ci"])))
-    ax.set_title(wrap(f"{task}: {level}-level test {metric_name(metric)} ({chance}{kinds})", 80), fontsize=9)
+    # Over the figure, not the axes: long setup names narrow the axes, and a title centred on them ran off the page.
+    fig.suptitle(wrap(f"{task}: {level}-level test {metric_name(metric)} ({chance}{kinds})", 80), fontsize=9)
     return fig
 
 
