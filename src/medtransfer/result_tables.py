@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pandas as pd
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from medtransfer.config import TrainConfig, task_name
 from medtransfer.evaluation.metric_registry import METRIC_REGISTRY, METRICS
-from medtransfer.report.collect import NOT_SETTINGS, mode_label
+from medtransfer.report.collect import NOT_SETTINGS, SETTING, extra_settings, mode_label
 from medtransfer.report.render import metric_cell
 from medtransfer.rundir import RunDir
 
@@ -47,18 +48,18 @@ def _mode(cfg: TrainConfig) -> str:
 # the backbone, as in the paper's table).
 VARYING = {"task": lambda c: task_name(c.task, c.data), "fraction": lambda c: f"{c.train_fraction:g}",
            "fold": lambda c: str(c.fold), "seed": lambda c: str(c.seed)}
-# Shown by the columns above, or by backbone and mode; any other setting that varies goes in a `settings` column.
-SHOWN = ("data", "task", "train_fraction", "fold", "folds", "seed", "backbone", "mode", "head", "head_sweep")
+# Shown by the columns above, or by backbone and mode; any other setting that tells setups apart goes in `settings`.
+SHOWN = ("data", "task", "weights", "train_fraction", "fold", "folds", "seed", "backbone", "mode", "head",
+         "head_sweep")
 
 
 def other_settings(specs: list[RunSpec]) -> list[str]:
-    """The settings beyond those with a column that differ between runs of one mode (pooling, weights, …); a mode's
-    own defaults (its lr, epochs) differ between modes, and the mode column says those."""
-    by_mode: dict[str, list[dict]] = {}
-    for spec in specs:
-        by_mode.setdefault(spec.config.mode, []).append(spec.config.model_dump(mode="json"))
-    names = [n for n in TrainConfig.model_fields if n not in SHOWN and n not in NOT_SETTINGS]
-    return [n for n in names if any(len({repr(v[n]) for v in runs}) > 1 for runs in by_mode.values())]
+    """The settings that tell setups apart beyond backbone and mode: the weights where they vary, and the others by
+    the report's own rule (`collect.extra_settings`: pooling, an lr grid, …, never a mode's defaults)."""
+    runs = pd.DataFrame([{f"{SETTING}{k}": v for k, v in s.config.model_dump(mode="json").items()} for s in specs])
+    keys = [f"{SETTING}{n}" for n in TrainConfig.model_fields if n not in SHOWN and n not in NOT_SETTINGS]
+    weights = ["weights"] if runs[f"{SETTING}weights"].nunique() > 1 else []
+    return weights + [column.removeprefix(SETTING) for column in extra_settings(runs, keys)]
 
 
 def finished_records(specs: list[RunSpec]) -> list[RunMetrics | None]:
@@ -85,17 +86,17 @@ def results_table(specs: list[RunSpec], records: list[RunMetrics | None], title:
     table = Table(title=Text(f"{title}: test split, % with 95% CI (bootstrap over {' or '.join(units) or '?'}s)"))
     task, rest = [n for n in varying if n == "task"], [n for n in varying if n != "task"]  # the task leads
     others = other_settings(specs)  # two setups of one backbone and mode must not read alike
+    settings = [", ".join(f"{n}={getattr(s.config, n)}" for n in others) for s in specs]
     for column in (*task, "backbone", "mode", *rest, *(["settings"] if others else []),
                    *(f"test {METRIC_REGISTRY.get(m).label}" for m in RESULT_METRICS), "best epoch"):
-        wraps = column in ("backbone", "settings")  # hub names and folders, and settings, wrap rather than cut
+        wraps = column in ("backbone", "mode", "settings")  # hub names, folders and settings wrap rather than cut
         table.add_column(column, no_wrap=not wraps, overflow="fold" if wraps else "ellipsis")
-    for spec, record in zip(specs, records, strict=True):
+    for spec, record, setting in zip(specs, records, settings, strict=True):
         cfg = spec.config
         cells = [metric_cell(m, record.test[m]) for m in RESULT_METRICS] if record else [NOT_FINISHED] * 2
         best = _best(record, cfg) if record else "–"
-        settings = [", ".join(f"{n}={getattr(cfg, n)}" for n in others)] if others else []
         table.add_row(*(VARYING[n](cfg) for n in task), cfg.backbone, _mode(cfg), *(VARYING[n](cfg) for n in rest),
-                      *settings, *cells, best)
+                      *([setting] if others else []), *cells, best)
     return table
 
 

@@ -31,28 +31,31 @@ def write(tmp_path, backbones: list[str], modes: str = "{frozen: {epochs: 1}}"):
     return path
 
 
+def refused(study, tmp_path) -> str:
+    """The one line a study is refused with by the real executor (a missed problem would start runs), and that no
+    run was started."""
+    with pytest.raises(UserError) as err:
+        run_study(study, tmp_path / "out")
+    assert not (tmp_path / "out" / "runs").exists()
+    return err.value.line()
+
+
 def test_a_bad_pooling_of_the_third_backbone_fails_before_the_first_run(tmp_path):
     study = write(tmp_path, ["{name: resnet18, image_size: 32, weights: none}",
                              "{name: resnet34, image_size: 32, weights: none}",
                              "{name: resnet50, image_size: 32, weights: none, pooling: cls}"])
-    with pytest.raises(UserError) as err:
-        run_study(study, tmp_path / "out")  # the real executor: a missed problem would run the first two backbones
-    line = err.value.line()
+    line = refused(study, tmp_path)
     assert "study backbone 'resnet50'" in line and "--pooling cls" in line and "use avg" in line
     assert "resnet18" not in line and "resnet34" not in line
-    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_two_problems_are_reported_in_one_message(tmp_path):
     study = write(tmp_path, ["{name: resnet18, image_size: 32, weights: none, pooling: cls_mean}",
                              "{name: vit_tiny_patch16_224, image_size: 40, weights: none}"])
-    with pytest.raises(UserError) as err:
-        run_study(study, tmp_path / "out")
-    line = err.value.line()
+    line = refused(study, tmp_path)
     assert line.startswith("study: 2 problems")
     assert "study backbone 'resnet18'" in line and "--pooling cls_mean" in line
     assert "study backbone 'vit_tiny_patch16_224'" in line and "--image-size 40" in line and "patch size 16" in line
-    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_a_missing_weights_file_and_a_bad_dataset_are_reported_together(tmp_path):
@@ -96,11 +99,8 @@ def test_a_tracker_without_its_extra_fails_before_the_first_run(tmp_path, monkey
     monkeypatch.setitem(sys.modules, "mlflow", None)  # makes `import mlflow` raise ImportError
     study = write(tmp_path, ["{name: resnet18, image_size: 32, weights: none}"])
     study.write_text(study.read_text().replace("bootstrap: 100,", "bootstrap: 100, tracker: mlflow,"))
-    with pytest.raises(UserError) as err:
-        run_study(study, tmp_path / "out")
-    line = err.value.line()
+    line = refused(study, tmp_path)
     assert "study tracker 'mlflow'" in line and "pip install 'medtransfer[mlflow]'" in line
-    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_a_bad_family_name_a_missing_extra_and_wrong_weights_fail_before_the_first_run(tmp_path, monkeypatch):
@@ -113,11 +113,8 @@ def test_a_bad_family_name_a_missing_extra_and_wrong_weights_fail_before_the_fir
                              "{name: 'hugging:org/model', weights: none}",
                              "{name: biomedclip, weights: none}",
                              "{name: rad_dino, weights: imagenet}"])
-    with pytest.raises(UserError) as err:
-        run_study(study, tmp_path / "out")
-    line = err.value.line()
+    line = refused(study, tmp_path)
     assert line.startswith("study: 3 problems")
     assert "'hugging:org/model'" in line and "unknown backbone" in line
     assert "'biomedclip'" in line and "pip install 'medtransfer[clip]'" in line
     assert "'rad_dino'" in line and "--weights pretrained" in line
-    assert not (tmp_path / "out" / "runs").exists()

@@ -130,11 +130,11 @@ def catalog_rows() -> list[dict]:
     """Every catalog backbone as `medtransfer backbones` lists it: its family and model, its default input size and
     feature width (built on the meta device: no weights read, no network), licence, gated, and whether its weights
     are in the local cache."""
-    from medtransfer.models.catalog import CATALOG
+    from medtransfer.models.catalog import CATALOG, spelling
 
     rows = []
     for name, entry in CATALOG.items():
-        model = {"transformers": "hf:", "open_clip": "open_clip:"}.get(entry.family, "") + entry.model_id
+        model = spelling(entry)
         if entry.weights_file:
             model += f" + {'/'.join(entry.weights_file)}"
         row = {"name": name, "family": entry.family, "model": model, "note": entry.note,

@@ -47,6 +47,16 @@ class BackboneSpec:
     revision: str | None = None
     entry: CatalogEntry | None = None
 
+    @property
+    def hub_repo(self) -> str | None:
+        """The hub repo of an `hf-hub:` model id (timm's and open_clip's spelling), else None."""
+        return self.model_id.removeprefix("hf-hub:") if self.model_id.startswith("hf-hub:") else None
+
+    @property
+    def gated(self) -> bool:
+        """Whether the catalog marks its hub repo as gated (the error then says how to get access)."""
+        return bool(self.entry and self.entry.gated)
+
 
 _IMAGENET = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _CLIP_MEAN, _CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -140,6 +150,13 @@ def _entries() -> dict[str, CatalogEntry]:
 
 
 CATALOG: dict[str, CatalogEntry] = _entries()
+
+
+def spelling(entry: CatalogEntry) -> str:
+    """The entry's model as `--backbone` would name it outside the catalog: `hf:ORG/NAME`, `open_clip:…`, or a timm
+    name (its `hf-hub:` prefix is part of the id)."""
+    prefix = next((p for p, family in PREFIXES.items() if family == entry.family and family != "timm"), "")
+    return prefix + entry.model_id
 
 
 def _split_revision(model_id: str) -> tuple[str, str | None]:

@@ -89,14 +89,11 @@ def first_download(repo_id: str, filenames: tuple[str, ...], revision: str | Non
     if offline() and len(filenames) > 1:  # say which files would do, not only the first one tried
         raise UserError(what, f"none of {', '.join(filenames)} of {repo_id} is in the local Hugging Face cache and "
                         "HF_HUB_OFFLINE is set", fix(repo_id, gated, local))
-    last: UserError | None = None
     for filename in filenames:
         try:
             return download(repo_id, filename, revision, what, gated, local)
         except UserError as exc:
             if exc.problem != f"{repo_id} has no file {filename}":
                 raise
-            last = exc
-    assert last is not None
     raise UserError(what, f"{repo_id} has none of {', '.join(filenames)}",
                     "check that it is a model of this family") from None

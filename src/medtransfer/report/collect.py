@@ -165,7 +165,7 @@ def _as_text(column: pd.Series) -> pd.Series:
     return column.map(text).astype(object)
 
 
-def _extra_settings(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+def extra_settings(runs: pd.DataFrame, keys: list[str]) -> list[str]:
     """Varying settings that the named columns do not already determine (an lr grid, an image size …)."""
     named = [f"{SETTING}{c}" for c in NAMED if f"{SETTING}{c}" in runs] or ["task"]
     base = runs[named].apply(_as_text).apply("|".join, axis=1)
@@ -185,7 +185,7 @@ def _name_setups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     # Cross-validated setups say so: the same backbone and mode may also have run on the usual split.
     extras = runs["folds"].map(lambda k: f", {k}-fold CV" if k >= 2 else "")
     for _, task in runs.groupby("task"):  # a setting varied in one task does not rename the setups of another
-        for column in _extra_settings(task, keys):
+        for column in extra_settings(task, keys):
             extras[task.index] += f", {column.removeprefix(SETTING)}=" + _as_text(task[column])
     # `model`: the backbone and its other varied settings, which the cost table's Backbone column shows.
     return runs.assign(mode_label=mode, mode_name=mode + extras, setup=runs["backbone"] + " / " + mode + extras,
@@ -227,7 +227,7 @@ def collect_runs(runs_dir: Path) -> RunIndex:
         keys = setup_columns(runs)
         runs, reruns = _drop_reruns(runs, keys)
         skipped += reruns
-        factors += _extra_settings(runs, keys)
+        factors += extra_settings(runs, keys)
         runs = _name_setups(_label_weights(runs), keys).sort_values(
             ["task", "backbone", "mode", "head", "train_fraction", "setup", "seed", "fold"],
             key=_display_order).reset_index(drop=True)

@@ -5,7 +5,6 @@ the checkpoint's `visual.*` tensors, loaded strictly, and the rest must be the t
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from torch import nn
 
 from medtransfer.config import WEIGHT_KEYWORDS
 from medtransfer.errors import UserError
+from medtransfer.hashing import json_digest
 from medtransfer.models import hub
 from medtransfer.models.backbone import Backbone, Preprocess, check_patch_size, on_meta
 from medtransfer.models.blocks import BlockGroups, layer_list_groups, linear_names, timm_block_groups
@@ -135,13 +135,6 @@ class ClipBackbone(Backbone):
         self.model.set_grad_checkpointing(True)
 
 
-def _hub_repo(spec: BackboneSpec) -> str | None:
-    """The hub repo of an `hf-hub:` model."""
-    return spec.model_id.removeprefix("hf-hub:") if spec.model_id.startswith("hf-hub:") else None
-
-
-def _gated(spec: BackboneSpec) -> bool:
-    return bool(spec.entry and spec.entry.gated)
 
 
 def _read_config(path: Path, spec: BackboneSpec) -> dict:
@@ -167,7 +160,7 @@ def _hub_source(spec: BackboneSpec, repo: str, weights: str) -> _Source:
     if weights != "pretrained" and cached is None and arch.get("model_cfg"):
         return _Source(arch["model_cfg"], arch.get("preprocess_cfg", {}), files, None, None,
                        ("config: the catalog's architecture (the hub's open_clip_config.json is not cached)",))
-    path = cached or hub.download(repo, _CONFIG_FILE, spec.revision, f"--backbone {spec.name}", _gated(spec))
+    path = cached or hub.download(repo, _CONFIG_FILE, spec.revision, f"--backbone {spec.name}", spec.gated)
     config = _read_config(path, spec)
     note = f"config: {_CONFIG_FILE} of {hub.identity(repo, path, spec.revision)}"
     return _Source(config["model_cfg"], config.get("preprocess_cfg") or {}, files, None, None, (note,))
@@ -223,39 +216,43 @@ def _builtin_source(spec: BackboneSpec, weights: str) -> _Source:
 
 
 def _source(spec: BackboneSpec, weights: str) -> _Source:
-    repo = _hub_repo(spec)
+    repo = spec.hub_repo
     return _hub_source(spec, repo, weights) if repo is not None else _builtin_source(spec, weights)
 
 
 def _vision_cfg_sha(model_cfg: dict) -> str:
     """A short sha of what builds the image tower (embed_dim, vision_cfg, quick_gelu)."""
-    part = {k: model_cfg.get(k) for k in ("embed_dim", "vision_cfg", "quick_gelu")}
-    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return json_digest({k: model_cfg.get(k) for k in ("embed_dim", "vision_cfg", "quick_gelu")}, 12)
 
 
 def _pretrained_identity(spec: BackboneSpec, source: _Source) -> str:
     """`hub:REPO@COMMIT` for a hub model; `open_clip:NAME:TAG` (and the cached file's commit) for a built-in tag."""
     cached = hub.cached_file(*source.weights) if source.weights is not None else None
-    if _hub_repo(spec) is not None:
+    if spec.hub_repo is not None:
         repo, _, revision = source.weights
         return hub.identity(repo, cached, revision)
     commit = hub.commit_of(cached) if cached is not None else None
     return f"open_clip:{spec.model_id}:{source.tag}" + (f"@{commit}" if commit else "")
 
 
-def weights_identity(spec: BackboneSpec, weights: str, seed: int | None) -> str:
-    """`hub:REPO@COMMIT`, `open_clip:NAME:TAG`, `file:SHA256`, or the seed of `none` with the tower config's sha."""
+def _identity(spec: BackboneSpec, weights: str, seed: int | None, source: _Source) -> str:
     if weights not in WEIGHT_KEYWORDS:
         return file_identity(Path(weights))
-    source = _source(spec, weights)
     if weights == "none":
         return f"none:seed={seed}:{_vision_cfg_sha(source.model_cfg)}"
     return _pretrained_identity(spec, source)
 
 
+def weights_identity(spec: BackboneSpec, weights: str, seed: int | None) -> str:
+    """`hub:REPO@COMMIT`, `open_clip:NAME:TAG`, `file:SHA256`, or the seed of `none` with the tower config's sha."""
+    if weights not in WEIGHT_KEYWORDS:
+        return file_identity(Path(weights))
+    return _identity(spec, weights, seed, _source(spec, weights))
+
+
 def available_offline(spec: BackboneSpec) -> bool:
     """Whether the pretrained weights (and a hub model's config) are already in the local Hugging Face cache."""
-    repo = _hub_repo(spec)
+    repo = spec.hub_repo
     if repo is not None:
         return (hub.cached_file(repo, (_CONFIG_FILE,), spec.revision) is not None
                 and hub.cached_file(repo, _WEIGHT_FILES, spec.revision) is not None)
@@ -353,7 +350,7 @@ def _fetch(spec: BackboneSpec, source: _Source) -> Path:
     if source.weights is not None:
         repo, files, revision = source.weights
         return hub.first_download(repo, files, revision, f"--backbone {spec.name} --weights pretrained",
-                                  _gated(spec), "pass --weights PATH to a local open_clip checkpoint")
+                                  spec.gated, "pass --weights PATH to a local open_clip checkpoint")
     if source.url is None:
         raise UserError(f"--backbone {spec.name} --weights pretrained", "open_clip names no file for this tag",
                         "pass --weights PATH to a local open_clip checkpoint")
@@ -388,16 +385,9 @@ def build(spec: BackboneSpec, weights: str, image_size: int | None, pooling: str
         _load(tower, path, spec, notes)
     if isinstance(tower, TimmModel):
         _fit_trunk(tower, spec, size)
-    if meta:
-        identity = "meta"
-    elif weights == "pretrained":
-        identity = _pretrained_identity(spec, source) if source.weights is not None else \
-            f"open_clip:{spec.model_id}:{source.tag}"
+    identity = "meta" if meta else _identity(spec, weights, seed, source)
+    if not meta and weights == "pretrained":
         notes.append(f"weights: {path.name} of {identity}")
-    elif weights == "none":
-        identity = f"none:seed={seed}:{_vision_cfg_sha(source.model_cfg)}"
-    else:
-        identity = file_identity(path)
     return ClipBackbone(tower, spec, preprocess, pooling, identity, notes, int(source.model_cfg["embed_dim"]))
 
 

@@ -8,6 +8,7 @@ other tower and a classification head allowed to be left over.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -58,13 +59,13 @@ class HfBackbone(Backbone):
         """ViT-style (a patch size): a token sequence; otherwise ConvNeXt-style feature maps."""
         return hasattr(self.config, "patch_size")
 
-    @property
+    @functools.cached_property  # read by every forward pass: its parameter names are scanned once
     def has_cls(self) -> bool:
         """Whether the sequence starts with a class token (SigLIP has none: it pools with attention)."""
         return any(re.fullmatch(r"(?:.*\.)?embeddings\.(?:cls_token|class_embedding)", name)
                    for name, _ in self.model.named_parameters())
 
-    @property
+    @functools.cached_property
     def prefix_tokens(self) -> int:
         """Tokens before the patch tokens: the class token and any registers (DINOv2 with registers, DINOv3)."""
         return (1 if self.has_cls else 0) + int(getattr(self.config, "num_register_tokens", 0) or 0)
@@ -97,7 +98,7 @@ class HfBackbone(Backbone):
     def _forward_kwargs(self, x: torch.Tensor) -> dict:
         """Position embeddings interpolated to the run's size where the model takes it; MAE's noise as the patch
         order, so its (ratio 0) masking keeps every patch in place and the features are deterministic."""
-        params = inspect.signature(self.model.forward).parameters
+        params = self._forward_params
         kwargs: dict = {}
         if "interpolate_pos_encoding" in params:
             kwargs["interpolate_pos_encoding"] = True
@@ -106,6 +107,11 @@ class HfBackbone(Backbone):
             count = (x.shape[-2] // patch) * (x.shape[-1] // patch)
             kwargs["noise"] = torch.arange(count, device=x.device, dtype=torch.float32).expand(x.shape[0], count)
         return kwargs
+
+    @functools.cached_property
+    def _forward_params(self) -> frozenset[str]:
+        """What the model's forward takes, read once (not per batch)."""
+        return frozenset(inspect.signature(self.model.forward).parameters)
 
     def block_groups(self) -> BlockGroups:
         return layer_list_groups(self.model, self.name)
@@ -156,9 +162,6 @@ def _what(spec: BackboneSpec) -> str:
     return f"--backbone {spec.name}"
 
 
-def _gated(spec: BackboneSpec) -> bool:
-    return bool(spec.entry and spec.entry.gated)
-
 
 def _read_json(path: Path, spec: BackboneSpec) -> dict:
     """A JSON file of the model; unreadable, one line."""
@@ -177,7 +180,7 @@ def _missing_preprocessor(spec: BackboneSpec) -> UserError:
 def _hub_file(spec: BackboneSpec, filename: str) -> Path:
     """One file of the hub repo (cache first); every failure one line."""
     try:
-        return hub.download(spec.model_id, filename, spec.revision, _what(spec), _gated(spec),
+        return hub.download(spec.model_id, filename, spec.revision, _what(spec), spec.gated,
                             "pass a local folder as hf:/path")
     except UserError as exc:
         if filename == PREPROCESSOR and exc.problem == f"{spec.model_id} has no file {filename}":
@@ -230,7 +233,7 @@ def local_weight_files(spec: BackboneSpec) -> list[Path]:
 def hub_weight_files(spec: BackboneSpec) -> list[Path]:
     """The hub repo's weight files (cache first), shards included; every failure one line."""
     first = hub.first_download(spec.model_id, WEIGHT_FILES, spec.revision, f"{_what(spec)} --weights pretrained",
-                               _gated(spec), "pass a local folder as hf:/path")
+                               spec.gated, "pass a local folder as hf:/path")
     if first.name != INDEX:
         return [first]
     return [first] + [_hub_file(spec, shard) for shard in _shards(first, spec)]

@@ -72,17 +72,13 @@ class TimmBackbone(Backbone):
                             "leave it out, or lower --batch-size to save memory") from None
 
 
-def _hub_repo(spec: BackboneSpec) -> str | None:
-    """The hub repo of a `hf-hub:` model."""
-    return spec.model_id.removeprefix("hf-hub:") if spec.model_id.startswith("hf-hub:") else None
-
 
 def weights_source(spec: BackboneSpec) -> tuple[str, tuple[str, ...], str | None] | None:
     """Where `pretrained` weights come from on the hub: (repo, candidate files, revision); None for a URL."""
     if spec.entry is not None and spec.entry.weights_file is not None:
         repo, filename = spec.entry.weights_file
         return repo, (filename,), spec.revision
-    repo = _hub_repo(spec)
+    repo = spec.hub_repo
     if repo is not None:
         return repo, _WEIGHT_FILES, spec.revision
     cfg = timm.models.get_pretrained_cfg(spec.model_id)
@@ -120,11 +116,11 @@ def _create(spec: BackboneSpec, pretrained: bool, image_size: int | None, seed: 
     weights are wanted (the meta device, `--weights none`), so preflight needs no network.
     """
     arch = spec.entry.architecture if spec.entry is not None else {}
-    repo = _hub_repo(spec)
+    repo = spec.hub_repo
     name, base = spec.model_id, dict(arch.get("kwargs", {}))
     base |= _layers(arch.get("layers", {}))
     if repo is not None:
-        gated = bool(spec.entry and spec.entry.gated)
+        gated = spec.gated
         config = hub.cached_file(repo, ("config.json",), spec.revision)
         if not pretrained and arch.get("model") and config is None:
             name = arch["model"]
@@ -161,7 +157,7 @@ def _fetch_pretrained(spec: BackboneSpec) -> Path | None:
         return None
     repo, files, revision = source
     return hub.first_download(repo, files, revision, f"--backbone {spec.name} --weights pretrained",
-                              bool(spec.entry and spec.entry.gated),
+                              spec.gated,
                               "pass --weights PATH to a local .safetensors/.pth file")
 
 
