@@ -5,6 +5,7 @@ panel. The `train` and `inspect` commands and the study schema are generated fro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -16,6 +17,7 @@ from medtransfer.data.dedup_action import Action
 from medtransfer.data.volume_options import (ModalityMode, Normalizer, Plane, check_pattern, modality_problems,
                                              parse_slices)
 from medtransfer.errors import UserError
+from medtransfer.evaluation.subgroups import parse_subgroups
 from medtransfer.validation import as_pydantic, one_error, problems
 
 # Mode-dependent defaults, resolved into config.yaml so a run records what it really used.
@@ -35,10 +37,11 @@ SETTINGS_FIX = "fix these settings (see `medtransfer train --help`)"
 
 
 def _declare(panel: str) -> Callable[..., Any]:
-    """A Field maker for one help panel; `show` is the default as help states it where the value is computed later."""
+    """A Field maker for one help panel; `show` is the default as help states it where the value is computed later,
+    `repeat` makes the option one that is given once per value (`--external A=x --external B=y`)."""
     def declare(default: Any, description: str, *, show: str | None = None, per_dataset: bool | None = None,
-                **constraints: Any) -> Any:
-        extra = {"panel": panel, "show": show, "per_dataset": per_dataset}
+                repeat: bool | None = None, **constraints: Any) -> Any:
+        extra = {"panel": panel, "show": show, "per_dataset": per_dataset, "repeat": repeat}
         return Field(default, description=description, **constraints,
                      json_schema_extra={k: v for k, v in extra.items() if v is not None})
     return declare
@@ -67,6 +70,11 @@ class TrainConfig(BaseModel):
     dedup: Action = DATA(
         "warn", "exact and near-duplicate images across splits: warn (recorded), group (one group per cluster, so "
         "carved splits keep a cluster together) or drop (keep one copy of each cluster)", per_dataset=False)
+
+    # Read with this run's source options, each set as a whole (never split); a property of the dataset.
+    external: dict[str, str] | None = DATA(
+        None, "an external test set, NAME=DATA (repeat for more): read with the same source options, classes matched "
+              "by name, evaluated whole", repeat=True)
 
     modalities: list[str] | None = VOLUMES(None, "modalities in channel order, e.g. t1post,t2,flair (DATA is a "
                                                  "volume set of patient folders)")
@@ -141,6 +149,12 @@ class TrainConfig(BaseModel):
     positive_class: str | None = EVALUATION(None, "binary tasks: the class counted as positive by ROC, sensitivity, "
                                                   "specificity, PPV, NPV and the val threshold",
                                             show="the second class", per_dataset=True)
+    # Which metadata columns split the test set is a property of the dataset, so a study may give it per dataset.
+    subgroups: list[str] | None = EVALUATION(
+        None, "metadata columns of the manifest (or --labels-csv) to report the test metrics per subgroup, e.g. "
+              "sex,age:0,50,120 (numeric columns take bin edges)", per_dataset=True)
+    subgroup_min: int = EVALUATION(20, "subgroups with fewer cases (patients or lesions where the data has them, "
+                                       "else images) are listed, not analysed", ge=1)
     cache_dir: str | None = OUTPUT(None, "root of the image, feature and DICOM caches", show="the user cache folder")
     image_cache: bool = OUTPUT(True, "decode each image once into a uint8 memory map")
     out: str | None = OUTPUT(None, "run directory", show="runs/<data>-<backbone>-<mode>-s<seed>")
@@ -155,6 +169,40 @@ class TrainConfig(BaseModel):
         if not isinstance(value, str):
             return value
         return [part.strip() for part in value.split(",") if part.strip()] or None
+
+    @field_validator("external", mode="before")
+    @classmethod
+    def _parse_external(cls, value: object) -> object:
+        """`NAME=DATA` once per set from a command line; a mapping from YAML passes through."""
+        if value is None or isinstance(value, dict):
+            return value or None
+        items = [value] if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        pairs = [str(item).partition("=") for item in items]
+        bad = [str(item) for item, (name, sep, data) in zip(items, pairs) if not sep or not name.strip()
+               or not data.strip()]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not NAME=DATA, e.g. hospital_b=/data/hospital_b.csv")
+        names = [name.strip() for name, _, _ in pairs]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"names external set(s) {', '.join(twice)} more than once; give each set its own name")
+        return {name: data.strip() for name, (_, _, data) in zip(names, pairs)} or None
+
+    @field_validator("external")
+    @classmethod
+    def _check_external_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        # The name becomes the `external:NAME` split of predictions.csv and a column of report tables.
+        bad = [name for name in value or {} if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)]
+        if bad:
+            raise ValueError(f"external set name {bad[0]!r} must be letters, digits, '_', '.' or '-'")
+        return value
+
+    @field_validator("subgroups", mode="before")
+    @classmethod
+    def _parse_subgroups(cls, value: object) -> object:
+        """`sex,age:0,50,120` (a number continues the bins before it) or a YAML list, as normalised COL[:EDGES] texts."""
+        columns = parse_subgroups(value)  # type: ignore[arg-type]
+        return [column.text for column in columns] if columns else None
 
     @field_validator("split_dirs", mode="before")
     @classmethod
@@ -242,7 +290,7 @@ def _collected(check: Callable[[str], V], value: str) -> V:
 
 
 def field_extra(name: str) -> dict[str, Any]:
-    """A TrainConfig field's declared metadata: `panel`, and `show` or `per_dataset` where given."""
+    """A TrainConfig field's declared metadata: `panel`, and `show`, `per_dataset` or `repeat` where given."""
     extra = TrainConfig.model_fields[name].json_schema_extra
     return dict(extra) if isinstance(extra, dict) else {}
 

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from medtransfer.config import TrainConfig, from_config
+from medtransfer.data.external import ExternalSet
 from medtransfer.data.table import SampleTable
 from medtransfer.engine.cache import cache_root
 from medtransfer.engine.device import pick_device, seed_everything
@@ -42,6 +43,7 @@ class Fitted:
     timing: dict
     extra: dict = field(default_factory=dict)  # mode-specific results for metrics.json (e.g. the head sweep)
     resolved: dict = field(default_factory=dict)  # what the backbone resolved, for config.yaml
+    external: dict[str, np.ndarray] = field(default_factory=dict)  # each external set's probabilities, in its order
     device: str = ""  # where it ran, with the hardware's name (environment.json; config.yaml keeps --device)
 
     def save_weights(self, writer: RunWriter) -> None:
@@ -85,8 +87,9 @@ def run_feature_key(cfg: TrainConfig, backbone: Backbone, table: SampleTable, de
     return feature_key(backbone, backbone.weights_id, table, device)
 
 
-def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
-            device: torch.device, reporter: Reporter) -> Fitted:
+def table_features(cfg: TrainConfig, backbone: Backbone, table: SampleTable, device: torch.device,
+                   reporter: Reporter, label: str = "features") -> tuple[np.ndarray, dict]:
+    """Every row's features from the feature cache, extracted into it on a miss; with the cache's timing."""
     key = run_feature_key(cfg, backbone, table, device)
     image_timing: dict = {}
 
@@ -101,9 +104,15 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     timing.update(image_timing)
     if not timing["cache_hit"]:
         timing["images_per_second"] = round(len(table) / max(timing["extract_seconds"], 1e-9), 2)
-    reporter.log(f"features: {'cache hit' if timing['cache_hit'] else 'extracted'} ({timing['cache_entry']})")
+    reporter.log(f"{label}: {'cache hit' if timing['cache_hit'] else 'extracted'} ({timing['cache_entry']})")
     for warning in timing.get("cache_warnings", []) + timing.get("image_cache_warnings", []):
         reporter.log(f"warning: {warning}")  # also kept in metrics.json's timing
+    return features, timing
+
+
+def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
+            device: torch.device, reporter: Reporter, externals: list[ExternalSet]) -> Fitted:
+    features, timing = table_features(cfg, backbone, table, device, reporter)
     y = table.frame["target"].to_numpy()
     head = make_probe(cfg)
     start = time.perf_counter()
@@ -112,11 +121,19 @@ def _frozen(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict
     timing["train_seconds"] = round(time.perf_counter() - start, 3)
     report_head_history(reporter, head.history_, head.best_epoch_, cfg)
     probs = {s: head.predict_proba(features[rows[s]]) for s in EVAL_SPLITS}
+    # Each external set's features go into the same cache, under the key of its own data.
+    external = {}
+    for ext in externals:
+        ext_features, ext_timing = table_features(cfg, backbone, ext.table, device, reporter,
+                                                  f"external set {ext.name} features")
+        external[ext.name] = head.predict_proba(ext_features)
+        timing[f"external_{ext.name}_extract_seconds"] = ext_timing["extract_seconds"]
     name = probe_entry(cfg).weights_kind
     # How a sweep or kNN chose its head goes into metrics.json: every (lr, weight decay) head, or every k.
     selection = head.selection()
     extra = {"head_selection": selection} if selection is not None else {}
-    return Fitted(probs, head.history_, head.best_epoch_, {name: head.module_.state_dict()}, timing, extra)
+    return Fitted(probs, head.history_, head.best_epoch_, {name: head.module_.state_dict()}, timing, extra,
+                  external=external)
 
 
 def adapt(cfg: TrainConfig, backbone: Backbone) -> Callable[[], None] | None:
@@ -132,7 +149,7 @@ def adapt(cfg: TrainConfig, backbone: Backbone) -> Callable[[], None] | None:
 
 
 def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: dict[str, np.ndarray],
-              device: torch.device, reporter: Reporter) -> Fitted:
+              device: torch.device, reporter: Reporter, externals: list[ExternalSet]) -> Fitted:
     model = Classifier(backbone, len(table.classes), cfg.head)
     train_mode = adapt(cfg, backbone)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -155,10 +172,14 @@ def _finetune(cfg: TrainConfig, backbone: Backbone, table: SampleTable, rows: di
                "train_images_per_second": round(float(np.median([h["train_images_per_second"] for h in history])), 2),
                "n_trainable": int(trainable)}
     probs = {s: predict_rows(model, data, rows[s], cfg.batch_size)[0] for s in EVAL_SPLITS}
+    external = {}
+    for ext in externals:
+        ext_data, _ = _data_path(cfg, ext.table, backbone, device, reporter)
+        external[ext.name] = predict_rows(model, ext_data, np.arange(len(ext.table)), cfg.batch_size)[0]
     if cfg.lora_rank:
         merge_lora(backbone)  # plain timm keys again: `predict` rebuilds the model without peft
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return Fitted(probs, history, best, {"model": state}, timing)
+    return Fitted(probs, history, best, {"model": state}, timing, external=external)
 
 
 def report_head_history(reporter: Reporter, history: list[dict], best: int, cfg: TrainConfig) -> None:
@@ -170,8 +191,10 @@ def report_head_history(reporter: Reporter, history: list[dict], best: int, cfg:
     reporter.best(history, best, cfg.select)
 
 
-def fit(cfg: TrainConfig, table: SampleTable, rows: dict[str, np.ndarray], reporter: Reporter) -> Fitted:
-    """Build the backbone and train the run's mode on the split rows; val/test probabilities and what was used."""
+def fit(cfg: TrainConfig, table: SampleTable, rows: dict[str, np.ndarray], reporter: Reporter,
+        externals: list[ExternalSet] | None = None) -> Fitted:
+    """Build the backbone and train the run's mode on the split rows; val/test (and each external set's)
+    probabilities and what was used."""
     check_weights(cfg.backbone, cfg.weights)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
@@ -182,7 +205,7 @@ def fit(cfg: TrainConfig, table: SampleTable, rows: dict[str, np.ndarray], repor
     for note in backbone.notes:
         reporter.log(note)
     run_mode = _frozen if cfg.mode == "frozen" else _finetune
-    fitted = run_mode(cfg, backbone, table, rows, device, reporter)
+    fitted = run_mode(cfg, backbone, table, rows, device, reporter, externals or [])
     fitted.timing.update(resource_use(backbone, device))
     fitted.device = device_name(device)
     fitted.resolved = {"image_size": backbone.preprocess.size, "family": backbone.family,

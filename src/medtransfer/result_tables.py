@@ -32,10 +32,18 @@ def metrics_table(metrics: RunMetrics) -> Table:
     table.add_column("metric")
     for split, n in (("val", metrics.n_val), ("test", metrics.n_test)):
         table.add_column(f"{split} (n={n})")
+    external = metrics.external or {}
+    for name, block in external.items():  # each external set whole, then its gap to test (metrics.json says how)
+        table.add_column(f"external {name} (n={block.n})")
+        table.add_column(f"gap test − {name}")
     for name in METRICS:
         if name in metrics.test:  # binary-only and ordinal-only metrics are absent elsewhere
             label = METRIC_REGISTRY.get(name).label
-            table.add_row(label, metric_cell(name, metrics.val[name]), metric_cell(name, metrics.test[name]))
+            cells = [metric_cell(name, metrics.val[name]), metric_cell(name, metrics.test[name])]
+            for block in external.values():  # a metric undefined there (a class missing) is absent
+                cells += [metric_cell(name, part[name]) if name in part else "n/a" for part in (block.metrics,
+                                                                                               block.gap)]
+            table.add_row(label, *cells)
     return table
 
 

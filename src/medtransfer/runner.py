@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,13 +19,18 @@ from medtransfer.data.dedup import Deduplicated, apply_dedup
 from medtransfer.data.duplicate_hashes import hash_workers
 from medtransfer.data.duplicate_record import log_line
 from medtransfer.data.duplicate_scan import scan_table
+from medtransfer.data.external import ExternalSet, load_external
 from medtransfer.data.load import load_table, resolve_positive_class, split_plan
 from medtransfer.data.splits import assign_splits, missing_classes
 from medtransfer.data.table import SampleTable
 from medtransfer.engine.cache import cache_root
 from medtransfer.engine.workers import default_workers
 from medtransfer.evaluation.prediction_tables import EVAL_SPLITS, patient_predictions, patient_table, prediction_table
+from medtransfer.evaluation.bootstrap import BootstrapSpec
+from medtransfer.evaluation.generalisation import ScoredSet
+from medtransfer.evaluation.patients import pool_by_patient
 from medtransfer.evaluation.scoring import check_finite, evaluate
+from medtransfer.evaluation.shift_scoring import check_subgroups, score_external, score_subgroups
 from medtransfer.progress import Reporter
 from medtransfer.provenance import environment_record
 from medtransfer.result_tables import metrics_table  # the terminal's table: the log reads as the screen did
@@ -54,6 +59,7 @@ class SplitData:
     duplicates: dict  # duplicate pairs as the final splits hold them (metrics.json `duplicates`)
     missing: dict[str, list[str]]  # split → classes absent there (allowed by --allow-missing-classes)
     hash_seconds: float
+    external: list[ExternalSet] = field(default_factory=list)  # external test sets, matched to the classes
 
 
 def train(cfg: TrainConfig, reporter: Reporter | None = None, command: list[str] | None = None) -> TrainResult:
@@ -81,11 +87,12 @@ def train_into(writer: RunWriter, cfg: TrainConfig, reporter: Reporter, tracker:
     # Torch and the models load only now, once the data passed every check: bad input fails in a second.
     from medtransfer.fitting import fit
 
-    fitted = fit(cfg, data.table, data.rows, reporter)
-    check_finite(fitted.probs)
+    fitted = fit(cfg, data.table, data.rows, reporter, data.external)
+    check_finite(fitted.probs | {ext.split: fitted.external[ext.name] for ext in data.external})
     cfg = cfg.model_copy(update={"image_size": fitted.resolved["image_size"]})
     eval_start = time.perf_counter()
     sections = evaluate(cfg, data.table, data.frame, data.rows, fitted.probs, reporter)
+    sections |= beyond_the_split(cfg, data, fitted, sections, reporter)
     fitted.timing |= {"eval_seconds": round(time.perf_counter() - eval_start, 3),
                       "total_seconds": round(time.perf_counter() - started, 3), "hash_seconds": data.hash_seconds}
     record = RunMetrics.build(sections | run_summary(data, fitted))
@@ -137,7 +144,33 @@ def load_and_split(cfg: TrainConfig, reporter: Reporter) -> SplitData:
     for split, names in missing.items():
         reporter.log(f"warning: class(es) {names} have no {split} samples (recorded as missing_classes)")
     rows = {s: np.flatnonzero(frame["split"].to_numpy() == s) for s in ("train", *EVAL_SPLITS)}
-    return SplitData(table, frame, rows, duplicates, missing, dedup.scan.seconds)
+    check_subgroups(cfg, table)  # a column that cannot be binned fails now, not after the training
+    external = load_external(cfg, table)
+    for ext in external:
+        reporter.log(f"external set {ext.name}: {ext.table.source}, {len(ext.table)} samples, evaluated whole")
+        if ext.missing:
+            reporter.log(f"warning: external set {ext.name} has no samples of class(es) {ext.missing} (recorded "
+                         "as classes_missing)")
+    return SplitData(table, frame, rows, duplicates, missing, dedup.scan.seconds, external)
+
+
+def beyond_the_split(cfg: TrainConfig, data: SplitData, fitted: Fitted, sections: dict, reporter: Reporter) -> dict:
+    """The metrics record's `external` and `subgroups` sections, at the operating points fixed on val."""
+    spec = BootstrapSpec(n=cfg.bootstrap, seed=cfg.seed)
+    threshold = sections["threshold"]["value"] if "threshold" in sections else None
+    patient_threshold = sections.get("patient", {}).get("threshold", {}).get("value")
+    test = data.frame.iloc[data.rows["test"]]
+    internal = ScoredSet("test", test["target"].to_numpy(), [fitted.probs["test"]],
+                         test["group"].to_numpy() if data.table.has_groups else None, [threshold])
+    out = {}
+    if data.external:
+        out["external"] = {ext.name: score_external(ext, fitted.external[ext.name], internal, spec, threshold,
+                                                    patient_threshold, cfg.patient_agg, reporter)
+                           for ext in data.external}
+    if cfg.subgroups:
+        out["subgroups"] = score_subgroups(cfg, data.table, data.frame, data.rows["test"], fitted.probs["test"],
+                                           threshold, spec)
+    return out
 
 
 def deduplicate(cfg: TrainConfig, table: SampleTable, reporter: Reporter) -> Deduplicated:
@@ -178,9 +211,14 @@ def write_run(writer: RunWriter, config: dict, data: SplitData, fitted: Fitted, 
     writer.write_environment(environment)
     writer.write_metrics(record)
     threshold = record.threshold.value if record.threshold else None
-    writer.write_predictions(prediction_table(data.table, data.frame, data.rows, fitted.probs, threshold))
-    if data.table.has_groups:
-        pooled = patient_predictions(data.frame, data.rows, fitted.probs, config["patient_agg"])
+    external = [(ext.split, ext.table, fitted.external[ext.name]) for ext in data.external]
+    writer.write_predictions(prediction_table(data.table, data.frame, data.rows, fitted.probs, threshold, external))
+    if data.table.has_groups or any(ext.table.has_groups for ext in data.external):
+        pooled = patient_predictions(data.frame, data.rows, fitted.probs, config["patient_agg"]) \
+            if data.table.has_groups else {}
+        pooled |= {split: pool_by_patient(table.frame["group"].to_numpy(), table.frame["target"].to_numpy(), probs,
+                                          config["patient_agg"]) for split, table, probs in external
+                   if table.has_groups}
         writer.write_patient_predictions(patient_table(data.table, pooled))
     writer.write_history(pd.DataFrame(fitted.history))
     fitted.save_weights(writer)

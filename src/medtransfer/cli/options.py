@@ -70,7 +70,8 @@ def option(name: str, annotation: Any, default: Any, help: str, *decls: str, pan
 def config_option(name: str) -> inspect.Parameter:
     """The option of one TrainConfig field: its name, default, choices, help and panel."""
     field = TrainConfig.model_fields[name]
-    annotation = cli_type(field.annotation)
+    # A repeated option collects its values as a list, which the field's `mode="before"` validator reads.
+    annotation = list[str] | None if field_extra(name).get("repeat") else cli_type(field.annotation)
     decls = (f"{flag(name)}/--no-{flag(name)[2:]}",) if bool in (annotation, *get_args(annotation)) else ()
     # Keep a refused choice for pydantic, which reports it together with every other problem.
     lenient = {"parser": str} if get_origin(annotation) is Literal else {}

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from medtransfer.config import TrainConfig, from_config
 from medtransfer.data.dicom_volumes import convert_dicom_tree, holds_dicom
-from medtransfer.data.manifest import ManifestColumns
+from medtransfer.data.manifest import ManifestColumns, read_csv_text
 from medtransfer.data.medmnist_info import finding_first
 from medtransfer.data.npz_volumes import NPZ_MODALITY
 from medtransfer.data.sources import load_source
 from medtransfer.data.splits import SplitPlan
-from medtransfer.data.table import SampleTable, with_class_order, with_positive_class
+from medtransfer.data.table import SampleTable, metadata_column, with_class_order, with_positive_class
 from medtransfer.data.volume_options import VolumeOptions
 from medtransfer.data.volumes import load_volumes
 from medtransfer.engine.cache import cache_root
 from medtransfer.errors import UserError
+from medtransfer.evaluation.subgroups import parse_subgroups
 from medtransfer.hashing import digest_memo
 
 
@@ -24,14 +26,15 @@ def load_table(cfg: TrainConfig) -> SampleTable:
     its classes in the ordinal order of `class_order` when given, and `positive_class` second when given (else, for
     a binary MedMNIST set that lists its finding first, the finding)."""
     # Sources are fingerprinted by content; each file's digest is remembered beside the caches (--cache-dir).
+    metadata = subgroup_columns(cfg)
     with digest_memo(cache_root(cfg.cache_dir)):
         if cfg.modalities:
-            table = load_volume_table(cfg)
+            table = with_patient_metadata(load_volume_table(cfg), cfg.labels_csv, metadata)
         else:
             given = {k: v for k, v in {"path": cfg.path_col, "label": cfg.label_col, "group": cfg.group_col,
                                        "split": cfg.split_col}.items() if v is not None}
-            table = load_source(cfg.data, ManifestColumns(**given), cfg.image_root, cfg.skip_missing,
-                                volume_options(cfg, NPZ_MODALITY), cfg.split_dirs)
+            table = load_source(cfg.data, ManifestColumns(**given, metadata=metadata), cfg.image_root,
+                                cfg.skip_missing, volume_options(cfg, NPZ_MODALITY), cfg.split_dirs)
     table = with_class_order(table, cfg.class_order) if cfg.class_order else table
     # Class index 1 is the positive class everywhere downstream (metrics, threshold, ROC, prob_<class> columns):
     # putting the chosen class there once keeps every output consistent.
@@ -42,6 +45,36 @@ def load_table(cfg: TrainConfig) -> SampleTable:
         table.notes.append(f"positive class {finding!r}: the finding, which the dataset lists first (--positive-class "
                            "changes it)")
     return table
+
+
+def subgroup_columns(cfg: TrainConfig) -> tuple[str, ...]:
+    """The metadata columns `subgroups` names; refused for a source that has no metadata to read them from."""
+    columns = tuple(column.column for column in parse_subgroups(cfg.subgroups) or [])
+    if columns and not cfg.modalities and not cfg.data.lower().endswith(".csv"):
+        raise UserError(f"--subgroups {','.join(cfg.subgroups or [])}", f"reads metadata columns of a CSV manifest "
+                        f"(or of --labels-csv for a volume set), and {cfg.data} has none",
+                        "list the images in a CSV manifest with the metadata columns, or drop --subgroups")
+    if columns and cfg.modalities and cfg.labels_csv is None:
+        raise UserError(f"--subgroups {','.join(cfg.subgroups or [])}", "reads a volume set's metadata from "
+                        "--labels-csv, which is not given", "pass --labels-csv with patient_id, label and the columns")
+    return columns
+
+
+def with_patient_metadata(table: SampleTable, labels_csv: str | None, columns: tuple[str, ...]) -> SampleTable:
+    """A volume set's slices with their patient's metadata columns from the labels CSV (one row per patient)."""
+    if not columns or labels_csv is None:
+        return table
+    path = Path(labels_csv).expanduser()
+    rows = read_csv_text(path)
+    missing = [c for c in columns if c not in rows.columns]
+    if missing:
+        raise UserError(str(path), f"has no column(s) {missing} named by --subgroups; columns are {list(rows.columns)}",
+                        "add the columns (one value per patient), or fix --subgroups")
+    by_patient = rows.assign(patient_id=rows["patient_id"].str.strip()).set_index("patient_id")
+    frame = table.frame.copy()
+    for column in columns:
+        frame[metadata_column(column)] = frame["group"].map(by_patient[column]).to_numpy()
+    return replace(table, frame=frame, notes=list(table.notes))
 
 
 def resolve_positive_class(cfg: TrainConfig, table: SampleTable) -> str | None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import codecs
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from medtransfer.data.folder import SPLIT_ALIASES
 from medtransfer.data.images import FileReader, is_image, require_readable
-from medtransfer.data.table import SampleTable
+from medtransfer.data.table import SampleTable, metadata_column
 from medtransfer.errors import UserError
 from medtransfer.hashing import files_fingerprint
 
@@ -29,18 +29,19 @@ SPLIT_VALUES = "train, val or test (or training/train_set, valid/validation/dev,
 
 @dataclass(frozen=True)
 class ManifestColumns:
-    """Which CSV columns hold the path, label, group and split."""
+    """Which CSV columns hold the path, label, group and split, and which metadata columns the table keeps."""
 
     path: str = "path"
     label: str = "label"
     group: str | None = None
     split: str | None = None
+    metadata: tuple[str, ...] = ()  # kept as `subgroup:<col>` columns, for subgroup analysis
 
 
 def detect_columns(header: list[str], given: ManifestColumns) -> tuple[ManifestColumns, bool]:
     """HAM10000 metadata (image_id, dx, lesion_id) is recognised unless the user chose other columns."""
-    if HAM10000_COLUMNS <= set(header) and given == ManifestColumns():
-        return ManifestColumns(path="image_id", label="dx", group="lesion_id"), True
+    if HAM10000_COLUMNS <= set(header) and replace(given, metadata=()) == ManifestColumns():
+        return ManifestColumns(path="image_id", label="dx", group="lesion_id", metadata=given.metadata), True
     return given, False
 
 
@@ -77,9 +78,10 @@ def load_manifest(csv_path: Path, columns: ManifestColumns, image_root: Path | N
     wanted = {"--path-col": columns.path, "--label-col": columns.label,
               "--group-col": columns.group, "--split-col": columns.split}
     unknown = [f"{opt} {col!r}" for opt, col in wanted.items() if col is not None and col not in frame.columns]
+    unknown += [f"--subgroups {col!r}" for col in columns.metadata if col not in frame.columns]
     if unknown:
         raise UserError(str(csv_path), f"no column {', '.join(unknown)}; columns are {list(frame.columns)}",
-                        "pick existing columns with --path-col/--label-col/--group-col/--split-col")
+                        "pick existing columns with --path-col/--label-col/--group-col/--split-col/--subgroups")
     _refuse_unused_split_column(csv_path, list(frame.columns), columns, is_ham)
     label = frame[columns.label].where(frame[columns.label].str.strip() != "")  # a blank cell is no label
     no_label = label.isna()
@@ -115,7 +117,7 @@ def load_manifest(csv_path: Path, columns: ManifestColumns, image_root: Path | N
         "group": frame[columns.group].values if columns.group else None,
         "split": split.values if split is not None else None,
         "ref": paths.astype(str).values,
-    })
+    } | {metadata_column(col): frame[col].values for col in columns.metadata})
     files = [Path(p) for p in table["ref"]]
     require_readable(files, str(csv_path))
     return SampleTable(table, FileReader(), str(csv_path), files_fingerprint(files, root), notes=notes)

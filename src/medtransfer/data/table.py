@@ -13,6 +13,7 @@ from medtransfer.errors import UserError
 SPLITS = ("train", "val", "test")
 COLUMNS = ("sample_id", "label", "group", "split", "ref")
 
+METADATA_PREFIX = "subgroup:"  # a source's metadata column kept for subgroup analysis, as predictions.csv names it
 # A reader turns a row's `ref` into pixels: uint8, (H, W) grey or (H, W, C).
 PixelReader = Callable[[object], np.ndarray]
 
@@ -69,6 +70,11 @@ class SampleTable:
         """Whether samples carry a patient or lesion id."""
         return bool(self.frame["group"].notna().any())
 
+    @property
+    def metadata_columns(self) -> list[str]:
+        """The frame's `subgroup:<col>` columns: metadata the source carried for subgroup analysis."""
+        return [c for c in self.frame.columns if c.startswith(METADATA_PREFIX)]
+
     def pixels(self, index: int) -> np.ndarray:
         """Pixels of the sample at a row position."""
         return self.reader(self.frame["ref"].iat[index])
@@ -76,6 +82,11 @@ class SampleTable:
     def subset(self, split: str) -> pd.DataFrame:
         """Rows of one split (after splitting)."""
         return self.frame[self.frame["split"] == split]
+
+
+def metadata_column(column: str) -> str:
+    """The table's (and predictions.csv's) column holding a source's metadata column, e.g. `subgroup:sex`."""
+    return f"{METADATA_PREFIX}{column}"
 
 
 def with_class_order(table: SampleTable, order: list[str]) -> SampleTable:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -19,21 +21,29 @@ def patient_predictions(frame: pd.DataFrame, rows: dict[str, np.ndarray], probs:
     return {s: pool_by_patient(groups[rows[s]], y[rows[s]], probs[s], how) for s in EVAL_SPLITS}
 
 
+def _block(table: SampleTable, part: pd.DataFrame, split: str, probs: np.ndarray, threshold: float | None,
+           metadata: list[str]) -> pd.DataFrame:
+    block = pd.DataFrame({"sample_id": part["sample_id"].values, "group": part["group"].values, "split": split,
+                          "label": part["label"].values,
+                          "predicted": [table.classes[k] for k in probs.argmax(1)]})
+    if threshold is not None:  # the calls behind sensitivity, specificity, PPV and NPV, so they can be redone
+        block["predicted_at_threshold"] = [table.classes[k] for k in predicted_labels(probs, threshold)]
+    for column in metadata:  # the raw values, so that `medtransfer report` can redo the subgroup analysis
+        block[column] = part[column].values if column in part else None
+    for k, name in enumerate(table.classes):  # last, as the contract has them: the positive class's at the end
+        block[f"prob_{name}"] = probs[:, k]
+    return block
+
+
 def prediction_table(table: SampleTable, frame: pd.DataFrame, rows: dict[str, np.ndarray],
-                     probs: dict[str, np.ndarray], threshold: float | None = None) -> pd.DataFrame:
-    """One row per val/test sample: id, group, split, label, predicted class (argmax; binary tasks also at the val
-    threshold) and every class probability."""
-    parts = []
-    for split in EVAL_SPLITS:
-        part = frame.iloc[rows[split]]
-        block = pd.DataFrame({"sample_id": part["sample_id"].values, "group": part["group"].values,
-                              "split": split, "label": part["label"].values,
-                              "predicted": [table.classes[k] for k in probs[split].argmax(1)]})
-        if threshold is not None:  # the calls behind sensitivity, specificity, PPV and NPV, so they can be redone
-            block["predicted_at_threshold"] = [table.classes[k] for k in predicted_labels(probs[split], threshold)]
-        for k, name in enumerate(table.classes):  # last, as the contract has them: the positive class's at the end
-            block[f"prob_{name}"] = probs[split][:, k]
-        parts.append(block)
+                     probs: dict[str, np.ndarray], threshold: float | None = None,
+                     external: Sequence[tuple[str, SampleTable, np.ndarray]] = ()) -> pd.DataFrame:
+    """One row per val/test sample, then per external sample (split `external:NAME`): id, group, split, label,
+    predicted class (argmax; binary tasks also at the val threshold), the subgroup metadata columns and every class
+    probability."""
+    metadata = table.metadata_columns
+    parts = [_block(table, frame.iloc[rows[split]], split, probs[split], threshold, metadata) for split in EVAL_SPLITS]
+    parts += [_block(table, other.frame, split, prob, threshold, metadata) for split, other, prob in external]
     return pd.concat(parts, ignore_index=True)
 
 

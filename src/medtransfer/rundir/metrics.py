@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medtransfer.config import PatientAggregation
 
-SCHEMA_VERSION = 1  # bump when a key changes meaning or goes away; readers refuse versions newer than theirs
+# Bump when a key is added, changes meaning or goes away; readers refuse versions newer than theirs. Version 2 added
+# the optional `external` and `subgroups` sections (a version-1 reader, which forbids unknown keys, would fail on them).
+SCHEMA_VERSION = 2
 
 
 class _Strict(BaseModel):
@@ -69,6 +71,67 @@ class PatientMetrics(_Strict):
     aggregation: PatientAggregation  # the run's patient_agg
 
 
+class ExternalPatients(_Strict):
+    """An external set's metrics over its patients: one pooled prediction each, at the patient val threshold."""
+
+    metrics: Metrics
+    n: int
+    aggregation: PatientAggregation
+
+
+class ExternalMetrics(_Strict):
+    """One external test set, scored whole: every metric with its CI, and the gap to the internal test split."""
+
+    data: str
+    n: int
+    n_groups: int | None = None  # patients (groups) when the set has them; the bootstrap then resamples those
+    classes_missing: list[str]  # training classes the set lacks (a recorded warning)
+    counts: dict[str, int]
+    metrics: Metrics
+    per_class: dict[str, ClassStats]
+    confusion: list[list[int]]
+    bootstrap: Bootstrap  # the set's own resamples, independent of the internal test's
+    patient: ExternalPatients | None = None
+    gap: Metrics  # internal test minus external, the two sets bootstrapped independently
+    gap_interval: str  # what the gap's interval covers
+
+
+class WorstSubgroup(Interval):
+    """The subgroup with the worst value of a metric, with that subgroup's own interval."""
+
+    subgroup: str
+
+
+class SubgroupGap(Interval):
+    """The highest minus the lowest subgroup of a metric (the pair picked on the point values), with its interval."""
+
+    highest: str
+    lowest: str
+
+
+class SubgroupStats(_Strict):
+    """One subgroup: its images, its cases (patients or lesions where the data has them) and its metrics."""
+
+    n: int
+    n_cases: int
+    metrics: Metrics
+
+
+class SubgroupColumnMetrics(_Strict):
+    """The subgroups of one metadata column on one split, from one joint bootstrap of the split."""
+
+    bins: list[float] | None = None  # the bin edges of a numeric column
+    min_cases: int
+    unit: Literal["group", "sample"]
+    split: str
+    subgroups: dict[str, SubgroupStats]
+    too_few: dict[str, int]  # subgroup -> cases, below min_cases: listed, not analysed
+    worst: dict[str, WorstSubgroup]
+    gap: dict[str, SubgroupGap]
+    interval: str
+    gap_interval: str
+
+
 class RunMetrics(_Strict):
     """A run's metrics (METRICS_FILE). Fields are in the order the file has them; optional ones are absent, not null."""
 
@@ -93,6 +156,8 @@ class RunMetrics(_Strict):
     duplicates: dict[str, Any] | None = None
     head_selection: dict[str, Any] | None = None  # a head sweep's or kNN's candidates and choice
     missing_classes: dict[str, list[str]] | None = None  # split -> classes without samples there
+    external: dict[str, ExternalMetrics] | None = None  # external set name -> its record (version 2)
+    subgroups: dict[str, SubgroupColumnMetrics] | None = None  # `subgroups` entry (COL or COL:EDGES) -> record
 
     @model_validator(mode="before")
     @classmethod

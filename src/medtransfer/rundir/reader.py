@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from medtransfer.config import TrainConfig
+from medtransfer.data.table import METADATA_PREFIX
 from medtransfer.errors import UserError
 from medtransfer.rundir.files import (CONFIG_FILE, DONE, ENVIRONMENT_FILE, HISTORY_FILE, METRICS_FILE, PATIENTS_FILE,
                                       PREDICTIONS_FILE, WeightsKind, weights_file)
@@ -127,8 +128,15 @@ class RunDir:
             raise UserError(str(self.file(name)), f"cannot be read ({type(exc).__name__}: {exc})", REWRITE) from None
 
     def predictions(self, split: str | None = None) -> pd.DataFrame:
-        """Per-sample predictions (of one split, or all), ids and labels as text, in file order."""
-        frame = self._csv(PREDICTIONS_FILE, dict.fromkeys(TEXT_COLUMNS, str), {"group": [""]})
+        """Per-sample predictions (of one split, or all: val, test, `external:NAME`), ids, labels and subgroup
+        metadata as text (a blank group or metadata value is missing), in file order."""
+        try:
+            header = list(pd.read_csv(self.file(PREDICTIONS_FILE), nrows=0).columns)
+        except (OSError, ValueError):
+            header = []  # _csv names the problem
+        metadata = [c for c in header if c.startswith(METADATA_PREFIX)]
+        frame = self._csv(PREDICTIONS_FILE, dict.fromkeys([*TEXT_COLUMNS, *metadata], str),
+                          dict.fromkeys(["group", *metadata], [""]))
         return frame if split is None else frame[frame["split"] == split].reset_index(drop=True)
 
     def patient_predictions(self, split: str | None = None) -> pd.DataFrame:

@@ -1,14 +1,16 @@
-"""A study's preflight: before the first run, every dataset is loaded and split every way the grid will split it,
-and every backbone is built on the meta device and checked with the run's own checks; every problem across the
-grid is reported in one error."""
+"""A study's preflight: before the first run, every dataset is loaded and split every way the grid will split it
+(its subgroup columns and external sets read and checked), and every backbone is built on the meta device and
+checked with the run's own checks; every problem across the grid is reported in one error."""
 
 from __future__ import annotations
 
 from medtransfer.config import TrainConfig
+from medtransfer.data.external import load_external
 from medtransfer.data.load import load_table, split_plan
 from medtransfer.data.splits import assign_splits
 from medtransfer.data.table import SPLITS
 from medtransfer.errors import UserError
+from medtransfer.evaluation.shift_scoring import check_subgroups
 from medtransfer.study.grid import RunSpec
 from medtransfer.tracking import check_tracker
 
@@ -31,6 +33,9 @@ def _dataset_problems(specs: list[RunSpec]) -> tuple[dict[str, dict[str, int]], 
             plans = {repr(split_plan(s.config)): s.config for s in task_specs}
             for other in plans.values():
                 assign_splits(table, split_plan(other))
+            # Its subgroup columns and external sets (read, classes matched) are checked here too.
+            check_subgroups(cfg, table)
+            load_external(cfg, table)
         except UserError as exc:
             problems.append((f"study dataset {task!r}", exc.line()))
             continue

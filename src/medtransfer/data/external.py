@@ -1,0 +1,64 @@
+"""External test sets: other data read with the run's source options, evaluated whole, classes matched by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from medtransfer.config import TrainConfig
+from medtransfer.data.load import load_table
+from medtransfer.data.table import COLUMNS, SampleTable
+from medtransfer.errors import UserError
+
+EXTERNAL_SPLIT = "external:"  # predictions.csv's split of an external set's rows: `external:NAME`
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    """One external test set: its name and DATA, its table in the training classes' order, and the training
+    classes it lacks (a recorded warning: their recall and one-vs-rest AUROC cannot be measured there)."""
+
+    name: str
+    data: str
+    table: SampleTable
+    missing: list[str]
+
+    @property
+    def split(self) -> str:
+        """The set's split value in predictions.csv."""
+        return f"{EXTERNAL_SPLIT}{self.name}"
+
+
+def external_config(cfg: TrainConfig, data: str) -> TrainConfig:
+    """The settings an external set is read with: the run's source options on other DATA, without what names
+    training's own classes (their order and positive class are training's, applied by name afterwards), its
+    subgroups or its external sets."""
+    return cfg.model_copy(update={"data": data, "external": None, "subgroups": None, "class_order": None,
+                                  "positive_class": None})
+
+
+def match_classes(name: str, data: str, table: SampleTable, training: SampleTable) -> ExternalSet:
+    """The external table with training's classes (targets by name); a class training does not know is refused."""
+    subject = f"external set {name!r} ({data})"
+    unknown = [c for c in table.classes if c not in training.classes]
+    if unknown:
+        raise UserError(subject, f"has class(es) {unknown} that training does not have (training's classes are "
+                        f"{training.classes})", "relabel those images to training's class names, or leave them out "
+                        "of the external set")
+    missing = [c for c in training.classes if c not in table.classes]
+    # Every row is a test row: an external set is never split, whatever splits its source predefines.
+    frame = table.frame[list(COLUMNS)].assign(split="test")
+    matched = replace(table, frame=frame, classes=list(training.classes), ordinal=training.ordinal,
+                      notes=list(table.notes))
+    return ExternalSet(name, data, matched, missing)
+
+
+def load_external(cfg: TrainConfig, training: SampleTable) -> list[ExternalSet]:
+    """Every external set of the run, loaded and matched to the training classes, in the order given."""
+    found = []
+    for name, data in (cfg.external or {}).items():
+        try:
+            table = load_table(external_config(cfg, data))
+        except UserError as exc:  # the set's own problem, named as the external set it is
+            raise UserError(f"external set {name!r}: {exc.subject}", exc.problem, exc.fix) from None
+        found.append(match_classes(name, data, table, training))
+    return found

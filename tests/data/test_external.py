@@ -1,0 +1,90 @@
+"""External test sets: read with the run's source options, whole, classes matched to training's by name."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from medtransfer.config import parse_config
+from medtransfer.data.external import load_external
+from medtransfer.data.load import load_table
+from medtransfer.errors import UserError
+from tests.helpers import write_class_folder
+
+
+def _config(data, **values):
+    return parse_config({"data": str(data), "cache_dir": str(data.parent / "cache"), **values})
+
+
+def test_classes_are_matched_by_name_and_a_missing_one_is_recorded(tmp_path):
+    train = write_class_folder(tmp_path / "train", {"benign": 6, "malignant": 6, "normal": 6})
+    other = write_class_folder(tmp_path / "other", {"normal": 3, "malignant": 4}, seed=1)
+    cfg = _config(train, external={"b": str(other)})
+    training = load_table(cfg)
+    (ext,) = load_external(cfg, training)
+    assert ext.name == "b" and ext.split == "external:b"
+    assert ext.table.classes == training.classes == ["benign", "malignant", "normal"]
+    assert ext.missing == ["benign"]
+    frame = ext.table.frame
+    # targets index training's classes, whatever order the external source lists its own in
+    assert (frame["target"] == frame["label"].map({"benign": 0, "malignant": 1, "normal": 2})).all()
+    assert len(frame) == 7 and set(frame["split"]) == {"test"}
+
+
+def test_a_class_unknown_to_training_is_refused_naming_the_set(tmp_path):
+    train = write_class_folder(tmp_path / "train", {"a": 6, "b": 6})
+    other = write_class_folder(tmp_path / "other", {"a": 3, "c": 3}, seed=1)
+    cfg = _config(train, external={"site2": str(other)})
+    with pytest.raises(UserError, match=r"external set 'site2'.*class\(es\) \['c'\] that training does not have"):
+        load_external(cfg, load_table(cfg))
+
+
+def test_predefined_splits_of_the_external_source_are_ignored(tmp_path):
+    train = write_class_folder(tmp_path / "train", {"a": 6, "b": 6})
+    other = tmp_path / "other"
+    write_class_folder(other / "train", {"a": 3, "b": 3}, seed=2)
+    write_class_folder(other / "test", {"a": 2, "b": 2}, seed=3)
+    cfg = _config(train, external={"s": str(other)})
+    (ext,) = load_external(cfg, load_table(cfg))
+    assert len(ext.table) == 10 and set(ext.table.frame["split"]) == {"test"}
+
+
+def test_a_problem_of_the_external_source_names_the_set(tmp_path):
+    train = write_class_folder(tmp_path / "train", {"a": 6, "b": 6})
+    cfg = _config(train, external={"gone": str(tmp_path / "missing.npz")})
+    with pytest.raises(UserError, match="external set 'gone'"):
+        load_external(cfg, load_table(cfg))
+
+
+@pytest.mark.parametrize("given, message", [
+    (["b"], "is not NAME=DATA"), (["=x"], "is not NAME=DATA"), (["a=x", "a=y"], "more than once"),
+    (["a b=x"], "must be letters"),
+])
+def test_bad_external_options_are_refused(tmp_path, given, message):
+    with pytest.raises(UserError, match=message):
+        parse_config({"data": "synthetic:", "external": given})
+
+
+def test_external_options_from_a_command_line_and_from_yaml_agree():
+    cli = parse_config({"data": "synthetic:", "external": ["b=/x/b.csv", "c=synthetic:seed=3"]})
+    yaml = parse_config({"data": "synthetic:", "external": {"b": "/x/b.csv", "c": "synthetic:seed=3"}})
+    assert cli.external == yaml.external == {"b": "/x/b.csv", "c": "synthetic:seed=3"}
+
+
+def test_subgroup_columns_come_from_the_manifest(tmp_path):
+    folder = write_class_folder(tmp_path / "img", {"a": 4, "b": 4})
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*.png"))
+    manifest = pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files],
+                             "sex": ["m", "f"] * 4, "age": ["30", "", "70", "55"] * 2})
+    manifest.to_csv(folder / "m.csv", index=False)
+    table = load_table(_config(folder / "m.csv", subgroups="sex,age:0,50,120"))
+    assert table.metadata_columns == ["subgroup:sex", "subgroup:age"]
+    assert list(table.frame["subgroup:sex"]) == ["m", "f"] * 4
+    assert table.frame["subgroup:age"].isna().sum() == 2  # a blank cell is missing, kept as such
+    with pytest.raises(UserError, match="no column --subgroups 'site'"):
+        load_table(_config(folder / "m.csv", subgroups="site"))
+
+
+def test_subgroups_of_a_source_without_metadata_are_refused(tmp_path):
+    with pytest.raises(UserError, match="reads metadata columns of a CSV manifest"):
+        load_table(parse_config({"data": "synthetic:n=20", "subgroups": "sex"}))
