@@ -88,3 +88,19 @@ def test_subgroup_columns_come_from_the_manifest(tmp_path):
 def test_subgroups_of_a_source_without_metadata_are_refused(tmp_path):
     with pytest.raises(UserError, match="reads metadata columns of a CSV manifest"):
         load_table(parse_config({"data": "synthetic:n=20", "subgroups": "sex"}))
+
+
+def test_a_volume_sets_subgroups_come_from_its_labels_csv(tmp_path):
+    from tests.data.nifti_files import write_patient
+
+    for pid in ("p1", "p2", "p3"):
+        write_patient(tmp_path / "vol", pid)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("patient_id,label,site\np1,LGG,A\np2,HGG,B\np3,HGG,A\n")
+    cfg = _config(tmp_path / "vol", modalities="t1,t2,flair", slices="center:2", labels_csv=str(labels),
+                  subgroups="site")
+    table = load_table(cfg)
+    by_patient = table.frame.groupby("group")["subgroup:site"].agg(set).to_dict()
+    assert by_patient == {"p1": {"A"}, "p2": {"B"}, "p3": {"A"}}  # every slice carries its patient's value
+    with pytest.raises(UserError, match=r"has no column\(s\) \['scanner'\]"):
+        load_table(cfg.model_copy(update={"subgroups": ["scanner"]}))

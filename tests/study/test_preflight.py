@@ -118,3 +118,23 @@ def test_a_bad_family_name_a_missing_extra_and_wrong_weights_fail_before_the_fir
     assert "'hugging:org/model'" in line and "unknown backbone" in line
     assert "'biomedclip'" in line and "pip install 'medtransfer[clip]'" in line
     assert "'rad_dino'" in line and "--weights pretrained" in line
+
+
+def test_external_sets_and_subgroup_columns_are_checked_before_the_first_run(tmp_path):
+    """A subgroup column the manifest lacks and an external set with a class training lacks: both in one line."""
+    from tests.helpers import write_class_folder
+
+    images = write_class_folder(tmp_path / "img", {"a": 6, "b": 6})
+    files = sorted(p.relative_to(images) for p in images.rglob("*.png"))
+    (images / "m.csv").write_text("path,label\n" + "".join(f"{p},{p.parent.name}\n" for p in files))
+    other = write_class_folder(tmp_path / "other", {"a": 2, "c": 2})
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY.format(backbones="  - {name: resnet18, image_size: 16, weights: none}",
+                                  modes="{frozen: {epochs: 1}}", cache=tmp_path / "cache").replace(
+        '  syn: {data: "synthetic:n=60,size=16,groups=30"}',
+        f"  csv: {{data: {images / 'm.csv'}, subgroups: [sex]}}\n"
+        f"  ext: {{data: \"synthetic:n=60,size=16\", external: {{site2: {other}}}}}"))
+    line = refused(study, tmp_path)
+    assert "2 problems" in line
+    assert "study dataset 'csv'" in line and "--subgroups 'sex'" in line
+    assert "study dataset 'ext'" in line and "external set 'site2'" in line and "that training does not have" in line
