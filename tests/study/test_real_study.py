@@ -1,9 +1,12 @@
-"""A small real-data study (BreastMNIST 64px and the HAM10000 subset) ending in a complete report."""
+"""A small real-data study (BreastMNIST 64px with the 28px file as an external set, and the HAM10000 subset with
+subgroups by sex and age band) ending in a complete report."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,8 +20,9 @@ pytestmark = pytest.mark.slow
 STUDY = """
 name: real-small
 datasets:
-  breastmnist: {{data: {breast}}}
-  ham10000: {{data: {ham}, test_fraction: 0.3, val_fraction: 0.3, class_weights: true, allow_missing_classes: true}}
+  breastmnist: {{data: {breast}, external: {{breast28: {breast28}}}}}
+  ham10000: {{data: {ham}, test_fraction: 0.3, val_fraction: 0.3, class_weights: true, allow_missing_classes: true,
+             subgroups: [sex, "age:0,50,120"], subgroup_min: 15}}
 backbones:
   - {{name: resnet18, image_size: 48, weights: {resnet}}}
   - {{name: dinov2_vits14, image_size: 42, weights: {dino}}}
@@ -30,6 +34,37 @@ train: {{bootstrap: 500, workers: 1, cache_dir: {cache}}}
 """
 
 
+def check_external_block(metrics: Path) -> None:
+    """BreastMNIST's 28 and 64 px files hold the same images, so they share their patients: the external block tests
+    the mechanism (classes matched, the whole file scored, the gap and its interval), not generalisation."""
+    record = json.loads(metrics.read_text())
+    block = record["external"]["breast28"]
+    assert block["classes_missing"] == [] and list(block["counts"]) == record["classes"]
+    assert block["n"] == 780 == sum(block["counts"].values())  # the whole file: its train, val and test
+    assert block["bootstrap"]["unit"] == "sample" and block["bootstrap"]["seed"] != record["bootstrap"]["seed"]
+    auroc, gap = block["metrics"]["auroc"], block["gap"]["auroc"]
+    assert auroc["low"] <= auroc["value"] <= auroc["high"]
+    assert gap["value"] == pytest.approx(record["test"]["auroc"]["value"] - auroc["value"])
+    assert gap["low"] < gap["value"] < gap["high"] and "independently" in block["gap_interval"]
+    preds = pd.read_csv(metrics.parent / "predictions.csv")
+    external = preds[preds["split"] == "external:breast28"]
+    assert len(external) == 780 and set(external["label"]) == set(record["classes"])
+    assert external["predicted_at_threshold"].notna().all()  # the val operating point applies there too
+
+
+def check_subgroup_block(metrics: Path) -> None:
+    """HAM10000's subgroups: CIs from a bootstrap over lesions; every test lesion in one subgroup of each column,
+    analysed or listed as too few."""
+    record = json.loads(metrics.read_text())
+    for column in ("sex", "age:0,50,120"):
+        block = record["subgroups"][column]
+        assert block["unit"] == "group" and "patients" in block["interval"]
+        cases = {name: s["n_cases"] for name, s in block["subgroups"].items()} | block["too_few"]
+        assert sum(cases.values()) == record["patient"]["n_test"]
+        assert all(s["n_cases"] >= 15 for s in block["subgroups"].values())
+        assert all(n < 15 for n in block["too_few"].values())
+
+
 def test_real_data_study_ends_in_a_full_report(tmp_path, shared_data):
     # Random-init checkpoints written locally: real loading code, no download, and seeds share one extraction.
     resnet, dino = tmp_path / "resnet18.safetensors", tmp_path / "dinov2_vits14.safetensors"
@@ -37,10 +72,16 @@ def test_real_data_study_ends_in_a_full_report(tmp_path, shared_data):
     save_file(timm.create_model("vit_small_patch14_dinov2", num_classes=0, img_size=42).state_dict(), str(dino))
     study = tmp_path / "study.yaml"
     study.write_text(STUDY.format(breast=shared_data / "medmnist" / "breastmnist_64.npz",
+                                  breast28=shared_data / "medmnist" / "breastmnist.npz",
                                   ham=shared_data / "ham10000_subset" / "subset_metadata.csv",
                                   resnet=resnet, dino=dino, cache=tmp_path / "cache"))
     outcome = run_study(study, tmp_path / "out")
     assert outcome.ran == 16
+    for spec in outcome.specs:
+        if spec.config.task == "breastmnist":
+            check_external_block(Path(spec.config.out) / "metrics.json")
+        else:
+            check_subgroup_block(Path(spec.config.out) / "metrics.json")
     report = tmp_path / "out" / "report"
     html = (report / "report.html").read_text()
     assert "data:image/png;base64," in html
