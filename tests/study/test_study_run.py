@@ -1,4 +1,5 @@
-"""Running a study: shared feature cache, resume after SIGKILL without redoing finished runs, dry run."""
+"""Running a study: shared feature cache, resume after SIGKILL (with external sets and subgroups) without redoing
+finished runs, dry run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import timm
 from safetensors.torch import save_file
@@ -18,6 +21,7 @@ from medtransfer.config import TrainConfig
 from medtransfer.errors import UserError
 from medtransfer.rundir import is_complete
 from medtransfer.study.run import run_study
+from tests.helpers import write_class_folder
 
 STUDY = """
 name: tiny
@@ -94,12 +98,59 @@ def test_frozen_grid_extracts_once_per_backbone(tmp_path, checkpoint):
     assert (tmp_path / "out" / "report" / "report.html").is_file()
 
 
+SHIFT_STUDY = """
+name: shift
+datasets:
+  clinic:
+    data: {manifest}
+    group_col: patient
+    subgroups: [sex, "age:0,50,120"]
+    subgroup_min: 5
+    external: {{other: {external}}}
+backbones:
+  - {{name: resnet18, image_size: 32, weights: {ckpt}}}
+  - {{name: resnet10t, image_size: 32, weights: none}}
+modes:
+  frozen: {{heads: [linear, mlp], epochs: 8}}
+  finetune: {{epochs: 1, batch_size: 16, lr: 0.001}}
+train: {{bootstrap: 200, workers: 0, cache_dir: {cache}}}
+"""
+
+
+def write_manifest(folder: Path, n: int, seed: int) -> Path:
+    """PNGs of two classes with a CSV manifest: patients of two images each, and their sex and age."""
+    images = write_class_folder(folder, {"a": n // 2, "b": n // 2}, seed=seed)
+    files = sorted(p.relative_to(images) for p in images.rglob("*.png"))
+    rng = np.random.default_rng(seed)
+    patients = [f"{p.parent.name}{i // 2}" for i, p in enumerate(files)]
+    meta = {pid: (rng.choice(["female", "male"]), str(rng.integers(20, 90))) for pid in dict.fromkeys(patients)}
+    manifest = pd.DataFrame({"path": [str(p) for p in files], "label": [p.parent.name for p in files],
+                             "patient": patients, "sex": [meta[p][0] for p in patients],
+                             "age": [meta[p][1] for p in patients]})
+    manifest.to_csv(images / "manifest.csv", index=False)
+    return images / "manifest.csv"
+
+
+def write_shift_study(folder: Path, checkpoint: Path, data: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "study.yaml"
+    path.write_text(SHIFT_STUDY.format(manifest=data / "train" / "manifest.csv", external=data / "other" /
+                                       "manifest.csv", ckpt=checkpoint, cache=folder / "cache"))
+    return path
+
+
 def test_kill_and_resume_loses_nothing_and_redoes_nothing(tmp_path, checkpoint):
-    reference = run_study(write_study(tmp_path / "a", checkpoint, [0, 1]), tmp_path / "a" / "out")
+    """A study with an external set, subgroups and two backbones, killed after its first run and resumed: the same
+    results as the uninterrupted study, finished runs untouched."""
+    write_manifest(tmp_path / "data" / "train", 80, seed=0)
+    write_manifest(tmp_path / "data" / "other", 40, seed=1)
+    reference = run_study(write_shift_study(tmp_path / "a", checkpoint, tmp_path / "data"), tmp_path / "a" / "out")
     assert reference.ran == 6
+    first = json.loads(next((tmp_path / "a" / "out" / "runs").glob("*/metrics.json")).read_text())
+    assert set(first["external"]) == {"other"} and set(first["subgroups"]) == {"sex", "age:0,50,120"}
 
     out = tmp_path / "b" / "out"
-    study = write_study(tmp_path / "b", checkpoint, [0, 1])
+    study = write_shift_study(tmp_path / "b", checkpoint, tmp_path / "data")
     proc = subprocess.Popen([sys.executable, "-m", "medtransfer", "run", str(study), "--out", str(out), "-q"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -119,6 +170,8 @@ def test_kill_and_resume_loses_nothing_and_redoes_nothing(tmp_path, checkpoint):
     assert all(is_complete(Path(s.config.out)) for s in resumed.specs)
     assert not list((out / "runs").glob(".*partial*"))
     assert_same_results(results(out), results(tmp_path / "a" / "out"))
+    html = (out / "report" / "report.html").read_text()
+    assert "Internal vs external" in html and "Subgroups" in html
 
 
 def test_resume_after_a_new_option_was_added_reruns_nothing(tmp_path, checkpoint, monkeypatch):

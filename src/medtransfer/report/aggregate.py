@@ -14,6 +14,7 @@ import pandas as pd
 
 from medtransfer.config import MODE_DEFAULTS
 from medtransfer.evaluation.bootstrap import BootstrapSpec
+from medtransfer.evaluation.generalisation import external_spec
 from medtransfer.evaluation.metrics import ARGMAX_THRESHOLD
 from medtransfer.evaluation.paired_tests import holm
 from medtransfer.evaluation.seeds import combined_ci, interval_label
@@ -61,24 +62,25 @@ def _exclude(run: pd.Series, reason: str) -> dict:
     return {key: run.get(key) for key in SKIPPED_COLUMNS if key != "reason"} | {"reason": reason}
 
 
-def _read(run_dir: str, patients: bool) -> pd.DataFrame | None:
+def _read(run_dir: str, patients: bool, split: str = "test") -> pd.DataFrame | None:
     if not patients:
-        return read_predictions(run_dir)
+        return read_predictions(run_dir, split)
     run = RunDir(Path(run_dir))
     if not run.has(PATIENTS_FILE):
         return None
-    frame = run.patient_predictions("test").rename(columns={"group": "sample_id"})
+    frame = run.patient_predictions(split).rename(columns={"group": "sample_id"})
     return frame.assign(group=np.nan).sort_values("sample_id").reset_index(drop=True)
 
 
-def _spec(run: pd.Series) -> BootstrapSpec:
+def recorded_spec(run: pd.Series) -> BootstrapSpec:
     """The bootstrap a run's own CIs used (runs from before it was recorded: BootstrapSpec's defaults)."""
     recorded = {"n": run.get("bootstrap_n"), "seed": run.get("bootstrap_seed")}
     return BootstrapSpec(**{key: int(value) for key, value in recorded.items() if pd.notna(value)})
 
 
-def _pool_folds(runs: pd.DataFrame, patients: bool, pooled: bool) -> tuple[pd.DataFrame | None, np.ndarray | None, str]:
-    """One replicate's test predictions: its run's, or every fold's held-out part pooled; '' or why it cannot be."""
+def _pool_folds(runs: pd.DataFrame, patients: bool, pooled: bool,
+                split: str = "test") -> tuple[pd.DataFrame | None, np.ndarray | None, str]:
+    """One replicate's predictions on `split`: its run's, or every fold's held-out part pooled; '' or why it cannot be."""
     folds = int(runs["folds"].iloc[0]) if pooled else 0
     if folds >= 2:
         missing = sorted(set(range(folds)) - set(runs["fold"]))
@@ -86,7 +88,7 @@ def _pool_folds(runs: pd.DataFrame, patients: bool, pooled: bool) -> tuple[pd.Da
             return None, None, f"fold(s) {missing} of {folds} are not finished: this seed's out-of-fold estimate is incomplete"
     parts, thresholds = [], []
     for _, run in runs.sort_values("fold").iterrows():
-        part = _read(run["run_dir"], patients)
+        part = _read(run["run_dir"], patients, split)
         if part is None:
             return None, None, f"{PATIENTS_FILE} is missing"
         parts.append(part)
@@ -112,15 +114,17 @@ def _pools_out_of_fold(setup: pd.DataFrame) -> bool:
     return len(ids) < 2 or ids[0] != ids[1]
 
 
-def _replicates(setup: pd.DataFrame, patients: bool, pooled: bool) -> tuple[Replicates | None, list[dict]]:
-    """The setup's seeds on one shared test set; a seed whose test set differs from the others' is listed, not mixed.
+def setup_replicates(setup: pd.DataFrame, patients: bool, pooled: bool,
+                     split: str = "test") -> tuple[Replicates | None, list[dict]]:
+    """The setup's seeds on one shared test set (or `split`); a seed whose samples differ from the others' is listed,
+    not mixed.
 
     Folds pooled out of fold make one replicate per seed; folds that share a predefined test split are replicates.
     """
     excluded, seeds = [], {}
     by_fold = not pooled and int(setup["folds"].iloc[0]) >= 2
     for key, runs in setup.groupby(["seed", "fold"] if by_fold else ["seed"]):
-        frame, threshold, reason = _pool_folds(runs, patients, pooled)
+        frame, threshold, reason = _pool_folds(runs, patients, pooled, split)
         if reason:
             excluded += [_exclude(run, reason) for _, run in runs.iterrows()]
         else:  # a replicate is a seed, or a seed's fold when the folds share one predefined test split
@@ -155,7 +159,7 @@ def _fold_values(runs: pd.DataFrame) -> dict[str, list[float]]:
 
 def _estimate(setup: pd.DataFrame, reps: Replicates, unit: str) -> tuple[dict, dict]:
     first = setup.iloc[0]
-    spec = _spec(first)
+    spec = recorded_spec(first)
     thresholds = None if all(t is None for t in reps.thresholds) else reps.thresholds
     ci = combined_ci(reps.y, reps.probs, spec, reps.groups, thresholds=thresholds, ordinal=bool(first["ordinal"]))
     folds = int(first["folds"]) if reps.pooled else 0  # folds that shared a test split count as replicates
@@ -192,7 +196,7 @@ def summarise(index: RunIndex) -> Summary:
     for _, setup in index.runs.groupby(keys, dropna=False, sort=False):
         labels = {k: setup.iloc[0][k] for k in LABELS + index.factors if k in setup}
         pooled = _pools_out_of_fold(setup)
-        reps, left_out = _replicates(setup, patients=False, pooled=pooled)
+        reps, left_out = setup_replicates(setup, patients=False, pooled=pooled)
         excluded += left_out
         if reps is None:
             continue
@@ -201,12 +205,12 @@ def summarise(index: RunIndex) -> Summary:
         class_rows += _per_class(labels, reps, ci)
         groups.append((labels, reps))
         if reps.groups is not None:
-            patient_reps, left_out = _replicates(setup, patients=True, pooled=pooled)
+            patient_reps, left_out = setup_replicates(setup, patients=True, pooled=pooled)
             excluded += [entry | {"reason": f"patient level: {entry['reason']}"} for entry in left_out]
             if patient_reps is not None:
                 patient_rows.append(labels | _estimate(setup, patient_reps, "group")[0])  # one row per patient
     frame = pd.DataFrame(rows)
-    return Summary(frame, pd.DataFrame(patient_rows), pd.DataFrame(class_rows), _pairs(groups, index),
+    return Summary(frame, pd.DataFrame(patient_rows), pd.DataFrame(class_rows), setup_pairs(groups, index),
                    pd.DataFrame(excluded, columns=SKIPPED_COLUMNS), groups)
 
 
@@ -226,8 +230,10 @@ def one_factor_pairs(setups: pd.DataFrame, factors: tuple[str, ...] = FACTORS) -
     return [(a["setup"], b["setup"]) for i, a in enumerate(rows) for b in rows[i + 1:] if differences(a, b) == 1]
 
 
-def _pairs(groups: list[tuple[dict, Replicates]], index: RunIndex) -> pd.DataFrame:
-    """Each pair of setups once (seeds aggregated) per task and train fraction, on shared test samples; Holm per task."""
+def setup_pairs(groups: list[tuple[dict, Replicates]], index: RunIndex, external: str | None = None) -> pd.DataFrame:
+    """Each pair of setups once (seeds aggregated) per task and train fraction, on shared test samples; Holm per task.
+
+    `external`: the replicates are of that external set, resampled on its own stream (as its metrics.json CIs are)."""
     lead = ["task", "train_fraction", "n_test"]
     blocks: dict[tuple, list[tuple[dict, Replicates]]] = {}
     for labels, reps in groups:
@@ -241,7 +247,8 @@ def _pairs(groups: list[tuple[dict, Replicates]], index: RunIndex) -> pd.DataFra
             continue
         reps = members[0][1]
         runs = index.runs
-        spec = _spec(runs[(runs["task"] == task) & (runs["setup"] == members[0][0]["setup"])].iloc[0])
+        spec = recorded_spec(runs[(runs["task"] == task) & (runs["setup"] == members[0][0]["setup"])].iloc[0])
+        spec = spec if external is None else external_spec(spec, external)
         probs = {labels["setup"]: r.probs for labels, r in members}
         frame = compare_setups(reps.y, probs, spec, reps.groups, pairs)
         parts.append(frame.assign(task=task, train_fraction=fraction, n_test=len(reps.y)))

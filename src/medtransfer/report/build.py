@@ -16,15 +16,19 @@ from medtransfer.report.figures import write_figures
 from medtransfer.report.html import ReportParts, write_html
 from medtransfer.report.provenance import provenance_table
 from medtransfer.report.render import Table
+from medtransfer.report.shift import ShiftSummary, shown_metrics, summarise_shift
 from medtransfer.report.style import SetupStyle
 from medtransfer.report.tables import (
     cost_table,
     duplicates_table,
+    external_pairs_table,
+    external_table,
     main_table,
     more_table,
     pairwise_table,
     patient_table,
     per_class_table,
+    subgroups_table,
     write_standalone,
     write_table,
 )
@@ -32,7 +36,21 @@ from medtransfer.report.tables import (
 PROVENANCE = "Provenance per run"
 
 
-def _tables(index: RunIndex, summary: Summary, runs_dir: Path) -> dict[str, tuple[str, Table]]:
+def _shift_tables(shift: ShiftSummary, metric: str) -> dict[str, tuple[str, Table]]:
+    """The external-set and subgroup tables, where the runs have external sets or subgroups."""
+    tables = {}
+    if len(shift.external):
+        tables["external"] = ("Internal vs external", external_table(shift.external, metric, shift.external_notes))
+    if len(shift.external_pairs):
+        tables["external_pairwise"] = ("Paired comparisons on external sets", external_pairs_table(shift.external_pairs))
+    if len(shift.subgroups):
+        tables["subgroups"] = ("Subgroups", subgroups_table(shift.subgroups, shift.subgroup_gaps, shown_metrics(metric),
+                                                            shift.subgroup_notes))
+    return tables
+
+
+def _tables(index: RunIndex, summary: Summary, runs_dir: Path, shift: ShiftSummary,
+            metric: str) -> dict[str, tuple[str, Table]]:
     """Every table of the report by file name, with its section title, in the page's order."""
     agg = summary.setups
     tables = {"main_table": ("Main results", main_table(agg))}
@@ -40,8 +58,8 @@ def _tables(index: RunIndex, summary: Summary, runs_dir: Path) -> dict[str, tupl
         tables["patient_table"] = ("Patient-level results", patient_table(summary.patients))
     tables |= {"more_metrics": ("More metrics", more_table(agg)),
                "per_class": ("Per-class recall", per_class_table(summary.per_class)),
-               "pairwise": ("Pairwise comparisons", pairwise_table(summary.pairs)),
-               "cost": ("Cost per run", cost_table(index.runs))}
+               "pairwise": ("Pairwise comparisons", pairwise_table(summary.pairs))}
+    tables |= _shift_tables(shift, metric) | {"cost": ("Cost per run", cost_table(index.runs))}
     if "duplicates_exact" in index.runs and index.runs["duplicates_exact"].notna().any():
         tables["duplicates"] = ("Duplicates across splits", duplicates_table(index.runs))
     tables["provenance"] = (PROVENANCE, provenance_table(index.runs, runs_dir))
@@ -55,7 +73,8 @@ def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
         reasons = "; ".join(sorted(set(summary.excluded["reason"])))
         raise UserError(str(runs_dir), f"holds no complete setup ({reasons})",
                         "finish the missing runs (`medtransfer run STUDY.yaml --resume`), then report again")
-    tables = _tables(index, summary, runs_dir)
+    shift = summarise_shift(index, summary, metric)
+    tables = _tables(index, summary, runs_dir, shift, metric)
     table_dir = folder / "tables"
     for name, (_, table) in tables.items():
         write_table(table, table_dir, name)
@@ -69,7 +88,7 @@ def _write(index: RunIndex, runs_dir: Path, folder: Path, metric: str) -> None:
     runs = index.runs[index.runs["task"].isin(agg["task"])]
     # One colour per setup for the whole report, fixed from every setup in the tables' order.
     style = SetupStyle.of(list(index.runs["setup"]))
-    figures = write_figures(runs, summary, folder / "figures", style, metric)
+    figures = write_figures(runs, summary, folder / "figures", style, metric, shift)
     tasks = sorted(agg["task"].unique())
     parts = ReportParts(runs_dir, len(index.runs), tasks, dict(tables.values()), figures, skipped,
                         collapsed={PROVENANCE})

@@ -17,6 +17,8 @@ from medtransfer.evaluation.metric_registry import METRIC_REGISTRY, metric_range
 from medtransfer.report import diagnostics
 from medtransfer.report.aggregate import Summary
 from medtransfer.report.render import fmt_number
+from medtransfer.report.shift import ShiftSummary
+from medtransfer.report.shift_figures import shift_figures
 from medtransfer.report.style import SetupStyle, metric_name, new_figure, representative_runs, save, slugs, wrap
 from medtransfer.rundir import HISTORY_FILE, RunDir
 
@@ -152,10 +154,10 @@ def learning_curves(runs: pd.DataFrame, style: SetupStyle) -> tuple[Figure | Non
     return fig, note
 
 
-def _task_figures(runs: pd.DataFrame, summary: Summary, task: str, metric: str,
-                  style: SetupStyle) -> list[tuple[str, str, Figure, str]]:
+def _task_figures(runs: pd.DataFrame, summary: Summary, task: str, metric: str, style: SetupStyle,
+                  shift: ShiftSummary | None = None) -> list[tuple[str, str, Figure, str]]:
     """One task's figures as (file kind, title, figure, note): image level first, then patient level where the
-    task has patients."""
+    task has patients; external sets and subgroups last, where the runs have them."""
     mine, agg = runs[runs["task"] == task], summary.setups
     name = metric_name(metric)
     out = [("bars", f"test {name} per setup (image level)", metric_bars(agg, task, metric, style), "")]
@@ -172,11 +174,11 @@ def _task_figures(runs: pd.DataFrame, summary: Summary, task: str, metric: str,
     figure, note = learning_curves(mine, style)
     if figure is not None:
         out.append(("learning", "learning curves", figure, note))
-    return out
+    return out + (shift_figures(shift, agg, task, metric, style) if shift is not None else [])
 
 
 def write_figures(runs: pd.DataFrame, summary: Summary, folder: Path, style: SetupStyle,
-                  metric: str = "auroc") -> list[FigureEntry]:
+                  metric: str = "auroc", shift: ShiftSummary | None = None) -> list[FigureEntry]:
     """Every figure of every task as PDF and 300 dpi PNG in `folder`, each setup in its one colour; scarcity
     curves only where a setup ran two or more fractions.
 
@@ -186,5 +188,5 @@ def write_figures(runs: pd.DataFrame, summary: Summary, folder: Path, style: Set
     with matplotlib.rc_context(RC):
         for task, slug in slugs(list(runs["task"].unique())).items():
             entries += [FigureEntry(task, title, save(figure, folder / f"{kind}_{slug}.png"), note)
-                        for kind, title, figure, note in _task_figures(runs, summary, task, metric, style)]
+                        for kind, title, figure, note in _task_figures(runs, summary, task, metric, style, shift)]
     return entries

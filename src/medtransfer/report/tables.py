@@ -224,3 +224,99 @@ def write_standalone(table: Table, folder: Path, name: str) -> Path:
     path = folder / f"{name}_standalone.tex"
     path.write_text(latex_document(to_latex(table, f"tab:{name.replace('_', '-')}")))
     return path
+
+
+def _notes(notes: list[str]) -> str:
+    return (" Left out: " + "; ".join(notes) + ".") if notes else ""
+
+
+def _lead(r: pd.Series, with_fraction: bool) -> list[str]:
+    return [r["task"], r["setup"]] + ([fmt_number(r["train_fraction"], 0, 100)] if with_fraction else [])
+
+
+def external_table(external: pd.DataFrame, metric: str, notes: list[str]) -> Table:
+    """Task | Setup | [Train %] | External set | Cases | internal, external and gap (internal − external) of `metric`
+    with CIs | what each interval covers."""
+    external = external.reset_index(drop=True)
+    with_fraction = _fractions_vary(external)
+    name, percent = METRIC_REGISTRY.get(metric).column, METRIC_REGISTRY.get(metric).percent
+    header = ["Task", "Setup"] + (["Train %"] if with_fraction else []) + [
+        "External set", "Cases", f"Internal {name}", f"External {name}", f"Gap {name}", "95% CI over"]
+    rows = []
+    for _, r in external.iterrows():
+        cells = [ci_cell(r.get(f"{side}_{metric}"), r.get(f"{side}_{metric}_low"), r.get(f"{side}_{metric}_high"),
+                         sign=side == "gap", percent=percent) for side in ("internal", "external", "gap")]
+        covers = f"internal: {r['internal_ci']}; external: {r['external_ci']}; gap: {r['gap_ci'] or 'not computed'}"
+        rows.append(_lead(r, with_fraction) + [r["external"], str(int(r["n_cases_external"]))] + cells + [covers])
+    unit = "in %" if percent else "as plain numbers"
+    caption = (f"Each setup on each external set, test {name} {unit}. Internal: the main table's estimate on the "
+               "internal test split. External: the same models scored on the whole external set (the binary threshold "
+               "fixed on val), seeds combined as in the main table, the set's patients (or images) resampled on its "
+               "own bootstrap stream. Gap: internal minus external, the two sets bootstrapped independently, "
+               "conditional on the trained models; a CI that excludes 0 is a drop (or rise) beyond the sampling noise "
+               "of both sets. Cases: the external set's patients (or images). The last column says what each "
+               f"interval covers.{_notes(notes)}")
+    return Table(header, rows, caption, external, [], _group_starts(external["task"]), repeat_first=False,
+                 latex_widths={"95% CI over": "5cm"}, html_key="95% CI over")
+
+
+def external_pairs_table(pairs: pd.DataFrame, alpha: float = 0.05) -> Table:
+    """The pairwise table's comparisons on each external set: Task | External set | … (Holm per task and set)."""
+    pairs = pairs.reset_index(drop=True)
+    table = pairwise_table(pairs, alpha)
+    table.header.insert(1, "External set")
+    for row, bold, (_, r) in zip(table.rows, table.bold, pairs.iterrows()):
+        row.insert(1, r["external"])
+        bold.insert(1, False)
+    table.group_starts = _group_starts(pairs["task"] + "\n" + pairs["external"]) if len(pairs) else []
+    table.caption = ("Paired comparisons A − B on each external set, the same pairs as on the internal test split, "
+                     "in percentage points: the difference of the seed-averaged metrics with its 95% paired-bootstrap "
+                     "CI over the external set's patients (or images; its own bootstrap stream, seeds averaged inside "
+                     "each resample). The p-values come from the tests named in the last column. Holm's correction runs "
+                     f"over the pairs of a task on one external set; adjusted p < {alpha} in bold.")
+    return table
+
+
+def _gap_pairs(gaps: pd.DataFrame) -> str:
+    """Which subgroups each metric's largest gap is between: `a − b` once when every metric shares the pair."""
+    by_pair: dict[str, list[str]] = {}
+    for _, g in gaps.iterrows():
+        by_pair.setdefault(f"{g['highest']} − {g['lowest']}", []).append(METRIC_REGISTRY.get(g["metric"]).column)
+    if len(by_pair) == 1:
+        return f"largest gap: {next(iter(by_pair))}"
+    return "largest gap: " + "; ".join(f"{pair} ({', '.join(names)})" for pair, names in by_pair.items())
+
+
+def subgroups_table(subgroups: pd.DataFrame, gaps: pd.DataFrame, metrics: Sequence[str], notes: list[str]) -> Table:
+    """Task | Setup | Column | Subgroup | Cases | Images | metrics with CIs | 95% CI over: each subgroup (the too-few
+    listed with their counts), the worst in bold, then the column's largest gap."""
+    metrics = [m for m in metrics if m in subgroups]
+    header = ["Task", "Setup", "Column", "Subgroup", "Cases", "Images",
+              *(METRIC_REGISTRY.get(m).column for m in metrics), "95% CI over"]
+    rows, bold, starts = [], [], []
+    keys = ["task", "setup", "train_fraction", "column"]
+    for key, block in subgroups.groupby(keys, sort=False):
+        mine = gaps[(gaps[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1)] if len(gaps) else gaps
+        worst = dict(zip(mine.get("metric", []), mine.get("worst_subgroup", [])))
+        starts.append(len(rows))
+        for _, r in block.iterrows():
+            cells = [ci_cell(r[m], r[f"{m}_low"], r[f"{m}_high"], percent=METRIC_REGISTRY.get(m).percent)
+                     if r["analysed"] else DASH for m in metrics]
+            rows.append([r["task"], r["setup"], r["column"], r["subgroup"], str(int(r["n_cases"])),
+                         fmt_number(r["n"], 0), *cells, r["interval"]])
+            bold.append([False] * 6 + [r["analysed"] and worst.get(m) == r["subgroup"] for m in metrics] + [False])
+        if len(mine):
+            shown = mine.set_index("metric")
+            cells = [ci_cell(*shown.loc[m, ["gap", "gap_low", "gap_high"]], sign=True,
+                             percent=METRIC_REGISTRY.get(m).percent) if m in shown.index else DASH for m in metrics]
+            rows.append([key[0], key[1], key[3], _gap_pairs(mine), DASH, DASH, *cells, mine["gap_interval"].iloc[0]])
+            bold.append([False] * len(header))
+    caption = ("Test-split subgroups per metadata column, metrics in % (plain numbers where the main table has them "
+               "so). Cases: patients (or lesions) where the data has them, else images; a subgroup with fewer cases "
+               "than the runs' subgroup_min is listed with its count, not analysed. Bold: each column's worst "
+               "subgroup per metric. The 'largest gap' row: the highest minus the lowest subgroup of each metric, the "
+               "pair chosen on the point values, its CI from one joint bootstrap of the test split. The last column "
+               f"says what each interval covers.{_notes(notes)}")
+    raw = pd.concat([subgroups, gaps.assign(subgroup="largest gap")], ignore_index=True) if len(gaps) else subgroups
+    return Table(header, rows, caption, raw, bold, starts, repeat_first=False, latex_widths={"95% CI over": "5cm"},
+                 html_key="95% CI over")
