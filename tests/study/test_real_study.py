@@ -65,6 +65,22 @@ def check_subgroup_block(metrics: Path) -> None:
         assert all(n < 15 for n in block["too_few"].values())
 
 
+def check_shift_report(report: Path, html: str) -> None:
+    """The report's external and subgroup parts: both tables with their figures, the gap computed for every setup."""
+    assert "Internal vs external" in html and "Subgroups" in html
+    for name in ("external", "external_pairwise", "subgroups"):
+        assert (report / "tables" / f"{name}.csv").stat().st_size > 100, name
+    external = pd.read_csv(report / "tables" / "external.csv")
+    assert set(external["task"]) == {"breastmnist"} and len(external) == 4  # every setup on breast28
+    assert external["gap_auroc_low"].notna().all() and (external["gap_auroc_low"] < external["gap_auroc_high"]).all()
+    subgroups = pd.read_csv(report / "tables" / "subgroups.csv")
+    assert set(subgroups["task"]) == {"ham10000"} and set(subgroups["column"]) == {"sex", "age:0,50,120"}
+    figures = [report / "figures" / "external_breastmnist.png", *sorted(report.glob("figures/forest_*_ham10000.png"))]
+    assert len(figures) == 3  # the scatter, and a forest plot per subgroup column
+    for png in figures:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, png
+
+
 def test_real_data_study_ends_in_a_full_report(tmp_path, shared_data):
     # Random-init checkpoints written locally: real loading code, no download, and seeds share one extraction.
     resnet, dino = tmp_path / "resnet18.safetensors", tmp_path / "dinov2_vits14.safetensors"
@@ -94,6 +110,7 @@ def test_real_data_study_ends_in_a_full_report(tmp_path, shared_data):
         for kind in ("bars", "roc", "confusion", "learning", "reliability"):
             png = report / "figures" / f"{kind}_{task}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, png
+    check_shift_report(report, html)
     if shutil.which("pdflatex"):
         done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main_table_standalone.tex"],
                               cwd=report / "tables", capture_output=True, text=True, timeout=120)
