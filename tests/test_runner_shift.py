@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pandas as pd
 from PIL import Image
 
@@ -48,23 +50,25 @@ def test_a_contrast_shift_lowers_external_auroc_and_only_it_has_a_gap(tmp_path):
 
 def test_ham10000_subgroups_by_sex_and_age_band_over_lesions(tmp_path, shared_data):
     ham = shared_data / "ham10000_subset"
-    outcome = run(tmp_path, "ham", data=str(ham / "subset_metadata.csv"), subgroups="sex,age:0,50,120",
+    # localization has over a dozen sites, so some fall below the minimum (at most two of ~60 lesions can reach 25)
+    outcome = run(tmp_path, "ham", data=str(ham / "subset_metadata.csv"), subgroups="sex,age:0,50,120,localization",
                   subgroup_min=25, test_fraction=0.5, val_fraction=0.3, allow_missing_classes=True, **SMALL)
     record = outcome.metrics.subgroups
-    assert set(record) == {"sex", "age:0,50,120"}
+    assert set(record) == {"sex", "age:0,50,120", "localization"}
     for column in record.values():
         assert column.unit == "group"  # resampled by lesion
-        listed = set(column.subgroups) | set(column.too_few)
         counts = {name: s.n_cases for name, s in column.subgroups.items()} | column.too_few
-        assert sum(counts.values()) == outcome.metrics.patient.n_test  # every test lesion in one subgroup
+        assert sum(counts.values()) == outcome.metrics.patient.n_test  # every test lesion in one subgroup, or listed
         assert all(n >= 25 for n in (s.n_cases for s in column.subgroups.values()))
         assert all(n < 25 for n in column.too_few.values())
-        assert listed
+    assert len(record["localization"].too_few) >= 2  # listed with their counts, not dropped
+    assert record["sex"].subgroups and all(s.metrics["accuracy"].low <= s.metrics["accuracy"].high
+                                           for s in record["sex"].subgroups.values())
     assert set(record["sex"].subgroups) | set(record["sex"].too_few) == {"male", "female"}
     assert set(record["age:0,50,120"].subgroups) | set(record["age:0,50,120"].too_few) <= {"0–50", "50–120"}
     assert record["age:0,50,120"].bins == [0, 50, 120]
     preds = outcome.run_dir.predictions("test")
-    assert {"subgroup:sex", "subgroup:age"} <= set(preds.columns)
+    assert {"subgroup:sex", "subgroup:age", "subgroup:localization"} <= set(preds.columns)
     meta = pd.read_csv(ham / "subset_metadata.csv").set_index("image_id")
     assert (preds["subgroup:sex"] == meta.loc[preds["sample_id"], "sex"].to_numpy()).all()
 
@@ -94,3 +98,28 @@ def test_console_script_takes_repeated_external_sets_and_refuses_a_bad_one(tmp_p
                          text=True)
     assert bad.returncode == 2 and "NAME=DATA" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+
+def test_an_external_set_without_one_class_reports_no_metric_that_needs_every_class(tmp_path):
+    """Negatives only: PPV would be 0 and kappa 0 by construction there, and their gaps would look significant."""
+    train = _write_contrast_set(tmp_path / "train", 200, seed=0, spread=12)
+    negatives = _write_contrast_set(tmp_path / "ext", 40, seed=3, spread=12)
+    shutil.rmtree(negatives / "b")
+    outcome = run(tmp_path, "neg", data=str(train), external=[f"neg={negatives}"], **SMALL)
+    block = outcome.metrics.external["neg"]
+    assert block.classes_missing == ["b"] and block.n == 20
+    for metrics in (block.metrics, block.gap):
+        assert np.isnan([metrics[m].value for m in ("auroc", "auprc", "kappa", "ppv", "npv", "f1_macro")]).all()
+    assert np.isfinite([block.metrics["accuracy"].value, block.gap["specificity"].low]).all()
+
+
+def test_external_patients_beside_an_internal_split_without_are_called_at_the_val_threshold(tmp_path):
+    outcome = run(tmp_path, "p", data="synthetic:n=120,size=16", external=["b=synthetic:n=40,size=16,groups=20,seed=5"],
+                  backbone="resnet18", weights="none", image_size=16, epochs=10)
+    block, threshold = outcome.metrics.external["b"], outcome.metrics.threshold.value
+    patients = outcome.run_dir.patient_predictions("external:b")
+    positive = patients["label"] == outcome.metrics.classes[1]
+    called = patients["prob_" + outcome.metrics.classes[1]].to_numpy() >= threshold
+    assert block.patient.metrics["sensitivity"].value == pytest.approx(called[positive].mean())
+    assert block.patient.metrics["specificity"].value == pytest.approx(1 - called[~positive].mean())

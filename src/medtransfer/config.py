@@ -17,7 +17,7 @@ from medtransfer.data.dedup_action import Action
 from medtransfer.data.volume_options import (ModalityMode, Normalizer, Plane, check_pattern, modality_problems,
                                              parse_slices)
 from medtransfer.errors import UserError
-from medtransfer.evaluation.subgroups import parse_subgroups
+from medtransfer.data.subgroup_spec import parse_subgroups
 from medtransfer.validation import as_pydantic, one_error, problems
 
 # Mode-dependent defaults, resolved into config.yaml so a run records what it really used.
@@ -83,6 +83,9 @@ class TrainConfig(BaseModel):
     plane: Plane = VOLUMES("axial", "plane of the slices")
     normalize: Normalizer = VOLUMES("percentile", "percentile (0.5–99.5 clip) or zscore (inside the brain)")
     labels_csv: str | None = VOLUMES(None, "CSV of patient_id,label")
+    external_labels_csv: dict[str, str] | None = VOLUMES(
+        None, "an external volume set's own labels CSV, NAME=CSV (repeat for more); without one, the set's labels "
+              "come from its class folders", repeat=True)
     skip_incomplete: bool = VOLUMES(False, "skip patients missing a modality")
     pattern: str = VOLUMES("{case}_{modality}.nii.gz", "file name pattern")
 
@@ -170,10 +173,10 @@ class TrainConfig(BaseModel):
             return value
         return [part.strip() for part in value.split(",") if part.strip()] or None
 
-    @field_validator("external", mode="before")
+    @field_validator("external", "external_labels_csv", mode="before")
     @classmethod
     def _parse_external(cls, value: object) -> object:
-        """`NAME=DATA` once per set from a command line; a mapping from YAML passes through."""
+        """`NAME=DATA` (or NAME=CSV) once per set from a command line; a mapping from YAML passes through."""
         if value is None or isinstance(value, dict):
             return value or None
         items = [value] if isinstance(value, str) else list(value)  # type: ignore[call-overload]
@@ -235,7 +238,7 @@ class TrainConfig(BaseModel):
         for name, value in MODE_DEFAULTS[self.mode].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        found = self._mode_problems() + self._split_problems()
+        found = self._mode_problems() + self._split_problems() + self._external_problems()
         found += modality_problems(self.modalities, self.modality_mode) if self.modalities else []
         if found:
             raise as_pydantic(found)
@@ -250,6 +253,19 @@ class TrainConfig(BaseModel):
             found.append(UserError(f"val_fraction {self.val_fraction:g} + test_fraction {self.test_fraction:g}",
                                    "must leave at least 10% for training", "lower one of them"))
         return found
+
+    def _external_problems(self) -> list[UserError]:
+        labels = sorted(self.external_labels_csv or {})
+        if not labels:
+            return []
+        if not self.modalities:
+            return [UserError(f"external_labels_csv {', '.join(labels)}", "applies to volume sets (--modalities) "
+                              "only; an image source carries its own labels", "drop external_labels_csv")]
+        unknown = [name for name in labels if name not in (self.external or {})]
+        if unknown:
+            return [UserError(f"external_labels_csv {', '.join(unknown)}", "names no external set",
+                              f"use the names of --external ({', '.join(self.external or {}) or 'none given'})")]
+        return []
 
     def _mode_problems(self) -> list[UserError]:
         # A Fine-tuning option counts as given when it differs from its declared default.

@@ -135,6 +135,16 @@ def load_and_split(cfg: TrainConfig, reporter: Reporter) -> SplitData:
     table = load_table(cfg)
     for note in table.notes:
         reporter.log(f"note: {note}")
+    # Both fail now, before the duplicate scan and the training: a column that cannot be binned, a bad external set.
+    check_subgroups(cfg, table)
+    external = load_external(cfg, table)
+    for ext in external:
+        reporter.log(f"external set {ext.name}: {ext.table.source}, {len(ext.table)} samples, evaluated whole")
+        for note in ext.table.notes:
+            reporter.log(f"note: external set {ext.name}: {note}")
+        if ext.missing:
+            reporter.log(f"warning: external set {ext.name} has no samples of class(es) {ext.missing} (recorded "
+                         "as classes_missing; the metrics that need every class are not reported there)")
     dedup = deduplicate(cfg, table, reporter)  # before splitting: --dedup group and drop shape the splits
     table = dedup.table
     frame = assign_splits(table, split_plan(cfg))
@@ -144,13 +154,6 @@ def load_and_split(cfg: TrainConfig, reporter: Reporter) -> SplitData:
     for split, names in missing.items():
         reporter.log(f"warning: class(es) {names} have no {split} samples (recorded as missing_classes)")
     rows = {s: np.flatnonzero(frame["split"].to_numpy() == s) for s in ("train", *EVAL_SPLITS)}
-    check_subgroups(cfg, table)  # a column that cannot be binned fails now, not after the training
-    external = load_external(cfg, table)
-    for ext in external:
-        reporter.log(f"external set {ext.name}: {ext.table.source}, {len(ext.table)} samples, evaluated whole")
-        if ext.missing:
-            reporter.log(f"warning: external set {ext.name} has no samples of class(es) {ext.missing} (recorded "
-                         "as classes_missing)")
     return SplitData(table, frame, rows, duplicates, missing, dedup.scan.seconds, external)
 
 
@@ -158,7 +161,9 @@ def beyond_the_split(cfg: TrainConfig, data: SplitData, fitted: Fitted, sections
     """The metrics record's `external` and `subgroups` sections, at the operating points fixed on val."""
     spec = BootstrapSpec(n=cfg.bootstrap, seed=cfg.seed)
     threshold = sections["threshold"]["value"] if "threshold" in sections else None
-    patient_threshold = sections.get("patient", {}).get("threshold", {}).get("value")
+    patient = sections.get("patient")
+    # an external set with patients beside an internal split without: the val operating point is the image one
+    patient_threshold = threshold if patient is None else patient.get("threshold", {}).get("value")
     test = data.frame.iloc[data.rows["test"]]
     internal = ScoredSet("test", test["target"].to_numpy(), [fitted.probs["test"]],
                          test["group"].to_numpy() if data.table.has_groups else None, [threshold])
@@ -182,9 +187,10 @@ def deduplicate(cfg: TrainConfig, table: SampleTable, reporter: Reporter) -> Ded
 
 def run_summary(data: SplitData, fitted: Fitted) -> dict:
     """The metrics record's sections beside the evaluation: sizes, classes, the training's outcome and cost."""
+    notes = data.table.notes + [f"external set {e.name}: {note}" for e in data.external for note in e.table.notes]
     summary = {"n_train": int(len(data.rows["train"])), "n_val": int(len(data.rows["val"])),
                "n_test": int(len(data.rows["test"])), "classes": data.table.classes,
-               "best_epoch": fitted.best_epoch, "notes": data.table.notes, "timing": fitted.timing,
+               "best_epoch": fitted.best_epoch, "notes": notes, "timing": fitted.timing,
                "duplicates": data.duplicates, **fitted.extra}
     if data.missing:
         summary["missing_classes"] = data.missing

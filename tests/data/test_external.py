@@ -104,3 +104,49 @@ def test_a_volume_sets_subgroups_come_from_its_labels_csv(tmp_path):
     assert by_patient == {"p1": {"A"}, "p2": {"B"}, "p3": {"A"}}  # every slice carries its patient's value
     with pytest.raises(UserError, match=r"has no column\(s\) \['scanner'\]"):
         load_table(cfg.model_copy(update={"subgroups": ["scanner"]}))
+
+
+def _manifest(folder, name, split_column: str | None = None):
+    """A CSV manifest of the PNGs under FOLDER (class folders), with a split column of its own when asked."""
+    rows = pd.DataFrame([{"path": str(p), "label": p.parent.name} for p in sorted(folder.rglob("*.png"))])
+    if split_column:
+        rows[split_column] = ["train", "test"] * (len(rows) // 2) + ["train"] * (len(rows) % 2)
+    path = folder.parent / f"{name}.csv"
+    rows.to_csv(path, index=False)
+    return path
+
+
+def test_an_external_csv_is_read_whole_whatever_split_columns_either_side_has(tmp_path):
+    train = _manifest(write_class_folder(tmp_path / "t", {"a": 6, "b": 6}), "train", split_column="fold")
+    other = _manifest(write_class_folder(tmp_path / "o", {"a": 3, "b": 4}, seed=1), "other", split_column="split")
+    # training's own split column does not apply to the external set, and the external set's does not matter
+    cfg = _config(train, split_col="fold", external={"o": str(other)})
+    (ext,) = load_external(cfg, load_table(cfg))
+    assert len(ext.table) == 7 and set(ext.table.frame["split"]) == {"test"}
+    with pytest.raises(UserError, match="has a column 'split'"):  # training itself still refuses an unused one
+        load_table(_config(other))
+
+
+def test_an_external_volume_set_has_its_own_labels_csv(tmp_path):
+    from tests.data.nifti_files import write_patient
+
+    for root, pids in (("vol", ("p1", "p2", "p3")), ("ext", ("q1", "q2"))):
+        for pid in pids:
+            write_patient(tmp_path / root, pid)
+    labels, other = tmp_path / "labels.csv", tmp_path / "ext_labels.csv"
+    labels.write_text("patient_id,label\np1,LGG\np2,HGG\np3,HGG\n")
+    other.write_text("patient_id,label\nq1,HGG\nq2,HGG\n")
+    cfg = _config(tmp_path / "vol", modalities="t1,t2,flair", slices="center:2", labels_csv=str(labels),
+                  external=[f"b={tmp_path / 'ext'}"], external_labels_csv=[f"b={other}"])
+    (ext,) = load_external(cfg, load_table(cfg))
+    assert ext.missing == ["LGG"] and set(ext.table.frame["group"]) == {"q1", "q2"}
+    assert set(ext.table.frame["label"]) == {"HGG"} and len(ext.table) == 4  # two slices per patient
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"external_labels_csv": ["b=x.csv"], "external": ["b=y"]}, "applies to volume sets"),
+    ({"external_labels_csv": ["c=x.csv"], "external": ["b=y"], "modalities": "t1"}, "c.*names no external set"),
+])
+def test_external_labels_csv_is_for_a_named_volume_set(values, message):
+    with pytest.raises(UserError, match=message):
+        parse_config({"data": "synthetic:", **values})

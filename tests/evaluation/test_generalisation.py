@@ -9,7 +9,8 @@ from threadpoolctl import threadpool_limits
 
 from medtransfer.evaluation import generalisation
 from medtransfer.evaluation.bootstrap import BootstrapSpec, draw_metrics, percentile_interval
-from medtransfer.evaluation.generalisation import ScoredSet, external_spec, gap_ci, gap_label
+from medtransfer.evaluation.generalisation import ScoredSet, external_spec, gap_ci, gap_label, without_every_class
+from medtransfer.evaluation.metric_registry import METRIC_REGISTRY
 from medtransfer.evaluation.metrics import compute_metrics
 
 
@@ -49,6 +50,24 @@ def test_external_spec_is_a_deterministic_stream_of_its_own() -> None:
     assert own.seed != external_spec(BootstrapSpec(n=321, level=0.9, seed=8), "site-b").seed
     first = np.random.default_rng(own.seed).random(5)
     assert not np.allclose(first, np.random.default_rng(spec.seed).random(5))
+
+
+def test_a_set_without_one_class_reports_no_gap_for_the_metrics_that_need_every_class(sets) -> None:
+    internal, external = sets
+    negatives = external.y == 0  # an external set of negatives only: PPV is 0 and kappa 0 by construction there
+    only = ScoredSet("site-b", external.y[negatives], [external.probs[0][negatives]], None, [0.4])
+    gap = gap_ci(internal, only, BootstrapSpec(n=200, seed=1))
+    needs = {name for name in gap if name in METRIC_REGISTRY and METRIC_REGISTRY.get(name).every_class}
+    assert {"auprc", "kappa", "ppv", "npv", "f1_macro", "calibration_slope"} <= needs
+    assert all(np.isnan([gap[name]["value"], gap[name]["low"], gap[name]["high"]]).all() for name in needs)
+    assert np.isfinite([gap["accuracy"]["low"], gap["specificity"]["high"], gap["brier"]["value"]]).all()
+    assert np.isnan([gap["sensitivity"]["value"], gap["auroc"]["value"]]).all()  # undefined on their own
+    full = gap_ci(internal, external, BootstrapSpec(n=200, seed=1))
+    assert np.isfinite([full[name]["value"] for name in ("auprc", "kappa", "ppv", "f1_macro")]).all()
+    entry = {"auroc": {"value": 0.7, "low": 0.6, "high": 0.8, "n": 3}, "accuracy": {"value": 0.9}}
+    assert without_every_class(entry, False) is entry
+    assert without_every_class(entry, True)["auroc"]["n"] == 3 and without_every_class(entry, True)["accuracy"] == \
+        {"value": 0.9}
 
 
 def test_gap_is_internal_minus_external_on_their_own_resamples(sets) -> None:

@@ -1,4 +1,4 @@
-"""Subgroups: parsing the option, labelling rows, the joint bootstrap, worst and gap, and the gap's coverage."""
+"""Subgroups: labelling rows, the joint bootstrap, worst and gap, and the gap's coverage."""
 
 from __future__ import annotations
 
@@ -8,42 +8,14 @@ import pytest
 from evaluation.test_generalisation import clustered_classifier, lean_accuracy
 from threadpoolctl import threadpool_limits
 
+from medtransfer.data.subgroup_spec import SubgroupColumn
 from medtransfer.evaluation import subgroups
 from medtransfer.evaluation.bootstrap import BootstrapSpec, percentile_interval, resample_counts
 from medtransfer.evaluation.generalisation import ScoredSet
 from medtransfer.evaluation.metrics import compute_metrics
 from medtransfer.evaluation.resampled import metrics_for_counts
 from medtransfer.evaluation.seeds import combine_seeds
-from medtransfer.evaluation.subgroups import SubgroupColumn, parse_subgroups, subgroup_analysis, subgroup_labels
-
-
-def test_parse_a_string_and_a_list() -> None:
-    want = [SubgroupColumn("sex"), SubgroupColumn("age", (0.0, 50.0, 120.0)), SubgroupColumn("site")]
-    assert parse_subgroups("sex, age:0,50,120,site") == want
-    assert parse_subgroups(["sex", "age:0, 50,120", "site"]) == want
-    assert [c.text for c in want] == ["sex", "age:0,50,120", "site"]
-    assert parse_subgroups("bmi:-inf,18.5,25,inf")[0].text == "bmi:-inf,18.5,25,inf"
-    assert parse_subgroups(None) is None and parse_subgroups([]) is None
-
-
-@pytest.mark.parametrize("value, message", [
-    ("", "empty column name"),
-    ("sex,,age", "empty column name"),
-    ("sex,", "empty column name"),
-    (":0,50", "empty column name"),
-    ("age:", "age: no bin edges after ':'"),
-    ("age:young,old", "age: bin edges must be numbers, got \\['young'\\]"),
-    ("age:50", "age: need at least 2 bin edges"),
-    ("age:50,10", "age: bin edges must ascend strictly"),
-    ("age:0,50,50", "age: bin edges must ascend strictly"),
-    ("sex,age:0,50,sex", "column\\(s\\) \\['sex'\\] named more than once"),
-    (["age:0,50", "age"], "column\\(s\\) \\['age'\\] named more than once"),
-    (["sex", 3], "need a string or a list of strings"),
-    (5, "need a string or a list of strings"),
-])
-def test_parse_refuses_bad_input_with_a_clear_message(value, message) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_subgroups(value)
+from medtransfer.evaluation.subgroups import subgroup_analysis, subgroup_labels
 
 
 def test_category_labels_as_they_are_and_missing() -> None:
@@ -97,6 +69,20 @@ def test_worst_and_gap_are_picked_on_the_point_values() -> None:
     assert out["interval"] == ("95% CI, percentile bootstrap over test images, resampled jointly over the whole "
                                "test split, 1 seed")
     assert (out["unit"], out["min_cases"]) == ("sample", 10)
+
+
+def test_a_subgroup_without_one_class_has_no_value_for_the_metrics_that_need_every_class() -> None:
+    rng = np.random.default_rng(5)
+    y, prob, _ = clustered_classifier(rng, 150, 0.8, max_images=1)
+    labels = np.where(y == 1, rng.choice(["x", "y"], len(y)), "x").astype(object)  # subgroup y: positives only
+    out = subgroup_analysis(ScoredSet("test", y, [prob]), labels, BootstrapSpec(n=100, seed=2), 10)
+    x, only = out["subgroups"]["x"]["metrics"], out["subgroups"]["y"]["metrics"]
+    assert np.isfinite([x["f1_macro"]["value"], x["kappa"]["low"], x["ppv"]["high"]]).all()
+    assert np.isnan([only["f1_macro"]["value"], only["kappa"]["low"], only["npv"]["high"], only["ppv"]["value"]]).all()
+    assert np.isfinite([only["accuracy"]["value"], only["sensitivity"]["low"]]).all()
+    assert "f1_macro" not in out["gap"] and "kappa" not in out["worst"]  # nothing to compare the one subgroup with
+    assert out["gap"]["accuracy"]["lowest"] in ("x", "y")
+    assert "y lack(s) one of the split's classes" in out["interval"]
 
 
 def test_intervals_come_from_one_joint_resample_restricted_to_each_subgroup() -> None:

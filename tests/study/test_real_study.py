@@ -28,9 +28,9 @@ backbones:
   - {{name: dinov2_vits14, image_size: 42, weights: {dino}}}
 modes:
   frozen: {{heads: [mlp], epochs: 30}}
-  finetune: {{epochs: 2, batch_size: 32, lr: 0.0005}}
+  finetune: {{epochs: 1, batch_size: 32, lr: 0.0005}}
 seeds: [0, 1]
-train: {{bootstrap: 500, workers: 1, cache_dir: {cache}}}
+train: {{bootstrap: 300, workers: 1, cache_dir: {cache}}}
 """
 
 

@@ -15,7 +15,8 @@ EXTERNAL_SPLIT = "external:"  # predictions.csv's split of an external set's row
 @dataclass(frozen=True)
 class ExternalSet:
     """One external test set: its name and DATA, its table in the training classes' order, and the training
-    classes it lacks (a recorded warning: their recall and one-vs-rest AUROC cannot be measured there)."""
+    classes it lacks (a recorded warning: their recall, and every metric that needs every class, is not reported
+    there)."""
 
     name: str
     data: str
@@ -28,12 +29,15 @@ class ExternalSet:
         return f"{EXTERNAL_SPLIT}{self.name}"
 
 
-def external_config(cfg: TrainConfig, data: str) -> TrainConfig:
-    """The settings an external set is read with: the run's source options on other DATA, without what names
-    training's own classes (their order and positive class are training's, applied by name afterwards), its
-    subgroups or its external sets."""
-    return cfg.model_copy(update={"data": data, "external": None, "subgroups": None, "class_order": None,
-                                  "positive_class": None})
+def external_config(cfg: TrainConfig, name: str) -> TrainConfig:
+    """The settings external set `name` is read with: the run's source options on its DATA, without what names
+    training's own classes (their order and positive class are training's, applied by name afterwards), its splits
+    (the set is read whole), its labels CSV (a volume set has its own, or its class folders), its subgroups or its
+    external sets."""
+    labels = (cfg.external_labels_csv or {}).get(name)
+    return cfg.model_copy(update={"data": (cfg.external or {})[name], "external": None, "external_labels_csv": None,
+                                  "subgroups": None, "class_order": None, "positive_class": None, "split_col": None,
+                                  "split_dirs": None, "labels_csv": labels})
 
 
 def match_classes(name: str, data: str, table: SampleTable, training: SampleTable) -> ExternalSet:
@@ -57,7 +61,7 @@ def load_external(cfg: TrainConfig, training: SampleTable) -> list[ExternalSet]:
     found = []
     for name, data in (cfg.external or {}).items():
         try:
-            table = load_table(external_config(cfg, data))
+            table = load_table(external_config(cfg, name), whole=True)
         except UserError as exc:  # the set's own problem, named as the external set it is
             raise UserError(f"external set {name!r}: {exc.subject}", exc.problem, exc.fix) from None
         found.append(match_classes(name, data, table, training))

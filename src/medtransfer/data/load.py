@@ -11,20 +11,21 @@ from medtransfer.data.manifest import ManifestColumns, read_csv_text
 from medtransfer.data.medmnist_info import finding_first
 from medtransfer.data.npz_volumes import NPZ_MODALITY
 from medtransfer.data.sources import load_source
+from medtransfer.data.subgroup_spec import parse_subgroups
 from medtransfer.data.splits import SplitPlan
 from medtransfer.data.table import SampleTable, metadata_column, with_class_order, with_positive_class
 from medtransfer.data.volume_options import VolumeOptions
 from medtransfer.data.volumes import load_volumes
 from medtransfer.engine.cache import cache_root
 from medtransfer.errors import UserError
-from medtransfer.evaluation.subgroups import parse_subgroups
 from medtransfer.hashing import digest_memo
 
 
-def load_table(cfg: TrainConfig) -> SampleTable:
+def load_table(cfg: TrainConfig, *, whole: bool = False) -> SampleTable:
     """The configured source as a SampleTable (manifest columns only when given; volumes when modalities are),
     its classes in the ordinal order of `class_order` when given, and `positive_class` second when given (else, for
-    a binary MedMNIST set that lists its finding first, the finding)."""
+    a binary MedMNIST set that lists its finding first, the finding). `whole`: an external set, whose own split
+    column, if any, is ignored rather than refused."""
     # Sources are fingerprinted by content; each file's digest is remembered beside the caches (--cache-dir).
     metadata = subgroup_columns(cfg)
     with digest_memo(cache_root(cfg.cache_dir)):
@@ -33,7 +34,7 @@ def load_table(cfg: TrainConfig) -> SampleTable:
         else:
             given = {k: v for k, v in {"path": cfg.path_col, "label": cfg.label_col, "group": cfg.group_col,
                                        "split": cfg.split_col}.items() if v is not None}
-            table = load_source(cfg.data, ManifestColumns(**given, metadata=metadata), cfg.image_root,
+            table = load_source(cfg.data, ManifestColumns(**given, metadata=metadata, whole=whole), cfg.image_root,
                                 cfg.skip_missing, volume_options(cfg, NPZ_MODALITY), cfg.split_dirs)
     table = with_class_order(table, cfg.class_order) if cfg.class_order else table
     # Class index 1 is the positive class everywhere downstream (metrics, threshold, ROC, prob_<class> columns):

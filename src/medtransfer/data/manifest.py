@@ -36,12 +36,13 @@ class ManifestColumns:
     group: str | None = None
     split: str | None = None
     metadata: tuple[str, ...] = ()  # kept as `subgroup:<col>` columns, for subgroup analysis
+    whole: bool = False  # an external set, read whole: a split column of its own does not matter
 
 
 def detect_columns(header: list[str], given: ManifestColumns) -> tuple[ManifestColumns, bool]:
     """HAM10000 metadata (image_id, dx, lesion_id) is recognised unless the user chose other columns."""
-    if HAM10000_COLUMNS <= set(header) and replace(given, metadata=()) == ManifestColumns():
-        return ManifestColumns(path="image_id", label="dx", group="lesion_id", metadata=given.metadata), True
+    if HAM10000_COLUMNS <= set(header) and replace(given, metadata=(), whole=False) == ManifestColumns():
+        return replace(given, path="image_id", label="dx", group="lesion_id"), True
     return given, False
 
 
@@ -125,7 +126,7 @@ def load_manifest(csv_path: Path, columns: ManifestColumns, image_root: Path | N
 
 def _refuse_unused_split_column(csv_path: Path, header: list[str], columns: ManifestColumns, detected: bool) -> None:
     """A column named like a split that is not --split-col would be dropped without a word: refuse instead."""
-    if columns.split is not None:
+    if columns.split is not None or columns.whole:
         return
     unused = [c for c in header if c.strip().lower() in SPLIT_COLUMN_NAMES]
     if unused:

@@ -8,12 +8,14 @@ docs/methods.md ("External test sets and subgroups") has the coverage.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
 
 from medtransfer.evaluation.bootstrap import BootstrapSpec, draw_metrics, percentile_interval
+from medtransfer.evaluation.metric_registry import METRIC_REGISTRY
 from medtransfer.evaluation.metrics import compute_metrics
 from medtransfer.evaluation.seeds import UNITS
 
@@ -64,6 +66,21 @@ def external_spec(spec: BootstrapSpec, name: str) -> BootstrapSpec:
     return BootstrapSpec(n=spec.n, level=spec.level, seed=int(seed))
 
 
+def lacks_a_class(y: np.ndarray, n_classes: int) -> bool:
+    """Whether some class of 0..n_classes-1 has no sample in `y`."""
+    return bool((np.bincount(np.asarray(y, dtype=int), minlength=n_classes)[:n_classes] == 0).any())
+
+
+def without_every_class(intervals: dict[str, dict], incomplete: bool) -> dict[str, dict]:
+    """`intervals` ({metric: {value, low, high, ...}}) with the metrics that need every class (metric_registry's
+    every_class) set to NaN when the set is `incomplete`: their value there would look like a real one."""
+    if not incomplete:
+        return intervals
+    nan = {"value": math.nan, "low": math.nan, "high": math.nan}
+    return {name: entry | nan if name in METRIC_REGISTRY and METRIC_REGISTRY.get(name).every_class else entry
+            for name, entry in intervals.items()}
+
+
 def seed_mean_points(scored: ScoredSet, *, ordinal: bool = False) -> dict[str, float]:
     """Each metric's mean over seeds of its whole-set value (NaN where any seed's is undefined)."""
     points = [compute_metrics(scored.y, p, threshold=t, ordinal=ordinal)
@@ -101,7 +118,8 @@ def gap_ci(internal: ScoredSet, external: ScoredSet, spec: BootstrapSpec, *, ord
         # a resample where either side is undefined is NaN here, and percentile_interval leaves it out
         low, high = percentile_interval(draws_int[name] - draws_ext[name], spec.level)
         out[name] = {"value": point_int[name] - point_ext[name], "low": low, "high": high}
-    return out
+    k = internal.probs[0].shape[1]
+    return without_every_class(out, lacks_a_class(internal.y, k) or lacks_a_class(external.y, k))
 
 
 def gap_label(n_seeds: int, unit_int: str, unit_ext: str, n_resamples: int, *, level: float = 0.95) -> str:

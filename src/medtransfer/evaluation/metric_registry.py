@@ -21,7 +21,10 @@ class Metric:
     higher_is_better is None where neither direction is better (calibration slope and intercept have an ideal
     value, 1 and 0). paper_column: its place (1, 2, ...) in the paper's main results table, None when it is not
     there; patient: also shown in the patient-level table. percent: tables show it as a percentage (a share)
-    rather than as a plain number.
+    rather than as a plain number. every_class: it is degenerate on a set that lacks one of the classes (macro F1
+    counts the absent class as 0, kappa is 0 with one class, PPV 0 without positives, AUPRC 1 without negatives,
+    the calibration fit diverges), so such a set reports no value for it. AUROC and balanced accuracy average over
+    the classes present, as on any split, and stay.
     """
 
     name: str
@@ -33,6 +36,7 @@ class Metric:
     percent: bool = True
     paper_column: int | None = None
     patient: bool = False
+    every_class: bool = False
 
 
 METRIC_REGISTRY: Registry[Metric] = Registry("metric")
@@ -41,24 +45,25 @@ for _metric in (
     Metric("accuracy", "Accuracy", "Accuracy", paper_column=1),
     Metric("balanced_accuracy", "Balanced accuracy", "Balanced acc.", patient=True),
     Metric("auroc", "AUROC", "AUROC", paper_column=5),
-    Metric("auprc", "AUPRC", "AUPRC"),
+    Metric("auprc", "AUPRC", "AUPRC", every_class=True),
     Metric("precision_weighted", "Precision (weighted)", "Precision", paper_column=2),
     Metric("recall_weighted", "Recall (weighted)", "Recall", paper_column=3),
     Metric("f1_weighted", "F1 (weighted)", "F1", paper_column=4),
-    Metric("f1_macro", "F1 (macro)", "F1 macro"),
+    Metric("f1_macro", "F1 (macro)", "F1 macro", every_class=True),
     # Agreement beyond chance: below 0 is worse than chance.
-    Metric("kappa", "Cohen's kappa", "Kappa", low=-1.0, patient=True),
-    Metric("kappa_quadratic", "Quadratic kappa", "Quadratic kappa", low=-1.0),
+    Metric("kappa", "Cohen's kappa", "Kappa", low=-1.0, patient=True, every_class=True),
+    Metric("kappa_quadratic", "Quadratic kappa", "Quadratic kappa", low=-1.0, every_class=True),
     Metric("sensitivity", "Sensitivity", "Sensitivity"),
     Metric("specificity", "Specificity", "Specificity"),
-    Metric("ppv", "PPV", "PPV"),
-    Metric("npv", "NPV", "NPV"),
+    Metric("ppv", "PPV", "PPV", every_class=True),
+    Metric("npv", "NPV", "NPV", every_class=True),
     # The multi-class Brier score sums squared errors over the classes, so it reaches 2.
     Metric("brier", "Brier score", "Brier", higher_is_better=False, high=2.0, percent=False),
     Metric("ece", "ECE", "ECE", higher_is_better=False),
-    Metric("calibration_slope", "Calibration slope", "Cal. slope", None, -math.inf, math.inf, percent=False),
+    Metric("calibration_slope", "Calibration slope", "Cal. slope", None, -math.inf, math.inf, percent=False,
+           every_class=True),
     Metric("calibration_intercept", "Calibration intercept", "Cal. intercept", None, -math.inf, math.inf,
-           percent=False),
+           percent=False, every_class=True),
 ):
     METRIC_REGISTRY.register(_metric.name, _metric)
 del _metric

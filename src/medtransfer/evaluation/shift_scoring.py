@@ -13,10 +13,11 @@ from medtransfer.data.external import ExternalSet
 from medtransfer.data.table import SampleTable, metadata_column
 from medtransfer.errors import UserError
 from medtransfer.evaluation.bootstrap import BootstrapSpec, bootstrap_ci
-from medtransfer.evaluation.generalisation import ScoredSet, external_spec, gap_ci, gap_label
+from medtransfer.evaluation.generalisation import ScoredSet, external_spec, gap_ci, gap_label, without_every_class
 from medtransfer.evaluation.metrics import confusion
 from medtransfer.evaluation.patients import pool_by_patient
-from medtransfer.evaluation.subgroups import SubgroupColumn, parse_subgroups, subgroup_analysis, subgroup_labels
+from medtransfer.data.subgroup_spec import SubgroupColumn, parse_subgroups
+from medtransfer.evaluation.subgroups import subgroup_analysis, subgroup_labels
 from medtransfer.progress import Reporter
 
 
@@ -50,8 +51,10 @@ def score_external(ext: ExternalSet, probs: np.ndarray, internal: ScoredSet, spe
     groups = _groups(table.frame)
     own = external_spec(spec, ext.name)
     ordinal = table.ordinal
+    incomplete = bool(ext.missing)  # the metrics that need every class are NaN here, and so are their gaps
     with reporter.task(f"bootstrap external {ext.name}", own.n) as advance:
-        metrics = bootstrap_ci(y, probs, own, groups, advance, threshold=threshold, ordinal=ordinal)
+        metrics = without_every_class(bootstrap_ci(y, probs, own, groups, advance, threshold=threshold,
+                                                   ordinal=ordinal), incomplete)
     per_class = _per_class(metrics, y, table.classes)
     scored = ScoredSet(ext.name, y, [probs], groups, [threshold])
     gap = gap_ci(internal, scored, spec, ordinal=ordinal)
@@ -59,20 +62,16 @@ def score_external(ext: ExternalSet, probs: np.ndarray, internal: ScoredSet, spe
     record = {"data": ext.data, "n": len(y), "classes_missing": ext.missing,
               "counts": {name: int(n) for name, n in zip(table.classes, np.bincount(y, minlength=len(table.classes)))},
               "metrics": metrics, "per_class": per_class, "confusion": confusion(y, probs),
-              "bootstrap": {"n": own.n, "level": own.level, "unit": "group" if groups is not None else "sample",
-                            "seed": own.seed},
-              "gap": gap, "gap_interval": gap_label(1, _unit(internal.groups), _unit(groups), spec.n)}
+              "bootstrap": {"n": own.n, "level": own.level, "unit": scored.unit, "seed": own.seed},
+              "gap": gap, "gap_interval": gap_label(1, internal.unit, scored.unit, spec.n, level=spec.level)}
     if groups is not None:
         pooled = pool_by_patient(groups, y, probs, aggregation)
-        patient = bootstrap_ci(pooled.y, pooled.prob, own, None, threshold=patient_threshold, ordinal=ordinal)
-        _per_class(patient, pooled.y, table.classes)
+        patient = without_every_class(bootstrap_ci(pooled.y, pooled.prob, own, None, threshold=patient_threshold,
+                                                   ordinal=ordinal), incomplete)
+        _drop_class_recalls(patient)
         record["n_groups"] = int(len(pooled.ids))
         record["patient"] = {"metrics": patient, "n": int(len(pooled.ids)), "aggregation": aggregation}
     return record
-
-
-def _unit(groups: np.ndarray | None) -> str:
-    return "sample" if groups is None else "group"
 
 
 def subgroup_columns(cfg: TrainConfig) -> list[SubgroupColumn]:

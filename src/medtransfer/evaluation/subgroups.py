@@ -9,89 +9,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from medtransfer.data.subgroup_spec import SubgroupColumn, as_number, edge_text
 from medtransfer.evaluation.bootstrap import BootstrapSpec, percentile_interval, resample_counts
-from medtransfer.evaluation.generalisation import ScoredSet
+from medtransfer.evaluation.generalisation import ScoredSet, without_every_class
 from medtransfer.evaluation.metric_registry import METRIC_REGISTRY
 from medtransfer.evaluation.metrics import compute_metrics
 from medtransfer.evaluation.resampled import CHUNK, metrics_for_counts
 from medtransfer.evaluation.seeds import UNITS, combine_seeds
 
 MISSING, OUTSIDE = "missing", "outside bins"
-
-
-@dataclass(frozen=True)
-class SubgroupColumn:
-    """A metadata column to split by: its categories, or numeric bins between ascending edges."""
-
-    column: str
-    edges: tuple[float, ...] | None = None
-
-    @property
-    def text(self) -> str:
-        """The column as the `subgroups` option writes it: 'sex' or 'age:0,50,120'."""
-        return self.column if self.edges is None else f"{self.column}:{','.join(map(_edge, self.edges))}"
-
-
-def _edge(value: float) -> str:
-    value = float(value)  # repr of a numpy float would show np.float64(...)
-    return str(int(value)) if math.isfinite(value) and value.is_integer() else repr(value)
-
-
-def _number(token: str) -> float | None:
-    try:
-        value = float(token)
-    except ValueError:
-        return None
-    return None if math.isnan(value) else value
-
-
-def _parse_text(text: str) -> list[tuple[str, list[str]]]:
-    """(column, edge tokens) per column of 'sex,age:0,50,120': a number after COL:... continues its bins."""
-    out: list[tuple[str, list[str]]] = []
-    for token in (t.strip() for t in text.split(",")):
-        if out and out[-1][1] and _number(token) is not None:
-            out[-1][1].append(token)
-            continue
-        name, colon, first = (part.strip() for part in token.partition(":"))
-        if not name:
-            raise ValueError(f"subgroups {text!r}: empty column name (write COL or COL:E0,E1,...)")
-        if colon and not first:
-            raise ValueError(f"subgroups {text!r}: {name}: no bin edges after ':'")
-        out.append((name, [first] if colon else []))
-    return out
-
-
-def _column(text: str, name: str, tokens: list[str]) -> SubgroupColumn:
-    if not tokens:
-        return SubgroupColumn(name)
-    edges = [_number(t) for t in tokens]
-    if any(e is None for e in edges):
-        raise ValueError(f"subgroups {text!r}: {name}: bin edges must be numbers, got {tokens}")
-    if len(edges) < 2:
-        raise ValueError(f"subgroups {text!r}: {name}: need at least 2 bin edges, got {tokens}")
-    if any(a >= b for a, b in zip(edges, edges[1:])):
-        raise ValueError(f"subgroups {text!r}: {name}: bin edges must ascend strictly, got {tokens}")
-    return SubgroupColumn(name, tuple(edges))
-
-
-def parse_subgroups(value: str | list[str] | None) -> list[SubgroupColumn] | None:
-    """The `subgroups` option ('sex,age:0,50,120' or ['sex', 'age:0,50,120']) as columns; None when not given."""
-    if value is None or (isinstance(value, list) and not value):
-        return None
-    texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
-        raise ValueError(f"subgroups: need a string or a list of strings, got {value!r}")
-    columns = [_column(text, name, tokens) for text in texts for name, tokens in _parse_text(text)]
-    seen = [c.column for c in columns]
-    twice = sorted({name for name in seen if seen.count(name) > 1})
-    if twice:
-        raise ValueError(f"subgroups: column(s) {twice} named more than once")
-    return columns
 
 
 def _blank(values: pd.Series) -> np.ndarray:
@@ -120,7 +50,7 @@ def subgroup_labels(values: pd.Series, column: SubgroupColumn) -> np.ndarray:
         examples = sorted(set(values[bad].astype(str)))[:3]
         raise ValueError(f"subgroup column {column.column!r} has bins but non-numeric values, e.g. {examples}")
     edges = np.asarray(column.edges)
-    names = np.array([f"{_edge(lo)}–{_edge(hi)}" for lo, hi in zip(edges, edges[1:])], dtype=object)
+    names = np.array([f"{edge_text(lo)}–{edge_text(hi)}" for lo, hi in zip(edges, edges[1:])], dtype=object)
     index = np.minimum(np.searchsorted(edges, numbers, side="right") - 1, len(names) - 1)  # the last edge: last bin
     inside = ~blank & (numbers >= edges[0]) & (numbers <= edges[-1])
     labels[inside] = names[index[inside]]
@@ -133,7 +63,7 @@ def _order(label: str) -> tuple:
     if label in (MISSING, OUTSIDE):
         return (2, 0.0, label)
     low, dash, _ = label.partition("–")
-    start = _number(low) if dash else None
+    start = as_number(low) if dash else None
     return (1, 0.0, label) if start is None else (0, start, label)
 
 
@@ -191,13 +121,17 @@ def _gap(metrics: dict[str, dict[str, dict[str, float]]], mean_draws: dict[str, 
     return out
 
 
-def interval_texts(scored: ScoredSet, n_subgroups: int, level: float) -> tuple[str, str]:
-    """The `interval` and `gap_interval` captions of a subgroup block."""
+def interval_texts(scored: ScoredSet, n_subgroups: int, level: float,
+                   incomplete: Collection[str] = ()) -> tuple[str, str]:
+    """The `interval` and `gap_interval` captions of a subgroup block; `incomplete`: the subgroups lacking a class."""
     noun = UNITS[scored.unit]
     n_seeds = len(scored.probs)
     where = f"percentile bootstrap over {scored.name} {noun}, resampled jointly over the whole {scored.name} split"
     seeds = "1 seed" if n_seeds == 1 else f"combined with the variation between {n_seeds} seeds"
     interval = f"{100 * level:g}% CI, {where}, {seeds}"
+    if incomplete:
+        interval += (f"; {', '.join(incomplete)} lack(s) one of the split's classes: no value there for the metrics "
+                     "that need every class (AUPRC, macro F1, kappa, PPV, NPV, calibration slope and intercept)")
     gap = (f"{100 * level:g}% CI of the difference between the two subgroups with the highest and the lowest value, "
            f"the pair chosen once on the point values; {where}, {n_seeds} seed" + ("s" if n_seeds > 1 else "")
            + (", seed mean inside each resample" if n_seeds > 1 else "") + ", conditional on the trained models")
@@ -220,14 +154,16 @@ def subgroup_analysis(scored: ScoredSet, labels: np.ndarray, spec: BootstrapSpec
     kept = {label: mask for label, mask in rows.items() if cases[label] >= min_cases}
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     mean_draws: dict[str, dict[str, np.ndarray]] = {}
+    # a subgroup without one of the split's classes has no macro F1, kappa or PPV worth comparing
+    incomplete = [label for label, mask in kept.items() if not set(scored.y) <= set(scored.y[mask])]
     if kept:
         draws = _joint_draws(scored, kept, spec, ordinal, names)
         for label, mask in kept.items():
             points = [{m: v for m, v in compute_metrics(scored.y[mask], p[mask], threshold=t, ordinal=ordinal).items()
                        if m in draws[label][0]} for p, t in zip(scored.probs, scored.seed_thresholds)]
-            metrics[label] = combine_seeds(points, draws[label], spec)
+            metrics[label] = without_every_class(combine_seeds(points, draws[label], spec), label in incomplete)
             mean_draws[label] = {m: np.mean([d[m] for d in draws[label]], axis=0) for m in points[0]}
-    interval, gap_interval = interval_texts(scored, len(kept), spec.level)
+    interval, gap_interval = interval_texts(scored, len(kept), spec.level, incomplete)
     return {"min_cases": min_cases, "unit": scored.unit,
             "subgroups": {label: {"n": int(kept[label].sum()), "n_cases": cases[label], "metrics": metrics[label]}
                           for label in kept},

@@ -29,7 +29,7 @@ NOT_SETTINGS = ("out", "cache_dir", "workers", "device", "image_cache", "bootstr
                 # resolved by the runner from the settings (`weights_identity` of `none` names the seed)
                 "timm_name", "family", "model_id", "preprocess", "pooling_resolved", "weights_identity",
                 # what else a run is scored on, never what it trains: one setup with or without an external set
-                "external", "subgroups", "subgroup_min")
+                "external", "external_labels_csv", "subgroups", "subgroup_min")
 # The replicates of one setup: its seeds, and its folds when cross-validated.
 REPLICATES = ("seed", "fold")
 # What names a setup in tables and legends; any other setting that varies is named beside it.

@@ -15,15 +15,16 @@ import pandas as pd
 
 from medtransfer.config import TrainConfig
 from medtransfer.data.external import EXTERNAL_SPLIT
+from medtransfer.data.subgroup_spec import SubgroupColumn, parse_subgroups
 from medtransfer.data.table import METADATA_PREFIX
-from medtransfer.evaluation.generalisation import ScoredSet, external_spec, gap_ci, gap_label
+from medtransfer.evaluation.generalisation import ScoredSet, external_spec, gap_ci, gap_label, without_every_class
 from medtransfer.evaluation.metric_registry import paper_metrics
 from medtransfer.evaluation.seeds import UNITS, combined_ci
-from medtransfer.evaluation.subgroups import SubgroupColumn, parse_subgroups, subgroup_analysis, subgroup_labels
+from medtransfer.evaluation.subgroups import subgroup_analysis, subgroup_labels
 from medtransfer.report.aggregate import Replicates, Summary, recorded_spec, setup_pairs, setup_replicates
 from medtransfer.report.collect import RunIndex
 from medtransfer.report.predictions import read_predictions
-from medtransfer.rundir import RunDir
+from medtransfer.rundir import PREDICTIONS_FILE, RunDir
 
 SUBGROUP_MIN = TrainConfig.model_fields["subgroup_min"].default  # what a run that did not record it used
 LABELS = ["task", "setup", "backbone", "mode_label", "mode_name", "train_fraction"]
@@ -112,7 +113,12 @@ def _external_row(setup: _Setup, name: str, ext: Replicates, notes: list[str]) -
     own = external_spec(spec, name)
     unit = "sample" if ext.groups is None else "group"
     thresholds = None if all(t is None for t in ext.thresholds) else ext.thresholds
-    ci = combined_ci(ext.y, ext.probs, own, ext.groups, thresholds=thresholds, ordinal=ordinal)
+    absent = [c for c, n in zip(ext.classes, np.bincount(ext.y, minlength=len(ext.classes))) if n == 0]
+    if absent:
+        notes.append(f"{setup.name} on {name}: no samples of class(es) {absent}, so no value for the metrics that "
+                     "need every class")
+    ci = without_every_class(combined_ci(ext.y, ext.probs, own, ext.groups, thresholds=thresholds, ordinal=ordinal),
+                             bool(absent))
     row = setup.labels | {"external": name, "n_external": len(ext.y), "n_cases_external":
                           len(ext.y) if ext.groups is None else len(np.unique(ext.groups)),
                           "n_seeds": len(ext.seeds), "seeds": ",".join(ext.seeds), "internal_ci": setup.row["ci"],
@@ -122,7 +128,8 @@ def _external_row(setup: _Setup, name: str, ext: Replicates, notes: list[str]) -
     row |= _columns("external_", ci)
     keep = [setup.reps.seeds.index(s) for s in ext.seeds if s in setup.reps.seeds]
     internal, external = _scored("test", setup.reps, keep), _scored(name, ext)
-    if len(keep) < len(ext.seeds) or internal is None or external is None:
+    # the Internal column is every internal replicate's: a gap over fewer would not be Internal − External
+    if sorted(ext.seeds) != sorted(setup.reps.seeds) or internal is None or external is None:
         # folds pooled out of fold are one replicate per seed on test but k fold models on the external set
         notes.append(f"{setup.name} on {name}: no gap, the internal test replicates ({', '.join(setup.reps.seeds)}) "
                      f"are not the external set's ({', '.join(ext.seeds)})")
@@ -145,7 +152,7 @@ def _externals(setups: list[_Setup], index: RunIndex, notes: list[str]) -> tuple
             if len(runs) < len(setup.runs):
                 notes.append(f"{setup.name}: {len(setup.runs) - len(runs)} of its runs were not scored on {name}")
             if ext is None or not len(ext.y):
-                notes.append(f"{setup.name} on {name}: no `{EXTERNAL_SPLIT}{name}` rows in predictions.csv")
+                notes.append(f"{setup.name} on {name}: no `{EXTERNAL_SPLIT}{name}` rows in {PREDICTIONS_FILE}")
                 continue
             rows.append(_external_row(setup, name, ext, notes))
             blocks.setdefault(name, []).append((setup.labels, ext))
@@ -155,10 +162,13 @@ def _externals(setups: list[_Setup], index: RunIndex, notes: list[str]) -> tuple
     return pd.DataFrame(rows), frame
 
 
-def _subgroup_columns(setup: _Setup) -> tuple[list[SubgroupColumn], int]:
-    """The columns every run of the setup named, and the largest `subgroup_min` among them."""
+def _subgroup_columns(setup: _Setup, notes: list[str]) -> tuple[list[SubgroupColumn], int]:
+    """The columns every run of the setup named (the others in `notes`), and the largest `subgroup_min` among them."""
     named = [{c.text: c for c in parse_subgroups(cfg.get("subgroups")) or []} for cfg in setup.configs]
-    common = [c for text, c in named[0].items() if all(text in other for other in named[1:])]
+    every = {text: c for one in named for text, c in one.items()}
+    common = [c for text, c in every.items() if all(text in one for one in named)]
+    notes += [f"{setup.name}: subgroup column {text} left out, only {sum(text in one for one in named)} of its "
+              f"{len(named)} runs named it" for text in every if not all(text in one for one in named)]
     return common, max(int(cfg.get("subgroup_min") or SUBGROUP_MIN) for cfg in setup.configs)
 
 
@@ -196,7 +206,7 @@ def _subgroup_rows(setup: _Setup, column: SubgroupColumn, block: dict) -> tuple[
 def _subgroups(setups: list[_Setup], metric: str, notes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, gaps = [], []
     for setup in setups:
-        columns, min_cases = _subgroup_columns(setup)
+        columns, min_cases = _subgroup_columns(setup, notes)
         first = setup.runs.iloc[0]
         scored = _scored("test", setup.reps)
         if columns and scored is None:
@@ -205,7 +215,7 @@ def _subgroups(setups: list[_Setup], metric: str, notes: list[str]) -> tuple[pd.
         for column in columns:
             values = _metadata(setup, f"{METADATA_PREFIX}{column.column}")
             if values is None:
-                notes.append(f"{setup.name}: subgroup column {column.column} is not in every run's predictions.csv")
+                notes.append(f"{setup.name}: subgroup column {column.column} is not in every run's {PREDICTIONS_FILE}")
                 continue
             labels = subgroup_labels(values, column)
             block = subgroup_analysis(scored, labels, recorded_spec(first), min_cases, ordinal=bool(first["ordinal"]),

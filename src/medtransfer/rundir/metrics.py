@@ -72,7 +72,8 @@ class PatientMetrics(_Strict):
 
 
 class ExternalPatients(_Strict):
-    """An external set's metrics over its patients: one pooled prediction each, at the patient val threshold."""
+    """An external set's metrics over its patients: one pooled prediction each, at the patient val threshold (the
+    image one when the internal split has no patients)."""
 
     metrics: Metrics
     n: int
