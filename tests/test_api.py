@@ -65,6 +65,10 @@ def test_the_notebook_session_in_docs_api_md_runs_verbatim(tmp_path: Path, share
     assert isinstance(probabilities, pd.DataFrame) and len(probabilities) == 3
     assert outcome.ran == 4 and (outcome.report / "report.html").is_file()
     assert f"test AUROC {result.metrics.test['auroc'].value:.3f}" in printed
+    shift = scope["shift"]  # the external-set and subgroup example
+    assert shift.external["site_b"].n == 51 and "site_b: 51 images" in printed
+    sex = shift.subgroups["sex"]
+    assert sex.subgroups and set(sex.subgroups) | set(sex.too_few) <= {"female", "male", "missing"}
 
 
 def test_a_study_built_in_python_is_stored_as_yaml_and_resumes(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def load_table(cfg: TrainConfig, *, whole: bool = False) -> SampleTable:
     a binary MedMNIST set that lists its finding first, the finding). `whole`: an external set, whose own split
     column, if any, is ignored rather than refused."""
     # Sources are fingerprinted by content; each file's digest is remembered beside the caches (--cache-dir).
-    metadata = subgroup_columns(cfg)
+    metadata = metadata_columns(cfg)
     with digest_memo(cache_root(cfg.cache_dir)):
         if cfg.modalities:
             table = with_patient_metadata(load_volume_table(cfg), cfg.labels_csv, metadata)
@@ -48,7 +48,7 @@ def load_table(cfg: TrainConfig, *, whole: bool = False) -> SampleTable:
     return table
 
 
-def subgroup_columns(cfg: TrainConfig) -> tuple[str, ...]:
+def metadata_columns(cfg: TrainConfig) -> tuple[str, ...]:
     """The metadata columns `subgroups` names; refused for a source that has no metadata to read them from."""
     columns = tuple(column.column for column in parse_subgroups(cfg.subgroups) or [])
     if columns and not cfg.modalities and not cfg.data.lower().endswith(".csv"):

@@ -74,11 +74,6 @@ def score_external(ext: ExternalSet, probs: np.ndarray, internal: ScoredSet, spe
     return record
 
 
-def subgroup_columns(cfg: TrainConfig) -> list[SubgroupColumn]:
-    """The run's `subgroups` as columns with their bins."""
-    return parse_subgroups(cfg.subgroups) or []
-
-
 def labels_of(frame: pd.DataFrame, column: SubgroupColumn) -> np.ndarray:
     """Each row's subgroup label; a column that cannot be binned is refused, naming it."""
     try:
@@ -90,7 +85,7 @@ def labels_of(frame: pd.DataFrame, column: SubgroupColumn) -> np.ndarray:
 
 def check_subgroups(cfg: TrainConfig, table: SampleTable) -> None:
     """Every subgroup column labels every row (bins of a numeric column), checked before any training."""
-    for column in subgroup_columns(cfg):
+    for column in parse_subgroups(cfg.subgroups) or []:
         labels_of(table.frame, column)
 
 
@@ -100,7 +95,7 @@ def score_subgroups(cfg: TrainConfig, table: SampleTable, frame: pd.DataFrame, r
     test = frame.iloc[rows]
     scored = ScoredSet("test", test["target"].to_numpy(), [probs], _groups(test), [threshold])
     out = {}
-    for column in subgroup_columns(cfg):
+    for column in parse_subgroups(cfg.subgroups) or []:
         block = subgroup_analysis(scored, labels_of(test, column), spec, cfg.subgroup_min, ordinal=table.ordinal)
         for part in [block["worst"], block["gap"], *(s["metrics"] for s in block["subgroups"].values())]:
             _drop_class_recalls(part)  # the scalar metrics, as the test split's own record has them
