@@ -141,6 +141,9 @@ def test_an_external_volume_set_has_its_own_labels_csv(tmp_path):
     (ext,) = load_external(cfg, load_table(cfg))
     assert ext.missing == ["LGG"] and set(ext.table.frame["group"]) == {"q1", "q2"}
     assert set(ext.table.frame["label"]) == {"HGG"} and len(ext.table) == 4  # two slices per patient
+    without = cfg.model_copy(update={"external_labels_csv": None})  # training's labels CSV is not the set's
+    with pytest.raises(UserError, match="pass --external-labels-csv b=CSV"):
+        load_external(without, load_table(without))
 
 
 @pytest.mark.parametrize("values, message", [

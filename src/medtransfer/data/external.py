@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from medtransfer.config import TrainConfig
 from medtransfer.data.load import load_table
 from medtransfer.data.table import COLUMNS, SampleTable
+from medtransfer.data.volume_layout import UNLABELLED
 from medtransfer.errors import UserError
 
 EXTERNAL_SPLIT = "external:"  # predictions.csv's split of an external set's rows: `external:NAME`
@@ -64,5 +65,9 @@ def load_external(cfg: TrainConfig, training: SampleTable) -> list[ExternalSet]:
             table = load_table(external_config(cfg, name), whole=True)
         except UserError as exc:  # the set's own problem, named as the external set it is
             raise UserError(f"external set {name!r}: {exc.subject}", exc.problem, exc.fix) from None
+        if cfg.modalities and table.classes == [UNLABELLED]:  # training's labels CSV is not the set's
+            raise UserError(f"external set {name!r} ({data})", "has no labels: its patients are not in class folders "
+                            "and it has no labels CSV of its own", f"pass --external-labels-csv {name}=CSV "
+                            "(patient_id,label), or lay it out as DIR/<class>/<patient>/")
         found.append(match_classes(name, data, table, training))
     return found
