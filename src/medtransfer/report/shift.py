@@ -9,6 +9,7 @@ analysed is named in the summary's notes with the reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,11 @@ class _Setup:
     reps: Replicates
     runs: pd.DataFrame
     configs: list[dict]
+
+    @cached_property
+    def test_predictions(self) -> list[pd.DataFrame]:
+        """Each run's test predictions, read once for all of the setup's subgroup columns."""
+        return [read_predictions(d) for d in self.runs["run_dir"]]
 
     @property
     def name(self) -> str:
@@ -174,7 +180,7 @@ def _subgroup_columns(setup: _Setup, notes: list[str]) -> tuple[list[SubgroupCol
 
 def _metadata(setup: _Setup, column: str) -> pd.Series | None:
     """The column's raw value for each of the replicates' test samples, in their order (None: not recorded)."""
-    frames = [read_predictions(d) for d in setup.runs["run_dir"]]
+    frames = setup.test_predictions
     if not all(column in f for f in frames):
         return None
     values = pd.concat(frames).drop_duplicates("sample_id").set_index("sample_id")[column]
